@@ -1,0 +1,125 @@
+#pragma once
+// Device-generic kernels built from vectorised torch ops (index_select and index_add_ over flat offsets), for
+// CUDA and any other device. Patches are processed in chunks of bounded size, so no temporary grows with the
+// number of patches.
+
+#include <torch/torch.h>
+
+#include <algorithm>
+
+#include "../geometry.hpp"
+
+namespace qlty::detail {
+
+/// Elements per chunk of patches (the index and weighted-source temporaries are this size).
+constexpr int64_t kTorchChunkElements = int64_t(1) << 22;
+
+inline torch::Tensor window_starts(const Grid3& g, int a, const torch::Device& device) {
+  std::vector<int64_t> s(g.times[a]);
+  for (int64_t k = 0; k < g.times[a]; ++k) s[k] = g.start(a, k);
+  return torch::tensor(s, torch::kInt64).to(device);
+}
+
+/// Offsets within one contiguous image (Sz, Sy, Sx): of each window's origin (P) and of each window pixel (K).
+inline std::pair<torch::Tensor, torch::Tensor> window_offsets(const Grid3& g, const torch::Device& device) {
+  const int64_t Sy = g.shape[1], Sx = g.shape[2];
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  auto base = (window_starts(g, 0, device).view({-1, 1, 1}) * Sy + window_starts(g, 1, device).view({1, -1, 1})) *
+                  Sx +
+              window_starts(g, 2, device).view({1, 1, -1});
+  auto pix = (torch::arange(g.window[0], opts).view({-1, 1, 1}) * Sy +
+              torch::arange(g.window[1], opts).view({1, -1, 1})) *
+                 Sx +
+             torch::arange(g.window[2], opts).view({1, 1, -1});
+  return {base.reshape(-1), pix.reshape(-1)};
+}
+
+/// Stitching weight of each window pixel (K), 1 without weighting.
+inline torch::Tensor window_weights(const Grid3& g, bool weighted, const torch::TensorOptions& opts) {
+  auto w = torch::ones({g.window[0], g.window[1], g.window[2]}, torch::kFloat64);
+  if (weighted) {
+    using torch::indexing::Slice;
+    auto inner = torch::zeros_like(w, torch::kBool);
+    inner.index_put_({Slice(g.border[0], g.window[0] - g.border[0]), Slice(g.border[1], g.window[1] - g.border[1]),
+                      Slice(g.border[2], g.window[2] - g.border[2])},
+                     true);
+    w.masked_fill_(inner.logical_not(), g.border_weight);
+  }
+  return w.reshape(-1).to(opts);
+}
+
+/// Flat offsets (cnt, C, K) into a contiguous (N, C, L) tensor of the pixels of patches [m0, m0 + cnt).
+inline torch::Tensor chunk_index(const torch::Tensor& base, const torch::Tensor& pix, int64_t m0, int64_t cnt,
+                                 int64_t P, int64_t C, int64_t L) {
+  auto opts = base.options();
+  auto m = torch::arange(m0, m0 + cnt, opts);
+  auto n = torch::div(m, P, "floor");
+  auto p = m - n * P;
+  auto image = (n.view({-1, 1}) * C + torch::arange(C, opts).view({1, -1})) * L;  // (cnt, C)
+  return image.unsqueeze(2) + base.index_select(0, p).view({-1, 1, 1}) + pix.view({1, 1, -1});
+}
+
+inline int64_t chunk_patches(int64_t C, int64_t K) { return std::max<int64_t>(1, kTorchChunkElements / std::max<int64_t>(1, C * K)); }
+
+/// Windows of x (N, C, Sz, Sy, Sx) into `out` (M, C, Wz, Wy, Wx), contiguous, preallocated.
+inline void unfold_torch(const torch::Tensor& x, torch::Tensor& out, const Grid3& g, bool weighted) {
+  const int64_t M = out.size(0), C = x.size(1), K = g.window_numel(), P = g.per_image(), L = g.image_numel();
+  if (M == 0 || C == 0) return;
+  auto xflat = x.contiguous().view(-1);
+  auto [base, pix] = window_offsets(g, x.device());
+  const auto acc_type = c10::toRealValueType(x.scalar_type()) == torch::kDouble ? torch::kDouble : torch::kFloat;
+  torch::Tensor w;
+  if (weighted) w = window_weights(g, true, x.options().dtype(acc_type));
+  const int64_t step = chunk_patches(C, K);
+  for (int64_t m0 = 0; m0 < M; m0 += step) {
+    const int64_t cnt = std::min(step, M - m0);
+    auto dst = out.narrow(0, m0, cnt).view({-1});
+    torch::index_select_out(dst, xflat, 0, chunk_index(base, pix, m0, cnt, P, C, L).view({-1}));
+    if (weighted) {
+      auto d = dst.view({cnt, C, K});
+      if (d.scalar_type() == acc_type)
+        d.mul_(w);
+      else
+        d.copy_(d.to(acc_type).mul_(w));
+    }
+  }
+}
+
+/// Floating patches (M, C, Wz, Wy, Wx) into preallocated contiguous out (N, C, Sz, Sy, Sx) and wsum (Sz, Sy, Sx).
+inline void fold_torch(const torch::Tensor& patches, torch::Tensor& out, torch::Tensor& wsum, const Grid3& g,
+                       bool weighted, bool normalize) {
+  const int64_t M = patches.size(0), C = patches.size(1), K = g.window_numel(), P = g.per_image();
+  const int64_t L = g.image_numel();
+  auto [base, pix] = window_offsets(g, patches.device());
+  const auto acc_type = wsum.scalar_type();
+  auto w = window_weights(g, weighted, wsum.options());
+
+  // weight sum over one image's windows, in chunks of windows
+  wsum.zero_();
+  auto wflat = wsum.view({-1});
+  const int64_t wstep = std::max<int64_t>(1, kTorchChunkElements / std::max<int64_t>(1, K));
+  for (int64_t p0 = 0; p0 < P; p0 += wstep) {
+    const int64_t cnt = std::min(wstep, P - p0);
+    auto idx = base.narrow(0, p0, cnt).view({-1, 1}) + pix.view({1, -1});
+    wflat.index_add_(0, idx.view({-1}), w.view({1, -1}).expand({cnt, K}).reshape({-1}));
+  }
+
+  auto acc = out.scalar_type() == acc_type ? out : torch::empty(out.sizes(), out.options().dtype(acc_type));
+  acc.zero_();
+  auto aflat = acc.view({-1});
+  const int64_t step = chunk_patches(C, K);
+  auto buffer = torch::empty({std::min(step, M) * C * K}, wsum.options());  // weighted chunk, reused
+  for (int64_t m0 = 0; m0 < M && C > 0; m0 += step) {
+    const int64_t cnt = std::min(step, M - m0);
+    auto src = buffer.narrow(0, 0, cnt * C * K).view({cnt, C, K});
+    torch::mul_out(src, patches.narrow(0, m0, cnt).reshape({cnt, C, K}), w);
+    aflat.index_add_(0, chunk_index(base, pix, m0, cnt, P, C, L).view({-1}), src.view({-1}));
+  }
+  if (normalize) {
+    const double tiny = acc_type == torch::kDouble ? 1e-300 : 1e-30;  // pixels no window touched stay 0
+    acc.div_(wsum.clamp_min(tiny));
+  }
+  if (!acc.is_same(out)) out.copy_(acc);
+}
+
+}  // namespace qlty::detail

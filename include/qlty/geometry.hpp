@@ -1,0 +1,168 @@
+#pragma once
+/// @file geometry.hpp
+/// @brief The window grid of a quilt: validated parameters, window starts, border and weights.
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+namespace qlty {
+
+/// @brief One value for every axis, or one value per axis (`16`, `{16, 16}`, a std::vector).
+class PerAxis {
+ public:
+  PerAxis(int64_t v) : values_{v} {}  // NOLINT(google-explicit-constructor): `border = 4` reads well
+  PerAxis(std::initializer_list<int64_t> v) : values_(v) {}
+  PerAxis(std::vector<int64_t> v) : values_(std::move(v)) {}  // NOLINT(google-explicit-constructor)
+  template <size_t D>
+  PerAxis(const std::array<int64_t, D>& v) : values_(v.begin(), v.end()) {}  // NOLINT
+
+  /// @brief The values as given.
+  const std::vector<int64_t>& values() const { return values_; }
+
+  /// @brief The value for each of D axes; `who` and `name` go into the error for a wrong length.
+  template <int D>
+  std::array<int64_t, D> expand(const char* who, const char* name) const {
+    TORCH_CHECK_VALUE(values_.size() == 1 || values_.size() == static_cast<size_t>(D), who, ": ", name,
+                      " must have 1 or ", D, " entries, got ", values_.size(), " (", c10::IntArrayRef(values_),
+                      ")");
+    std::array<int64_t, D> out{};
+    for (int a = 0; a < D; ++a) out[a] = values_.size() == 1 ? values_[0] : values_[a];
+    return out;
+  }
+
+ private:
+  std::vector<int64_t> values_;
+};
+
+namespace detail {
+
+/// The names used in messages: the quilt class of each dimension and its axis letters.
+template <int D>
+constexpr const char* quilt_name() {
+  return D == 2 ? "NCYXQuilt" : "NCZYXQuilt";
+}
+inline const char* axis_name(int D, int a) {
+  static const char* names2[] = {"Y", "X"};
+  static const char* names3[] = {"Z", "Y", "X"};
+  return D == 2 ? names2[a] : names3[a];
+}
+
+/// The grid in three dimensions (2D quilts use a Z axis of size 1): what the kernels need.
+struct Grid3 {
+  std::array<int64_t, 3> shape{1, 1, 1}, window{1, 1, 1}, step{1, 1, 1}, border{0, 0, 0}, times{1, 1, 1};
+  double border_weight = 1.0;  // effective weight of border pixels, max(border_weight, 1e-8)
+
+  int64_t start(int a, int64_t k) const { return std::min(k * step[a], shape[a] - window[a]); }
+  int64_t per_image() const { return times[0] * times[1] * times[2]; }
+  int64_t window_numel() const { return window[0] * window[1] * window[2]; }
+  int64_t image_numel() const { return shape[0] * shape[1] * shape[2]; }
+  bool inside(int a, int64_t w) const { return w >= border[a] && w < window[a] - border[a]; }
+
+  /// Flattened for autograd contexts (IValues hold integer lists and doubles).
+  std::vector<int64_t> pack() const {
+    std::vector<int64_t> v;
+    for (const auto* arr : {&shape, &window, &step, &border, &times}) v.insert(v.end(), arr->begin(), arr->end());
+    return v;
+  }
+  static Grid3 unpack(const std::vector<int64_t>& v, double border_weight) {
+    Grid3 g;
+    int i = 0;
+    for (auto* arr : {&g.shape, &g.window, &g.step, &g.border, &g.times})
+      for (auto& e : *arr) e = v[i++];
+    g.border_weight = border_weight;
+    return g;
+  }
+};
+
+}  // namespace detail
+
+/// @brief The validated window grid of a D-dimensional quilt (D = 2 or 3), axes in tensor order (Z, Y, X).
+template <int D>
+class Geometry {
+  static_assert(D == 2 || D == 3, "qlty::Geometry: D must be 2 or 3");
+
+ public:
+  /// @brief Checks the parameters (see semantics.md) and builds the grid.
+  Geometry(std::array<int64_t, D> shape, const PerAxis& window, const PerAxis& step, const PerAxis& border,
+           double border_weight)
+      : shape_(shape) {
+    const char* who = detail::quilt_name<D>();
+    window_ = window.expand<D>(who, "window");
+    step_ = step.expand<D>(who, "step");
+    border_ = border.expand<D>(who, "border");
+    for (int a = 0; a < D; ++a) {
+      const char* ax = detail::axis_name(D, a);
+      TORCH_CHECK_VALUE(shape_[a] >= 1, who, ": image size along ", ax, " must be >= 1, got ", shape_[a]);
+      TORCH_CHECK_VALUE(window_[a] >= 1, who, ": window along ", ax, " must be >= 1, got ", window_[a]);
+      TORCH_CHECK_VALUE(window_[a] <= shape_[a], who, ": window along ", ax, " must not exceed the image size ",
+                        shape_[a], ", got ", window_[a]);
+      TORCH_CHECK_VALUE(step_[a] >= 1, who, ": step along ", ax, " must be >= 1, got ", step_[a]);
+      TORCH_CHECK_VALUE(border_[a] >= 0, who, ": border along ", ax, " must be >= 0, got ", border_[a]);
+      TORCH_CHECK_VALUE(border_[a] == 0 || 2 * border_[a] < window_[a], who, ": border along ", ax,
+                        " must leave an interior (2 * border < window = ", window_[a], "), got ", border_[a]);
+    }
+    TORCH_CHECK_VALUE(border_weight >= 0.0 && border_weight <= 1.0, who,
+                      ": border_weight must be in [0, 1], got ", border_weight);
+    border_weight_ = border_weight;
+    for (int a = 0; a < D; ++a) {
+      const int64_t full = (shape_[a] - window_[a]) / step_[a];
+      times_[a] = full + 1 + (shape_[a] > full * step_[a] + window_[a] ? 1 : 0);
+    }
+  }
+
+  const std::array<int64_t, D>& shape() const { return shape_; }
+  const std::array<int64_t, D>& window() const { return window_; }
+  const std::array<int64_t, D>& step() const { return step_; }
+  const std::array<int64_t, D>& border() const { return border_; }
+  double border_weight() const { return border_weight_; }
+  /// @brief Windows per axis.
+  const std::array<int64_t, D>& times() const { return times_; }
+  /// @brief Windows per image (the product of times()).
+  int64_t per_image() const {
+    int64_t p = 1;
+    for (auto t : times_) p *= t;
+    return p;
+  }
+  /// @brief Start of window k along axis a: min(k * step, size - window).
+  int64_t start(int a, int64_t k) const { return std::min(k * step_[a], shape_[a] - window_[a]); }
+  bool has_border() const {
+    return std::any_of(border_.begin(), border_.end(), [](int64_t b) { return b > 0; });
+  }
+
+  /// @brief float32 tensor of the window's shape: 1 inside [b, W - b) on every axis, 0 elsewhere.
+  torch::Tensor border_tensor() const {
+    auto t = torch::zeros(c10::IntArrayRef(window_.data(), D), torch::kFloat32);
+    std::vector<at::indexing::TensorIndex> idx;
+    for (int a = 0; a < D; ++a) idx.emplace_back(at::indexing::Slice(border_[a], window_[a] - border_[a]));
+    t.index_put_(idx, 1.0f);
+    return t;
+  }
+
+  /// @brief The same grid in three dimensions, for the kernels.
+  detail::Grid3 grid3() const {
+    detail::Grid3 g;
+    for (int a = 0; a < D; ++a) {
+      const int b = 3 - D + a;
+      g.shape[b] = shape_[a];
+      g.window[b] = window_[a];
+      g.step[b] = step_[a];
+      g.border[b] = border_[a];
+      g.times[b] = times_[a];
+    }
+    g.border_weight = std::max(border_weight_, 1e-8);
+    return g;
+  }
+
+ private:
+  std::array<int64_t, D> shape_{}, window_{}, step_{}, border_{}, times_{};
+  double border_weight_ = 0.1;
+};
+
+}  // namespace qlty

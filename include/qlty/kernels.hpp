@@ -1,0 +1,122 @@
+#pragma once
+/// @file kernels.hpp
+/// @brief Differentiable unfold (windows -> patches) and fold (patches -> weighted images) on any device.
+///
+/// These are the building blocks of the quilts; most users call NCYXQuilt / NCZYXQuilt instead. Tensors here are
+/// five-dimensional (N, C, Z, Y, X); 2D quilts use Z = 1.
+
+#include <torch/torch.h>
+
+#include <tuple>
+
+#include "detail/cpu_kernels.hpp"
+#include "detail/torch_kernels.hpp"
+#include "geometry.hpp"
+
+namespace qlty {
+
+/// @brief Which implementation runs: `Native` (multithreaded CPU kernels), `Torch` (vectorised torch ops, any
+/// device) or `Auto` (Native on CPU, Torch elsewhere). The Python original's `use_numba=True` is `Native`.
+enum class Backend { Auto, Native, Torch };
+
+namespace detail {
+
+inline bool use_native(const torch::Tensor& t, Backend b, const char* who) {
+  TORCH_CHECK_VALUE(b != Backend::Native || t.device().is_cpu(), who,
+                    ": Backend::Native runs on CPU tensors only, got a tensor on ", t.device(),
+                    " (use Backend::Auto or Backend::Torch)");
+  return b == Backend::Native || (b == Backend::Auto && t.device().is_cpu());
+}
+
+inline torch::ScalarType accumulate_type(torch::ScalarType t) {
+  return t == torch::kDouble ? torch::kDouble : torch::kFloat;
+}
+
+/// patches (N * P, C, Wz, Wy, Wx) from x (N, C, Sz, Sy, Sx); `weighted` multiplies by the stitching weights.
+inline torch::Tensor unfold_raw(const torch::Tensor& x, const Grid3& g, bool weighted, Backend b) {
+  auto out = torch::empty({x.size(0) * g.per_image(), x.size(1), g.window[0], g.window[1], g.window[2]},
+                          x.options().memory_format(torch::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  if (use_native(x, b, "qlty::unfold"))
+    unfold_cpu(x, out, g, weighted);
+  else
+    unfold_torch(x, out, g, weighted);
+  return out;
+}
+
+/// (images (N, C, Sz, Sy, Sx), weight sum (Sz, Sy, Sx)) from floating patches (N * P, C, Wz, Wy, Wx).
+inline std::tuple<torch::Tensor, torch::Tensor> fold_raw(const torch::Tensor& patches, const Grid3& g,
+                                                         bool weighted, bool normalize, Backend b) {
+  const int64_t N = patches.size(0) / g.per_image();
+  auto out = torch::empty({N, patches.size(1), g.shape[0], g.shape[1], g.shape[2]},
+                          patches.options().memory_format(torch::MemoryFormat::Contiguous));
+  auto wsum = torch::empty({g.shape[0], g.shape[1], g.shape[2]},
+                           patches.options().dtype(accumulate_type(patches.scalar_type())));
+  if (use_native(patches, b, "qlty::fold"))
+    fold_cpu(patches, out, wsum, g, weighted, normalize);
+  else
+    fold_torch(patches, out, wsum, g, weighted, normalize);
+  return {out, wsum};
+}
+
+// Autograd: unfold and fold are adjoint. d(unfold)^T = unweighted fold; d(weighted, normalised fold)^T =
+// weighted unfold of (grad / wsum).
+struct UnfoldFunction : torch::autograd::Function<UnfoldFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const Grid3& g,
+                               Backend b) {
+    ctx->saved_data["grid"] = g.pack();
+    ctx->saved_data["backend"] = static_cast<int64_t>(b);
+    return unfold_raw(x, g, false, b);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const Grid3 g = Grid3::unpack(ctx->saved_data["grid"].toIntVector(), 1.0);
+    const auto b = static_cast<Backend>(ctx->saved_data["backend"].toInt());
+    auto grad = std::get<0>(fold_raw(grads[0], g, false, false, b));
+    return {grad, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+struct FoldFunction : torch::autograd::Function<FoldFunction> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const torch::Tensor& patches, const Grid3& g, Backend b) {
+    ctx->saved_data["grid"] = g.pack();
+    ctx->saved_data["border_weight"] = g.border_weight;
+    ctx->saved_data["backend"] = static_cast<int64_t>(b);
+    auto [out, wsum] = fold_raw(patches, g, true, true, b);
+    ctx->save_for_backward({wsum});
+    ctx->mark_non_differentiable({wsum});
+    return {out, wsum};
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const Grid3 g =
+        Grid3::unpack(ctx->saved_data["grid"].toIntVector(), ctx->saved_data["border_weight"].toDouble());
+    const auto b = static_cast<Backend>(ctx->saved_data["backend"].toInt());
+    const auto wsum = ctx->get_saved_variables()[0];
+    torch::Tensor grad = grads[0];
+    if (!grad.defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    auto scaled = grad.to(wsum.scalar_type()).div(wsum.clamp_min(1e-30)).to(grad.scalar_type());
+    return {unfold_raw(scaled, g, true, b), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace detail
+
+/// @brief Windows of x (N, C, Z, Y, X) as patches (N * P, C, Wz, Wy, Wx); differentiable, any dtype and device.
+inline torch::Tensor unfold(const torch::Tensor& x, const detail::Grid3& g, Backend b = Backend::Auto) {
+  if (x.requires_grad() && torch::GradMode::is_enabled()) return detail::UnfoldFunction::apply(x, g, b);
+  return detail::unfold_raw(x, g, false, b);
+}
+
+/// @brief (weighted mean image (N, C, Z, Y, X), weight sum (Z, Y, X)) from floating patches; differentiable.
+inline std::tuple<torch::Tensor, torch::Tensor> fold(const torch::Tensor& patches, const detail::Grid3& g,
+                                                     Backend b = Backend::Auto) {
+  if (patches.requires_grad() && torch::GradMode::is_enabled()) {
+    auto r = detail::FoldFunction::apply(patches, g, b);
+    return {r[0], r[1]};
+  }
+  return detail::fold_raw(patches, g, true, true, b);
+}
+
+}  // namespace qlty

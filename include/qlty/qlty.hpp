@@ -1,0 +1,9 @@
+#pragma once
+/// @file qlty.hpp
+/// @brief Everything qlty offers: `#include <qlty/qlty.hpp>`.
+
+#include "geometry.hpp"
+#include "kernels.hpp"
+#include "quilt.hpp"
+#include "version.hpp"
+#include "weed.hpp"

@@ -1,0 +1,122 @@
+#pragma once
+/// @file quilt.hpp
+/// @brief In-memory quilts: cut images (NCYXQuilt) and volumes (NCZYXQuilt) into overlapping patches and stitch
+/// patches back with border weighting.
+
+#include <torch/torch.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+
+#include "geometry.hpp"
+#include "kernels.hpp"
+
+namespace qlty {
+
+/// @brief A quilt over D spatial axes (2: (N, C, Y, X), 3: (N, C, Z, Y, X)); NCYXQuilt and NCZYXQuilt name it.
+template <int D>
+class Quilt {
+ public:
+  /// @brief Spatial sizes, window, step, border (each one number or one per axis; border 0 = none) and the
+  /// weight of border pixels when stitching.
+  Quilt(std::array<int64_t, D> shape, const PerAxis& window, const PerAxis& step, const PerAxis& border = 0,
+        double border_weight = 0.1)
+      : geometry_(shape, window, step, border, border_weight), grid_(geometry_.grid3()) {}
+
+  /// @brief Patches (N * P, C, *window) of x (N, C, *shape); patch m is window m % P of image m / P. Any dtype.
+  torch::Tensor unstitch(const torch::Tensor& x, Backend backend = Backend::Auto) const {
+    check_images(x, "unstitch", "x", false);
+    return from5(unfold(to5(x), grid_, backend));
+  }
+
+  /// @brief Patches of a pair: x (N, C, *shape) and y (N, C', *shape) or (N, *shape), the latter giving patches
+  /// without a channel axis. With missing_label, y's border pixels (border_tensor() == 0) are set to it.
+  std::tuple<torch::Tensor, torch::Tensor> unstitch_data_pair(const torch::Tensor& x, const torch::Tensor& y,
+                                                              std::optional<c10::Scalar> missing_label = std::nullopt,
+                                                              Backend backend = Backend::Auto) const {
+    check_images(x, "unstitch_data_pair", "x", false);
+    check_images(y, "unstitch_data_pair", "y", true);
+    TORCH_CHECK_VALUE(x.size(0) == y.size(0), name(), ".unstitch_data_pair: x and y must hold the same number of ",
+                      "images, got ", x.size(0), " (x ", x.sizes(), ") and ", y.size(0), " (y ", y.sizes(), ")");
+    const bool channels = y.dim() == D + 2;
+    auto xp = unstitch(x, backend);
+    auto yp = from5(unfold(to5(channels ? y : y.unsqueeze(1)), grid_, backend));
+    if (missing_label && geometry_.has_border())
+      yp.masked_fill_(border_tensor().to(yp.device()).logical_not(), *missing_label);
+    return {xp, channels ? yp : yp.squeeze(1)};
+  }
+
+  /// @brief (result (M / P, C, *shape), weights (*shape)): the weighted mean of the patches (M, C, *window) at
+  /// their windows, and the sum of the window weights per pixel. Floating dtypes; half and bfloat16 accumulate
+  /// in float32, the result keeps the patches' dtype, the weights are float32 (float64 for double patches).
+  std::tuple<torch::Tensor, torch::Tensor> stitch(const torch::Tensor& patches,
+                                                  Backend backend = Backend::Auto) const {
+    TORCH_CHECK_TYPE(patches.is_floating_point(), name(),
+                     ".stitch: patches must be floating point (float, double, half, bfloat16), got ",
+                     patches.scalar_type());
+    TORCH_CHECK_VALUE(patches.dim() == D + 2, name(), ".stitch: patches must be ", D + 2, "-D (M, C, ",
+                      window_letters(), "), got ", patches.dim(), "-D tensor of shape ", patches.sizes());
+    for (int a = 0; a < D; ++a)
+      TORCH_CHECK_VALUE(patches.size(a + 2) == geometry_.window()[a], name(),
+                        ".stitch: patches must have the window's shape ", c10::IntArrayRef(geometry_.window()),
+                        " in their last ", D, " axes, got ", patches.sizes());
+    const int64_t P = geometry_.per_image();
+    TORCH_CHECK_VALUE(patches.size(0) % P == 0, name(), ".stitch: the number of patches must be a multiple of the ",
+                      P, " windows per image, got ", patches.size(0));
+    auto [out, wsum] = fold(to5(patches), grid_, backend);
+    return {from5(out), D == 2 ? wsum.squeeze(0) : wsum};
+  }
+
+  /// @brief float32 tensor of the window's shape: 1 inside the border, 0 on it (all ones without a border).
+  torch::Tensor border_tensor() const { return geometry_.border_tensor(); }
+  /// @brief Windows per axis.
+  std::array<int64_t, D> get_times() const { return geometry_.times(); }
+  /// @brief Windows per image.
+  int64_t patches_per_image() const { return geometry_.per_image(); }
+  /// @brief The validated parameters.
+  const Geometry<D>& geometry() const { return geometry_; }
+
+ private:
+  static const char* name() { return detail::quilt_name<D>(); }
+  static const char* window_letters() { return D == 2 ? "Wy, Wx" : "Wz, Wy, Wx"; }
+
+  void check_images(const torch::Tensor& t, const char* fn, const char* arg, bool channel_optional) const {
+    const char* axes = D == 2 ? "Y, X" : "Z, Y, X";
+    const bool rank_ok = t.dim() == D + 2 || (channel_optional && t.dim() == D + 1);
+    TORCH_CHECK_VALUE(rank_ok, name(), ".", fn, ": ", arg, " must be ", D + 2, "-D (N, C, ", axes, ")",
+                      channel_optional ? c10::str(" or ", D + 1, "-D (N, ", axes, ")") : std::string(), ", got ",
+                      t.dim(), "-D tensor of shape ", t.sizes());
+    const int64_t first = t.dim() - D;
+    for (int a = 0; a < D; ++a)
+      TORCH_CHECK_VALUE(t.size(first + a) == geometry_.shape()[a], name(), ".", fn, ": ", arg,
+                        " must have the spatial size ", c10::IntArrayRef(geometry_.shape()),
+                        " given to the constructor, got shape ", t.sizes());
+  }
+  // 2D tensors go through the kernels with a Z axis of size 1 (a view).
+  static torch::Tensor to5(const torch::Tensor& t) { return D == 2 ? t.unsqueeze(2) : t; }
+  static torch::Tensor from5(const torch::Tensor& t) { return D == 2 ? t.squeeze(2) : t; }
+
+  Geometry<D> geometry_;
+  detail::Grid3 grid_;
+};
+
+/// @brief 2D quilt over (N, C, Y, X) tensors.
+class NCYXQuilt : public Quilt<2> {
+ public:
+  /// @brief Image size Y x X; window, step, border: one number or {y, x}; border_weight in [0, 1].
+  NCYXQuilt(int64_t Y, int64_t X, const PerAxis& window, const PerAxis& step, const PerAxis& border = 0,
+            double border_weight = 0.1)
+      : Quilt<2>({Y, X}, window, step, border, border_weight) {}
+};
+
+/// @brief 3D quilt over (N, C, Z, Y, X) tensors.
+class NCZYXQuilt : public Quilt<3> {
+ public:
+  /// @brief Volume size Z x Y x X; window, step, border: one number or {z, y, x}; border_weight in [0, 1].
+  NCZYXQuilt(int64_t Z, int64_t Y, int64_t X, const PerAxis& window, const PerAxis& step, const PerAxis& border = 0,
+             double border_weight = 0.1)
+      : Quilt<3>({Z, Y, X}, window, step, border, border_weight) {}
+};
+
+}  // namespace qlty

@@ -1,0 +1,120 @@
+#pragma once
+// Shared helpers of the tests: devices, dtype names and reference implementations built from plain slicing.
+
+#include <gtest/gtest.h>
+#include <qlty/qlty.hpp>
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace qlty_test {
+
+using torch::indexing::Slice;
+
+inline std::vector<torch::Device> devices() {
+  std::vector<torch::Device> d{torch::kCPU};
+  d.emplace_back(torch::kCUDA);  // tests skip it when CUDA is absent
+  return d;
+}
+
+// Skips the calling test on a device this machine lacks (a macro: GTEST_SKIP returns from the test body).
+#define QLTY_SKIP_IF_ABSENT(device) \
+  if ((device).is_cuda() && !torch::cuda::is_available()) GTEST_SKIP() << "CUDA is not available"
+
+inline std::string device_name(const testing::TestParamInfo<torch::Device>& info) {
+  return info.param.is_cuda() ? "CUDA" : "CPU";
+}
+
+/// Window starts along one axis, as in semantics.md.
+inline std::vector<int64_t> starts(int64_t S, int64_t W, int64_t s) {
+  std::vector<int64_t> out;
+  const int64_t full = (S - W) / s;
+  const int64_t times = full + 1 + (S > full * s + W ? 1 : 0);
+  for (int64_t k = 0; k < times; ++k) out.push_back(std::min(k * s, S - W));
+  return out;
+}
+
+/// Every window's slices in patch order (image-major, then row-major over the grid).
+inline std::vector<std::vector<torch::indexing::TensorIndex>> window_slices(const std::vector<int64_t>& S,
+                                                                            const std::vector<int64_t>& W,
+                                                                            const std::vector<int64_t>& s) {
+  std::vector<std::vector<int64_t>> st;
+  for (size_t a = 0; a < S.size(); ++a) st.push_back(starts(S[a], W[a], s[a]));
+  std::vector<std::vector<torch::indexing::TensorIndex>> out;
+  std::vector<size_t> k(S.size(), 0);
+  while (true) {
+    std::vector<torch::indexing::TensorIndex> idx;
+    for (size_t a = 0; a < S.size(); ++a) idx.emplace_back(Slice(st[a][k[a]], st[a][k[a]] + W[a]));
+    out.push_back(idx);
+    int a = static_cast<int>(S.size()) - 1;
+    while (a >= 0 && ++k[a] == st[a].size()) k[a--] = 0;
+    if (a < 0) break;
+  }
+  return out;
+}
+
+/// Stitching weight of a window: 1 inside the border on every axis, max(bw, 1e-8) elsewhere.
+inline torch::Tensor reference_weight(const std::vector<int64_t>& W, const std::vector<int64_t>& b, double bw) {
+  auto w = torch::full(W, std::max(bw, 1e-8), torch::kFloat64);
+  std::vector<torch::indexing::TensorIndex> idx;
+  for (size_t a = 0; a < W.size(); ++a) idx.emplace_back(Slice(b[a], W[a] - b[a]));
+  w.index_put_(idx, 1.0);
+  return w;
+}
+
+/// unstitch by slicing, one window at a time.
+inline torch::Tensor reference_unstitch(const torch::Tensor& x, const std::vector<int64_t>& W,
+                                        const std::vector<int64_t>& s) {
+  std::vector<int64_t> S(x.sizes().begin() + 2, x.sizes().end());
+  auto wins = window_slices(S, W, s);
+  std::vector<torch::Tensor> parts;
+  for (int64_t n = 0; n < x.size(0); ++n)
+    for (auto& w : wins) {
+      std::vector<torch::indexing::TensorIndex> idx{n, Slice()};
+      idx.insert(idx.end(), w.begin(), w.end());
+      parts.push_back(x.index(idx));
+    }
+  return torch::stack(parts);
+}
+
+/// (result, weights) of stitch, in float64, by slicing.
+inline std::pair<torch::Tensor, torch::Tensor> reference_stitch(const torch::Tensor& patches,
+                                                                const std::vector<int64_t>& S,
+                                                                const std::vector<int64_t>& W,
+                                                                const std::vector<int64_t>& s,
+                                                                const std::vector<int64_t>& b, double bw) {
+  auto wins = window_slices(S, W, s);
+  const int64_t P = static_cast<int64_t>(wins.size()), N = patches.size(0) / P, C = patches.size(1);
+  auto p = patches.to(torch::kFloat64).cpu();
+  auto w = reference_weight(W, b, bw);
+  std::vector<int64_t> shape{N, C};
+  shape.insert(shape.end(), S.begin(), S.end());
+  auto acc = torch::zeros(shape, torch::kFloat64);
+  auto wsum = torch::zeros(S, torch::kFloat64);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < P; ++k) {
+      std::vector<torch::indexing::TensorIndex> idx{n, Slice()};
+      idx.insert(idx.end(), wins[k].begin(), wins[k].end());
+      acc.index(idx).add_(p[n * P + k] * w);
+      if (n == 0) wsum.index(wins[k]).add_(w);
+    }
+  auto result = torch::where(wsum > 0, acc / wsum.clamp_min(1e-300), torch::zeros_like(acc));
+  return {result, wsum};
+}
+
+/// Runs f and checks it throws E with every piece of `parts` in its message.
+template <typename E, typename F>
+void expect_error(F&& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no exception; expected one mentioning " << parts.front();
+  } catch (const E& e) {
+    const std::string msg = e.what_without_backtrace();
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "wrong exception type: " << e.what();
+  }
+}
+
+}  // namespace qlty_test
