@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "detail/cpu_kernels.hpp"
+#include "detail/memory.hpp"
 #include "detail/torch_kernels.hpp"
 #include "geometry.hpp"
 
@@ -34,8 +35,8 @@ inline torch::ScalarType accumulate_type(torch::ScalarType t) {
 
 /// patches (N * P, C, Wz, Wy, Wx) from x (N, C, Sz, Sy, Sx); `weighted` multiplies by the stitching weights.
 inline torch::Tensor unfold_raw(const torch::Tensor& x, const Grid3& g, bool weighted, Backend b) {
-  auto out = torch::empty({x.size(0) * g.per_image(), x.size(1), g.window[0], g.window[1], g.window[2]},
-                          x.options().memory_format(torch::MemoryFormat::Contiguous));
+  auto out = empty_output({x.size(0) * g.per_image(), x.size(1), g.window[0], g.window[1], g.window[2]},
+                          x.options().requires_grad(false));
   if (out.numel() == 0) return out;
   if (use_native(x, b, "qlty::unfold"))
     unfold_cpu(x, out, g, weighted);
@@ -48,8 +49,8 @@ inline torch::Tensor unfold_raw(const torch::Tensor& x, const Grid3& g, bool wei
 inline std::tuple<torch::Tensor, torch::Tensor> fold_raw(const torch::Tensor& patches, const Grid3& g,
                                                          bool weighted, bool normalize, Backend b) {
   const int64_t N = patches.size(0) / g.per_image();
-  auto out = torch::empty({N, patches.size(1), g.shape[0], g.shape[1], g.shape[2]},
-                          patches.options().memory_format(torch::MemoryFormat::Contiguous));
+  auto out = empty_output({N, patches.size(1), g.shape[0], g.shape[1], g.shape[2]},
+                          patches.options().requires_grad(false));
   auto wsum = torch::empty({g.shape[0], g.shape[1], g.shape[2]},
                            patches.options().dtype(accumulate_type(patches.scalar_type())));
   if (use_native(patches, b, "qlty::fold"))

@@ -8,11 +8,17 @@
 #include <torch/torch.h>
 
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "../geometry.hpp"
 
 namespace qlty::detail {
+
+/// Bytes of accumulators a fold task keeps hot (under half of a core's L2 cache), and the size of a window's
+/// channel plane from which fold streams one channel at a time.
+constexpr int64_t kFoldCacheBytes = int64_t(128) << 10;
+constexpr int64_t kFoldStreamBytes = int64_t(16) << 10;
 
 /// For each coordinate along axis a, the first and last window that covers it (first > last: none).
 struct Cover {
@@ -159,51 +165,97 @@ void weight_sum_cpu(acc_t* ws, const Grid3& g, const Cover& cz, const Cover& cy,
 }
 
 /// out (N, C, Sz, Sy, Sx) = sum over windows of weight * patch, divided by wsum when `normalize`; wsum (Sz, Sy, Sx)
-/// in acc_t. Each task owns whole output rows and adds the windows in patch order: no races, deterministic.
+/// in acc_t. A task owns a band of rows of one image along the outer axis (Z, or Y for 2D) and reads the windows
+/// that meet it in patch order, so each output pixel has one writer and sums its windows in the same order
+/// whatever the threads. Patch data streams in contiguous pieces while the band's accumulators stay in cache:
+/// small windows take all channels of a window at once; large ones take one channel at a time.
 template <typename T>
 void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tensor& wsum, const Grid3& g,
                    bool weighted, bool normalize) {
   using acc_t = at::opmath_type<T>;
+  constexpr bool direct = std::is_same<T, acc_t>::value;  // accumulate in the output itself
   const Strides5 s(patches);
-  const int64_t N = out.size(0), C = out.size(1), Sz = g.shape[0], Sy = g.shape[1], Sx = g.shape[2];
-  const int64_t Wx = g.window[2], P = g.per_image(), ty = g.times[1], tx = g.times[2];
-  const Cover cz = cover(g, 0), cy = cover(g, 1);
+  const int64_t N = out.size(0), C = out.size(1), Sy = g.shape[1], Sx = g.shape[2], L = g.image_numel();
+  const int64_t Wz = g.window[0], Wy = g.window[1], Wx = g.window[2], P = g.per_image();
+  const int A = g.shape[0] > 1 ? 0 : 1;           // band axis
+  const int64_t row_len = A == 0 ? Sy * Sx : Sx;  // elements per step along the band axis
+  const int64_t SA = g.shape[A], WA = g.window[A];
+  const Cover cz = cover(g, 0), cy = cover(g, 1), &ca = A == 0 ? cz : cy;
   acc_t* ws = wsum.data_ptr<acc_t>();
   weight_sum_cpu<acc_t>(ws, g, cz, cy, weighted);
+  if (N == 0 || C == 0) return;
   const auto wrow = inner_row_weights<acc_t>(g, weighted);
   const acc_t bw = weighted ? static_cast<acc_t>(g.border_weight) : acc_t(1);
   const T* pp = patches.data_ptr<T>();
   T* op = out.data_ptr<T>();
-  constexpr bool direct = std::is_same<T, acc_t>::value;  // accumulate in the output row itself
-  at::parallel_for(0, N * C * Sz * Sy, std::max<int64_t>(1, 16384 / Sx), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> buffer(direct ? 0 : Sx);
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t y = r % Sy, z = (r / Sy) % Sz, c = (r / (Sy * Sz)) % C, n = r / (Sy * Sz * C);
-      T* orow = op + r * Sx;
-      acc_t* acc = direct ? reinterpret_cast<acc_t*>(orow) : buffer.data();
-      std::fill(acc, acc + Sx, acc_t(0));
-      for (int64_t kz = cz.first[z]; kz <= cz.last[z]; ++kz) {
-        const int64_t wz = z - g.start(0, kz);
-        for (int64_t ky = cy.first[y]; ky <= cy.last[y]; ++ky) {
-          const int64_t wy = y - g.start(1, ky);
-          const bool in = g.inside(0, wz) && g.inside(1, wy);
-          const T* prow = pp + (n * P + (kz * ty + ky) * tx) * s.n + c * s.c + wz * s.z + wy * s.y;
-          for (int64_t kx = 0; kx < tx; ++kx, prow += s.n) {
-            acc_t* o = acc + g.start(2, kx);
-            if (in && s.x == 1) {
-              for (int64_t k = 0; k < Wx; ++k) o[k] += wrow[k] * static_cast<acc_t>(prow[k]);
-            } else if (s.x == 1) {
-              for (int64_t k = 0; k < Wx; ++k) o[k] += bw * static_cast<acc_t>(prow[k]);
-            } else {
-              for (int64_t k = 0; k < Wx; ++k) o[k] += (in ? wrow[k] : bw) * static_cast<acc_t>(prow[k * s.x]);
+
+  // Channels per group: one when a window's channel plane is large enough to stream on its own.
+  const int64_t group = g.window_numel() * static_cast<int64_t>(sizeof(T)) >= kFoldStreamBytes ? 1 : C;
+  // Band height: at most a window's extent, thin enough that a group's accumulators stay in a core's L2 cache,
+  // and thinner when there are too few (image, band) tasks for the threads.
+  const int64_t wanted = (4 * static_cast<int64_t>(at::get_num_threads()) + N - 1) / N;
+  const int64_t cache_rows = kFoldCacheBytes / static_cast<int64_t>(row_len * group * sizeof(acc_t));
+  const int64_t H = std::max<int64_t>(1, std::min({WA, SA / wanted, cache_rows}));
+  const int64_t bands = (SA + H - 1) / H;
+
+  at::parallel_for(0, N * bands, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> buffer;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / bands, r0 = (task % bands) * H, r1 = std::min(SA, r0 + H);
+      const int64_t origin = r0 * row_len, len = (r1 - r0) * row_len;  // the band within one image plane
+      const int64_t kfirst = ca.first[r0], klast = ca.last[r1 - 1];
+      const int64_t kz0 = A == 0 ? kfirst : 0, kz1 = A == 0 ? klast : g.times[0] - 1;
+      const int64_t ky0 = A == 1 ? kfirst : 0, ky1 = A == 1 ? klast : g.times[1] - 1;
+      for (int64_t c0 = 0; c0 < C; c0 += group) {
+        const int64_t c1 = std::min(C, c0 + group);
+        auto acc_plane = [&](int64_t c) -> acc_t* {  // the band's first accumulator of channel c
+          return direct ? reinterpret_cast<acc_t*>(op + (n * C + c) * L + origin) : buffer.data() + (c - c0) * len;
+        };
+        if (!direct) buffer.assign((c1 - c0) * len, acc_t(0));
+        if (direct)
+          for (int64_t c = c0; c < c1; ++c) std::fill(acc_plane(c), acc_plane(c) + len, acc_t(0));
+
+        for (int64_t kz = kz0; kz <= kz1; ++kz) {
+          const int64_t z0 = g.start(0, kz);
+          const int64_t wz0 = A == 0 ? std::max(r0, z0) - z0 : 0, wz1 = A == 0 ? std::min(r1, z0 + Wz) - z0 : Wz;
+          for (int64_t ky = ky0; ky <= ky1; ++ky) {
+            const int64_t y0 = g.start(1, ky);
+            const int64_t wy0 = A == 1 ? std::max(r0, y0) - y0 : 0, wy1 = A == 1 ? std::min(r1, y0 + Wy) - y0 : Wy;
+            for (int64_t kx = 0; kx < g.times[2]; ++kx) {
+              const int64_t x0 = g.start(2, kx), m = n * P + (kz * g.times[1] + ky) * g.times[2] + kx;
+              for (int64_t c = c0; c < c1; ++c) {
+                acc_t* plane = acc_plane(c);
+                for (int64_t wz = wz0; wz < wz1; ++wz)
+                  for (int64_t wy = wy0; wy < wy1; ++wy) {
+                    const T* prow = pp + m * s.n + c * s.c + wz * s.z + wy * s.y;
+                    acc_t* o = plane + (((z0 + wz) * Sy + y0 + wy) * Sx + x0 - origin);
+                    const bool in = g.inside(0, wz) && g.inside(1, wy);
+                    if (s.x == 1 && in) {
+                      for (int64_t k = 0; k < Wx; ++k) o[k] += wrow[k] * static_cast<acc_t>(prow[k]);
+                    } else if (s.x == 1) {
+                      for (int64_t k = 0; k < Wx; ++k) o[k] += bw * static_cast<acc_t>(prow[k]);
+                    } else {
+                      for (int64_t k = 0; k < Wx; ++k)
+                        o[k] += (in ? wrow[k] : bw) * static_cast<acc_t>(prow[k * s.x]);
+                    }
+                  }
+              }
             }
           }
         }
-      }
-      const acc_t* wr = ws + (z * Sy + y) * Sx;
-      for (int64_t k = 0; k < Sx; ++k) {
-        const acc_t v = normalize ? (wr[k] > acc_t(0) ? acc[k] / wr[k] : acc_t(0)) : acc[k];
-        orow[k] = static_cast<T>(v);
+
+        // Pixels no window touched have acc = 0 and wsum = 0: dividing by `tiny` keeps them 0.
+        const acc_t* wb = ws + origin;
+        const acc_t tiny = std::numeric_limits<acc_t>::min();
+        for (int64_t c = c0; c < c1; ++c) {
+          const acc_t* a = acc_plane(c);
+          T* o = op + (n * C + c) * L + origin;
+          if (normalize) {
+            for (int64_t k = 0; k < len; ++k) o[k] = static_cast<T>(a[k] / std::max(wb[k], tiny));
+          } else if (!direct) {
+            for (int64_t k = 0; k < len; ++k) o[k] = static_cast<T>(a[k]);
+          }
+        }
       }
     }
   });
