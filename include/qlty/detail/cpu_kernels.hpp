@@ -20,18 +20,20 @@ namespace qlty::detail {
 constexpr int64_t kFoldCacheBytes = int64_t(128) << 10;
 constexpr int64_t kFoldStreamBytes = int64_t(16) << 10;
 
-/// For each coordinate along axis a, the first and last window that covers it (first > last: none).
+/// For each coordinate t along axis a: `first[t]`, the first window ending after t, and `last[t]`, the last
+/// window starting at or before t. The windows covering t are first[t]..last[t] (none when first > last), and
+/// the windows meeting a range [r0, r1) are first[r0]..last[r1 - 1].
 struct Cover {
   std::vector<int64_t> first, last;
 };
 inline Cover cover(const Grid3& g, int a) {
-  Cover c{std::vector<int64_t>(g.shape[a], 0), std::vector<int64_t>(g.shape[a], -1)};
-  for (int64_t k = g.times[a] - 1; k >= 0; --k) {  // backwards, so `first` ends at the smallest k
-    const int64_t s = g.start(a, k);
-    for (int64_t t = s; t < s + g.window[a]; ++t) {
-      c.first[t] = k;
-      if (c.last[t] < 0) c.last[t] = k;
-    }
+  Cover c{std::vector<int64_t>(g.shape[a]), std::vector<int64_t>(g.shape[a])};
+  int64_t f = 0, l = 0;
+  for (int64_t t = 0; t < g.shape[a]; ++t) {
+    while (g.start(a, f) + g.window[a] <= t) ++f;  // the last window ends at the edge, so f stays in range
+    while (l + 1 < g.times[a] && g.start(a, l + 1) <= t) ++l;
+    c.first[t] = f;
+    c.last[t] = l;
   }
   return c;
 }
