@@ -7,11 +7,16 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <vector>
 
 #include "../geometry.hpp"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace qlty::detail {
 
@@ -60,9 +65,35 @@ struct Bytes {
   unsigned char b[Size];
 };
 
+/// Outputs at least this large are written with non-temporal stores: they go to memory without being read into
+/// the cache first (as memcpy does for large copies), since they would not stay there anyway.
+constexpr int64_t kStreamOutputBytes = int64_t(32) << 20;
+
+/// memcpy with non-temporal stores where the destination is 16-byte aligned; stream_fence() after a task.
+inline void stream_copy(void* dst, const void* src, size_t n) {
+#if defined(__SSE2__)
+  auto* d = static_cast<char*>(dst);
+  const auto* s = static_cast<const char*>(src);
+  if ((reinterpret_cast<uintptr_t>(d) & 15) == 0) {
+    for (; n >= 16; n -= 16, d += 16, s += 16)
+      _mm_stream_si128(reinterpret_cast<__m128i*>(d), _mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+  }
+  std::memcpy(d, s, n);
+#else
+  std::memcpy(dst, src, n);
+#endif
+}
+inline void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
 template <typename T>
-inline void copy_row(T* dst, const T* src, int64_t n, int64_t stride) {
-  if (stride == 1) {
+inline void copy_row(T* dst, const T* src, int64_t n, int64_t stride, bool stream) {
+  if (stride == 1 && stream) {
+    stream_copy(dst, src, n * sizeof(T));
+  } else if (stride == 1) {
     std::memcpy(dst, src, n * sizeof(T));
   } else {
     for (int64_t k = 0; k < n; ++k) dst[k] = src[k * stride];
@@ -89,13 +120,15 @@ void unfold_copy_cpu(const torch::Tensor& x, torch::Tensor& out, const Grid3& g)
   const T* xp = static_cast<const T*>(x.data_ptr());
   T* op = static_cast<T*>(out.data_ptr());
   const int64_t planes = out.size(0) * C;
+  const bool stream = out.nbytes() >= static_cast<size_t>(kStreamOutputBytes);
   at::parallel_for(0, planes, std::max<int64_t>(1, 16384 / K), [&](int64_t begin, int64_t end) {
     for_patch_rows(g, C, begin, end, [&](int64_t q, int64_t n, int64_t c, int64_t z0, int64_t y0, int64_t x0) {
       const T* src = xp + n * s.n + c * s.c + z0 * s.z + y0 * s.y + x0 * s.x;
       T* dst = op + q * K;
       for (int64_t wz = 0; wz < Wz; ++wz)
-        for (int64_t wy = 0; wy < Wy; ++wy, dst += Wx) copy_row(dst, src + wz * s.z + wy * s.y, Wx, s.x);
+        for (int64_t wy = 0; wy < Wy; ++wy, dst += Wx) copy_row(dst, src + wz * s.z + wy * s.y, Wx, s.x, stream);
     });
+    if (stream) stream_fence();
   });
 }
 
@@ -175,7 +208,6 @@ template <typename T>
 void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tensor& wsum, const Grid3& g,
                    bool weighted, bool normalize) {
   using acc_t = at::opmath_type<T>;
-  constexpr bool direct = std::is_same<T, acc_t>::value;  // accumulate in the output itself
   const Strides5 s(patches);
   const int64_t N = out.size(0), C = out.size(1), Sy = g.shape[1], Sx = g.shape[2], L = g.image_numel();
   const int64_t Wz = g.window[0], Wy = g.window[1], Wx = g.window[2], P = g.per_image();
@@ -199,6 +231,7 @@ void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tens
   const int64_t cache_rows = kFoldCacheBytes / static_cast<int64_t>(row_len * group * sizeof(acc_t));
   const int64_t H = std::max<int64_t>(1, std::min({WA, SA / wanted, cache_rows}));
   const int64_t bands = (SA + H - 1) / H;
+  const bool stream = out.nbytes() >= static_cast<size_t>(kStreamOutputBytes);
 
   at::parallel_for(0, N * bands, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buffer;
@@ -210,12 +243,8 @@ void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tens
       const int64_t ky0 = A == 1 ? kfirst : 0, ky1 = A == 1 ? klast : g.times[1] - 1;
       for (int64_t c0 = 0; c0 < C; c0 += group) {
         const int64_t c1 = std::min(C, c0 + group);
-        auto acc_plane = [&](int64_t c) -> acc_t* {  // the band's first accumulator of channel c
-          return direct ? reinterpret_cast<acc_t*>(op + (n * C + c) * L + origin) : buffer.data() + (c - c0) * len;
-        };
-        if (!direct) buffer.assign((c1 - c0) * len, acc_t(0));
-        if (direct)
-          for (int64_t c = c0; c < c1; ++c) std::fill(acc_plane(c), acc_plane(c) + len, acc_t(0));
+        auto acc_plane = [&](int64_t c) { return buffer.data() + (c - c0) * len; };  // the band of channel c
+        buffer.assign((c1 - c0) * len, acc_t(0));
 
         for (int64_t kz = kz0; kz <= kz1; ++kz) {
           const int64_t z0 = g.start(0, kz);
@@ -250,16 +279,19 @@ void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tens
         const acc_t* wb = ws + origin;
         const acc_t tiny = std::numeric_limits<acc_t>::min();
         for (int64_t c = c0; c < c1; ++c) {
-          const acc_t* a = acc_plane(c);
+          acc_t* a = acc_plane(c);
           T* o = op + (n * C + c) * L + origin;
-          if (normalize) {
-            for (int64_t k = 0; k < len; ++k) o[k] = static_cast<T>(a[k] / std::max(wb[k], tiny));
-          } else if (!direct) {
+          if (normalize)
+            for (int64_t k = 0; k < len; ++k) a[k] /= std::max(wb[k], tiny);
+          if constexpr (std::is_same<T, acc_t>::value) {
+            stream ? stream_copy(o, a, len * sizeof(T)) : (void)std::memcpy(o, a, len * sizeof(T));
+          } else {
             for (int64_t k = 0; k < len; ++k) o[k] = static_cast<T>(a[k]);
           }
         }
       }
     }
+    if (stream) stream_fence();
   });
 }
 
