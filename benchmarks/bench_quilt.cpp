@@ -9,12 +9,11 @@
 #include <benchmark/benchmark.h>
 #include <qlty/qlty.hpp>
 
-#include <chrono>
-#include <cstring>
-#include <map>
-#include <string>
+#include "copy_reference.hpp"
 
 namespace {
+
+using namespace qlty_bench;
 
 struct Workload {
   const char* name;
@@ -25,43 +24,6 @@ struct Workload {
 const Workload kW1{"W1", {10, 3, 128, 128}, 16, 4, 4, 17};
 const Workload kW2{"W2", {4, 1, 1024, 1024}, 128, 64, 16, 8};
 const Workload kW3{"W3", {2, 1, 128, 128, 128}, 64, 32, 8, 2};
-
-std::map<std::pair<std::string, int64_t>, double> copy_rate;  // (bytes key, threads) -> bytes/s
-
-template <typename F>
-double timed_loop(benchmark::State& state, F&& f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  for (auto _ : state) f();
-  const auto dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return dt > 0 ? 1.0 / dt : 0.0;  // multiplied by bytes * iterations below
-}
-
-void report(benchmark::State& state, int64_t bytes, double inv_seconds, const std::string& key, bool is_copy) {
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * bytes);
-  const double rate = inv_seconds * static_cast<double>(state.iterations()) * static_cast<double>(bytes);
-  const auto k = std::make_pair(key, state.range(0));
-  if (is_copy) {
-    copy_rate[k] = rate;
-  } else if (copy_rate.count(k) && copy_rate[k] > 0) {
-    state.counters["of_copy"] = rate / copy_rate[k];
-  }
-}
-
-// The reference: copy `bytes` from one buffer to another, split across the threads like the kernels.
-void copy_reference(benchmark::State& state, int64_t bytes, const std::string& key) {
-  at::set_num_threads(static_cast<int>(state.range(0)));
-  std::vector<char> src(bytes, 1), dst(bytes, 0);
-  const int64_t block = 1 << 20;
-  auto inv = timed_loop(state, [&] {
-    at::parallel_for(0, (bytes + block - 1) / block, 1, [&](int64_t b, int64_t e) {
-      const int64_t lo = b * block, hi = std::min(bytes, e * block);
-      std::memcpy(dst.data() + lo, src.data() + lo, hi - lo);
-    });
-    benchmark::DoNotOptimize(dst.data());
-    benchmark::ClobberMemory();
-  });
-  report(state, bytes, inv, key, true);
-}
 
 template <int D>
 qlty::Quilt<D> make_quilt(const Workload& w) {
@@ -86,9 +48,8 @@ void register_workload(const Workload& w) {
   auto args = [](benchmark::internal::Benchmark* b) {
     b->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
   };
-  args(benchmark::RegisterBenchmark((un + "/copy").c_str(), [=](benchmark::State& s) {
-    copy_reference(s, unstitch_bytes, un);
-  }));
+  args(benchmark::RegisterBenchmark((un + "/copy").c_str(),
+                                    [=](benchmark::State& s) { copy_reference(s, unstitch_bytes, un); }));
   args(benchmark::RegisterBenchmark(un.c_str(), [=](benchmark::State& s) {
     at::set_num_threads(static_cast<int>(s.range(0)));
     auto q = make_quilt<D>(w);
@@ -107,9 +68,8 @@ void register_workload(const Workload& w) {
     auto inv = timed_loop(s, [&] { qlty::detail::unfold_cpu(x5, out, g, false); });
     report(s, unstitch_bytes, inv, un, false);
   }));
-  args(benchmark::RegisterBenchmark((st + "/copy").c_str(), [=](benchmark::State& s) {
-    copy_reference(s, stitch_bytes, st);
-  }));
+  args(benchmark::RegisterBenchmark((st + "/copy").c_str(),
+                                    [=](benchmark::State& s) { copy_reference(s, stitch_bytes, st); }));
   args(benchmark::RegisterBenchmark(st.c_str(), [=](benchmark::State& s) {
     at::set_num_threads(static_cast<int>(s.range(0)));
     auto q = make_quilt<D>(w);
@@ -123,8 +83,8 @@ void register_workload(const Workload& w) {
     at::set_num_threads(static_cast<int>(s.range(0)));
     auto q = make_quilt<D>(w);
     const auto g = q.geometry().grid3();
-    auto patches = torch::rand({w.x_shape[0] * g.per_image(), w.stitch_channels, g.window[0], g.window[1],
-                                g.window[2]});
+    auto patches =
+        torch::rand({w.x_shape[0] * g.per_image(), w.stitch_channels, g.window[0], g.window[1], g.window[2]});
     auto out = torch::empty({w.x_shape[0], w.stitch_channels, g.shape[0], g.shape[1], g.shape[2]});
     auto wsum = torch::empty({g.shape[0], g.shape[1], g.shape[2]});
     auto inv = timed_loop(s, [&] { qlty::detail::fold_cpu(patches, out, wsum, g, true, true); });

@@ -2,8 +2,8 @@
 // Shared helpers of the tests: devices, dtype names and reference implementations built from plain slicing.
 
 #include <gtest/gtest.h>
-#include <qlty/qlty.hpp>
 #include <torch/torch.h>
+#include <qlty/qlty.hpp>
 
 #include <string>
 #include <vector>

@@ -51,8 +51,7 @@ TEST(Autograd, ThreeDimensionalGradients) {
   qlty::NCZYXQuilt q(5, 4, 6, {3, 3, 4}, {2, 1, 2}, {1, 1, 1}, 0.2);
   const int64_t P = q.patches_per_image();
   for (auto b : {Backend::Native, Backend::Torch}) {
-    gradcheck([&](const torch::Tensor& x) { return q.unstitch(x, b); },
-              torch::randn({1, 2, 5, 4, 6}, torch::kFloat64));
+    gradcheck([&](const torch::Tensor& x) { return q.unstitch(x, b); }, torch::randn({1, 2, 5, 4, 6}, torch::kFloat64));
     gradcheck([&](const torch::Tensor& p) { return std::get<0>(q.stitch(p, b)); },
               torch::randn({P, 1, 3, 3, 4}, torch::kFloat64));
   }

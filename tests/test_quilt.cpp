@@ -154,8 +154,8 @@ void random_property_trial(std::mt19937& rng) {
     auto p = quilt.unstitch(x, be);
     ASSERT_TRUE(torch::equal(p, ref)) << "unstitch, S " << c10::IntArrayRef(vec(S)) << " W " << c10::IntArrayRef(W);
     auto [res, w] = quilt.stitch(p, be);
-    ASSERT_TRUE(torch::allclose(res, rres, 1e-10, 1e-10)) << "stitch, W " << c10::IntArrayRef(W) << " s " << c10::IntArrayRef(s)
-                                                     << " b " << c10::IntArrayRef(b);
+    ASSERT_TRUE(torch::allclose(res, rres, 1e-10, 1e-10))
+        << "stitch, W " << c10::IntArrayRef(W) << " s " << c10::IntArrayRef(s) << " b " << c10::IntArrayRef(b);
     ASSERT_TRUE(torch::allclose(w, rw, 1e-10, 1e-10));
     // Round trip, wherever some window covers the pixel (all pixels unless step > window).
     auto covered = (rw > 0).expand_as(x);
@@ -186,9 +186,9 @@ TEST(Quilt, RoundTripWithoutGapsWhateverTheBorderWeight) {
 TEST(Quilt, UnstitchEveryDtypeExactly) {
   qlty::NCYXQuilt q(13, 11, {5, 4}, {3, 2}, 1, 0.1);
   auto base = torch::randn({2, 3, 13, 11}) * 50;
-  for (auto dt : {torch::kFloat32, torch::kFloat64, torch::kFloat16, torch::kBFloat16, torch::kInt8, torch::kUInt8,
-                  torch::kInt16, torch::kInt32, torch::kInt64, torch::kBool, torch::kComplexFloat,
-                  torch::kComplexDouble}) {
+  for (auto dt :
+       {torch::kFloat32, torch::kFloat64, torch::kFloat16, torch::kBFloat16, torch::kInt8, torch::kUInt8, torch::kInt16,
+        torch::kInt32, torch::kInt64, torch::kBool, torch::kComplexFloat, torch::kComplexDouble}) {
     auto x = base.to(dt);
     auto ref = reference_unstitch(x, {5, 4}, {3, 2});
     for (auto b : kBackends) {
@@ -261,7 +261,7 @@ TEST(Quilt, TilingPropertyIn2D) {
   auto whole = conv->forward(x);
   auto [tiled, w] = q.stitch(conv->forward(q.unstitch(x)));
   auto in = [&](const torch::Tensor& t) { return t.index({Slice(), Slice(), Slice(3, 67), Slice(3, 58)}); };
-  EXPECT_TRUE(torch::allclose(in(tiled), in(whole), 1e-5, 1e-5)) << (in(tiled) - in(whole)).abs().max();
+  EXPECT_TRUE(torch::allclose(in(tiled), in(whole), 1e-5, 1e-5)) << (in(tiled)-in(whole)).abs().max();
 }
 
 TEST(Quilt, TilingPropertyIn3D) {
@@ -276,7 +276,7 @@ TEST(Quilt, TilingPropertyIn3D) {
   auto in = [&](const torch::Tensor& t) {
     return t.index({Slice(), Slice(), Slice(2, 21), Slice(2, 18), Slice(2, 24)});
   };
-  EXPECT_TRUE(torch::allclose(in(tiled), in(whole), 1e-5, 1e-5)) << (in(tiled) - in(whole)).abs().max();
+  EXPECT_TRUE(torch::allclose(in(tiled), in(whole), 1e-5, 1e-5)) << (in(tiled)-in(whole)).abs().max();
 }
 
 TEST(QuiltErrors, BadInputsGiveClearErrors) {
@@ -287,12 +287,21 @@ TEST(QuiltErrors, BadInputsGiveClearErrors) {
   expect_error<V>([&] { q.stitch(torch::zeros({10, 1, 8, 8})); }, {"stitch", "multiple", "9", "got 10"});
   expect_error<V>([&] { q.stitch(torch::zeros({9, 1, 8, 7})); }, {"stitch", "window", "[8, 8]"});
   expect_error<V>([&] { q.stitch(torch::zeros({9, 8, 8})); }, {"stitch", "4-D", "got 3-D"});
-  expect_error<c10::TypeError>([&] { q.stitch(torch::zeros({9, 1, 8, 8}, torch::kInt32)); },
-                               {"stitch", "floating point", "Int"});
-  expect_error<V>([&] { q.unstitch_data_pair(torch::zeros({2, 1, 16, 16}), torch::zeros({3, 16, 16})); },
-                  {"unstitch_data_pair", "same number of images", "2", "3"});
-  expect_error<V>([&] { q.unstitch_data_pair(torch::zeros({2, 1, 16, 16}), torch::zeros({2, 16})); },
-                  {"unstitch_data_pair", "y", "3-D"});
+  expect_error<c10::TypeError>(
+      [&] {
+        q.stitch(torch::zeros({9, 1, 8, 8}, torch::kInt32));
+      },
+      {"stitch", "floating point", "Int"});
+  expect_error<V>(
+      [&] {
+        q.unstitch_data_pair(torch::zeros({2, 1, 16, 16}), torch::zeros({3, 16, 16}));
+      },
+      {"unstitch_data_pair", "same number of images", "2", "3"});
+  expect_error<V>(
+      [&] {
+        q.unstitch_data_pair(torch::zeros({2, 1, 16, 16}), torch::zeros({2, 16}));
+      },
+      {"unstitch_data_pair", "y", "3-D"});
   expect_error<V>([] { qlty::NCYXQuilt(16, 16, 17, 4); }, {"NCYXQuilt", "window", "got 17"});
   expect_error<V>([] { qlty::NCZYXQuilt(8, 16, 16, 4, {1, 0, 1}); }, {"NCZYXQuilt", "step", "Y", "got 0"});
   expect_error<V>([] { qlty::NCZYXQuilt(8, 16, 16, 4, 2, 2); }, {"NCZYXQuilt", "border", "interior"});

@@ -23,8 +23,8 @@ TEST(Weed, ChannelsCountAndThreeDimensions) {
   auto border = torch::ones({2, 3, 3});
   border[0].zero_();
   auto out = torch::full({3, 2, 2, 3, 3}, 9, torch::kInt64);  // (M, C, Z, Y, X)
-  out[0][1][1][1][1] = 1;  // a valid pixel in channel 1 only: kept
-  out[2][0][0][1][1] = 4;  // z = 0 is border: dropped
+  out[0][1][1][1][1] = 1;                                     // a valid pixel in channel 1 only: kept
+  out[2][0][0][1][1] = 4;                                     // z = 0 is border: dropped
   auto in = torch::randn({3, 1, 2, 3, 3});
   auto [kin, kout, removed] = qlty::weed_sparse_classification_training_pairs_3D(in, out, 9, border);
   EXPECT_TRUE(torch::equal(removed, torch::tensor({false, true, true})));
@@ -56,13 +56,22 @@ TEST(Weed, SeedSparseLabelExample) {
 TEST(Weed, BadInputs) {
   using V = c10::ValueError;
   auto border = torch::ones({4, 4});
-  expect_error<V>([&] { qlty::weed_sparse_classification_training_pairs_2D(torch::zeros({3, 1, 4, 4}),
-                                                                          torch::zeros({2, 4, 4}), -1, border); },
-                  {"weed_sparse_classification_training_pairs_2D", "same number", "[3, 1, 4, 4]"});
-  expect_error<V>([&] { qlty::weed_sparse_classification_training_pairs_2D(torch::zeros({2, 1, 4, 4}),
-                                                                          torch::zeros({2, 4, 5}), -1, border); },
-                  {"out's last axes", "[4, 4]"});
-  expect_error<V>([&] { qlty::weed_sparse_classification_training_pairs_3D(torch::zeros({2, 1, 4, 4}),
-                                                                          torch::zeros({2, 4, 4}), -1, border); },
-                  {"_3D", "border_tensor", "3-D"});
+  expect_error<V>(
+      [&] {
+        qlty::weed_sparse_classification_training_pairs_2D(torch::zeros({3, 1, 4, 4}), torch::zeros({2, 4, 4}), -1,
+                                                           border);
+      },
+      {"weed_sparse_classification_training_pairs_2D", "same number", "[3, 1, 4, 4]"});
+  expect_error<V>(
+      [&] {
+        qlty::weed_sparse_classification_training_pairs_2D(torch::zeros({2, 1, 4, 4}), torch::zeros({2, 4, 5}), -1,
+                                                           border);
+      },
+      {"out's last axes", "[4, 4]"});
+  expect_error<V>(
+      [&] {
+        qlty::weed_sparse_classification_training_pairs_3D(torch::zeros({2, 1, 4, 4}), torch::zeros({2, 4, 4}), -1,
+                                                           border);
+      },
+      {"_3D", "border_tensor", "3-D"});
 }

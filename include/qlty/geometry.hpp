@@ -30,8 +30,7 @@ class PerAxis {
   template <int D>
   std::array<int64_t, D> expand(const char* who, const char* name) const {
     TORCH_CHECK_VALUE(values_.size() == 1 || values_.size() == static_cast<size_t>(D), who, ": ", name,
-                      " must have 1 or ", D, " entries, got ", values_.size(), " (", c10::IntArrayRef(values_),
-                      ")");
+                      " must have 1 or ", D, " entries, got ", values_.size(), " (", c10::IntArrayRef(values_), ")");
     std::array<int64_t, D> out{};
     for (int a = 0; a < D; ++a) out[a] = values_.size() == 1 ? values_[0] : values_[a];
     return out;
@@ -108,8 +107,8 @@ class Geometry {
       TORCH_CHECK_VALUE(border_[a] == 0 || 2 * border_[a] < window_[a], who, ": border along ", ax,
                         " must leave an interior (2 * border < window = ", window_[a], "), got ", border_[a]);
     }
-    TORCH_CHECK_VALUE(border_weight >= 0.0 && border_weight <= 1.0, who,
-                      ": border_weight must be in [0, 1], got ", border_weight);
+    TORCH_CHECK_VALUE(border_weight >= 0.0 && border_weight <= 1.0, who, ": border_weight must be in [0, 1], got ",
+                      border_weight);
     border_weight_ = border_weight;
     for (int a = 0; a < D; ++a) {
       const int64_t full = (shape_[a] - window_[a]) / step_[a];

@@ -46,11 +46,11 @@ inline torch::Tensor unfold_raw(const torch::Tensor& x, const Grid3& g, bool wei
 }
 
 /// (images (N, C, Sz, Sy, Sx), weight sum (Sz, Sy, Sx)) from floating patches (N * P, C, Wz, Wy, Wx).
-inline std::tuple<torch::Tensor, torch::Tensor> fold_raw(const torch::Tensor& patches, const Grid3& g,
-                                                         bool weighted, bool normalize, Backend b) {
+inline std::tuple<torch::Tensor, torch::Tensor> fold_raw(const torch::Tensor& patches, const Grid3& g, bool weighted,
+                                                         bool normalize, Backend b) {
   const int64_t N = patches.size(0) / g.per_image();
-  auto out = empty_output({N, patches.size(1), g.shape[0], g.shape[1], g.shape[2]},
-                          patches.options().requires_grad(false));
+  auto out =
+      empty_output({N, patches.size(1), g.shape[0], g.shape[1], g.shape[2]}, patches.options().requires_grad(false));
   auto wsum = torch::empty({g.shape[0], g.shape[1], g.shape[2]},
                            patches.options().dtype(accumulate_type(patches.scalar_type())));
   if (use_native(patches, b, "qlty::fold"))
@@ -79,8 +79,8 @@ struct UnfoldFunction : torch::autograd::Function<UnfoldFunction> {
 };
 
 struct FoldFunction : torch::autograd::Function<FoldFunction> {
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
-                                                const torch::Tensor& patches, const Grid3& g, Backend b) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& patches,
+                                                const Grid3& g, Backend b) {
     ctx->saved_data["grid"] = g.pack();
     ctx->saved_data["border_weight"] = g.border_weight;
     ctx->saved_data["backend"] = static_cast<int64_t>(b);
@@ -91,8 +91,7 @@ struct FoldFunction : torch::autograd::Function<FoldFunction> {
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const Grid3 g =
-        Grid3::unpack(ctx->saved_data["grid"].toIntVector(), ctx->saved_data["border_weight"].toDouble());
+    const Grid3 g = Grid3::unpack(ctx->saved_data["grid"].toIntVector(), ctx->saved_data["border_weight"].toDouble());
     const auto b = static_cast<Backend>(ctx->saved_data["backend"].toInt());
     const auto wsum = ctx->get_saved_variables()[0];
     torch::Tensor grad = grads[0];
@@ -102,7 +101,42 @@ struct FoldFunction : torch::autograd::Function<FoldFunction> {
   }
 };
 
+/// Windows at arbitrary origins; backward adds each window's gradient back at its origin.
+struct GatherFunction : torch::autograd::Function<GatherFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& origins, const std::array<int64_t, 3>& window) {
+    ctx->saved_data["shape"] = x.sizes().vec();
+    ctx->save_for_backward({origins});
+    return gather_raw(x, origins, window);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto origins = ctx->get_saved_variables()[0];
+    if (!grads[0].defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    auto shape = ctx->saved_data["shape"].toIntVector();
+    return {scatter_add_torch(grads[0], origins.to(grads[0].device()), shape), torch::Tensor(), torch::Tensor()};
+  }
+  static torch::Tensor gather_raw(const torch::Tensor& x, const torch::Tensor& origins,
+                                  const std::array<int64_t, 3>& window) {
+    auto out = empty_output({origins.size(0), x.size(1), window[0], window[1], window[2]}, x.options());
+    if (out.numel() == 0) return out;
+    if (x.device().is_cpu())
+      gather_cpu(x, origins.to(torch::kCPU).contiguous(), out, window);
+    else
+      gather_torch(x, origins.to(x.device()), out, window);
+    return out;
+  }
+};
+
 }  // namespace detail
+
+/// @brief Windows (M, C, Wz, Wy, Wx) of x (N, C, Z, Y, X) at origins (M, 4) int64 rows {n, z, y, x}; any dtype
+/// and device, differentiable. Origins are not checked here: callers guarantee every window lies inside x.
+inline torch::Tensor gather_windows(const torch::Tensor& x, const torch::Tensor& origins,
+                                    const std::array<int64_t, 3>& window) {
+  if (x.requires_grad() && torch::GradMode::is_enabled()) return detail::GatherFunction::apply(x, origins, window);
+  return detail::GatherFunction::gather_raw(x, origins, window);
+}
 
 /// @brief Windows of x (N, C, Z, Y, X) as patches (N * P, C, Wz, Wy, Wx); differentiable, any dtype and device.
 inline torch::Tensor unfold(const torch::Tensor& x, const detail::Grid3& g, Backend b = Backend::Auto) {

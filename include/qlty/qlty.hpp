@@ -4,6 +4,7 @@
 
 #include "geometry.hpp"
 #include "kernels.hpp"
+#include "patch_pairs.hpp"
 #include "quilt.hpp"
 #include "version.hpp"
 #include "weed.hpp"

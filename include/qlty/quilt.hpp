@@ -50,8 +50,7 @@ class Quilt {
   /// @brief (result (M / P, C, *shape), weights (*shape)): the weighted mean of the patches (M, C, *window) at
   /// their windows, and the sum of the window weights per pixel. Floating dtypes; half and bfloat16 accumulate
   /// in float32, the result keeps the patches' dtype, the weights are float32 (float64 for double patches).
-  std::tuple<torch::Tensor, torch::Tensor> stitch(const torch::Tensor& patches,
-                                                  Backend backend = Backend::Auto) const {
+  std::tuple<torch::Tensor, torch::Tensor> stitch(const torch::Tensor& patches, Backend backend = Backend::Auto) const {
     TORCH_CHECK_TYPE(patches.is_floating_point(), name(),
                      ".stitch: patches must be floating point (float, double, half, bfloat16), got ",
                      patches.scalar_type());
@@ -62,8 +61,8 @@ class Quilt {
                         ".stitch: patches must have the window's shape ", c10::IntArrayRef(geometry_.window()),
                         " in their last ", D, " axes, got ", patches.sizes());
     const int64_t P = geometry_.per_image();
-    TORCH_CHECK_VALUE(patches.size(0) % P == 0, name(), ".stitch: the number of patches must be a multiple of the ",
-                      P, " windows per image, got ", patches.size(0));
+    TORCH_CHECK_VALUE(patches.size(0) % P == 0, name(), ".stitch: the number of patches must be a multiple of the ", P,
+                      " windows per image, got ", patches.size(0));
     auto [out, wsum] = fold(to5(patches), grid_, backend);
     return {from5(out), D == 2 ? wsum.squeeze(0) : wsum};
   }

@@ -10,14 +10,14 @@ namespace qlty {
 
 namespace detail {
 inline std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> weed_sparse(const char* who, int D,
-                                                                          const torch::Tensor& in,
-                                                                          const torch::Tensor& out,
-                                                                          const c10::Scalar& missing_label,
-                                                                          const torch::Tensor& border_tensor) {
+                                                                           const torch::Tensor& in,
+                                                                           const torch::Tensor& out,
+                                                                           const c10::Scalar& missing_label,
+                                                                           const torch::Tensor& border_tensor) {
   TORCH_CHECK_VALUE(border_tensor.dim() == D, who, ": border_tensor must be ", D, "-D (the window), got shape ",
                     border_tensor.sizes());
-  TORCH_CHECK_VALUE(out.dim() == D + 1 || out.dim() == D + 2, who, ": out must be ", D + 1, "-D (M, window) or ",
-                    D + 2, "-D (M, C, window), got shape ", out.sizes());
+  TORCH_CHECK_VALUE(out.dim() == D + 1 || out.dim() == D + 2, who, ": out must be ", D + 1, "-D (M, window) or ", D + 2,
+                    "-D (M, C, window), got shape ", out.sizes());
   TORCH_CHECK_VALUE(out.sizes().slice(out.dim() - D) == border_tensor.sizes(), who,
                     ": out's last axes must match border_tensor ", border_tensor.sizes(), ", got ", out.sizes());
   TORCH_CHECK_VALUE(in.dim() >= 1 && in.size(0) == out.size(0), who,
@@ -34,16 +34,14 @@ inline std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> weed_sparse(const
 inline std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> weed_sparse_classification_training_pairs_2D(
     const torch::Tensor& in, const torch::Tensor& out, const c10::Scalar& missing_label,
     const torch::Tensor& border_tensor) {
-  return detail::weed_sparse("weed_sparse_classification_training_pairs_2D", 2, in, out, missing_label,
-                             border_tensor);
+  return detail::weed_sparse("weed_sparse_classification_training_pairs_2D", 2, in, out, missing_label, border_tensor);
 }
 
 /// @brief As the 2D version for patches (M, [C,] Z, Y, X) and border_tensor (Z, Y, X).
 inline std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> weed_sparse_classification_training_pairs_3D(
     const torch::Tensor& in, const torch::Tensor& out, const c10::Scalar& missing_label,
     const torch::Tensor& border_tensor) {
-  return detail::weed_sparse("weed_sparse_classification_training_pairs_3D", 3, in, out, missing_label,
-                             border_tensor);
+  return detail::weed_sparse("weed_sparse_classification_training_pairs_3D", 3, in, out, missing_label, border_tensor);
 }
 
 }  // namespace qlty

@@ -100,29 +100,45 @@ inline void copy_row(T* dst, const T* src, int64_t n, int64_t stride, bool strea
   }
 }
 
+/// Where patch m comes from: {image n, z0, y0, x0}. GridOrigins walks the quilt's grid (patch order of
+/// semantics.md); ListOrigins reads a contiguous int64 (M, 4) table.
+struct GridOrigins {
+  const Grid3& g;
+  std::array<int64_t, 4> operator()(int64_t m) const {
+    const int64_t P = g.per_image(), ty = g.times[1], tx = g.times[2], p = m % P;
+    return {m / P, g.start(0, p / (ty * tx)), g.start(1, (p / tx) % ty), g.start(2, p % tx)};
+  }
+};
+struct ListOrigins {
+  const int64_t* table;
+  std::array<int64_t, 4> operator()(int64_t m) const {
+    const int64_t* r = table + 4 * m;
+    return {r[0], r[1], r[2], r[3]};
+  }
+};
+
 /// Calls f(q, n, c, z0, y0, x0) for each patch plane q = m * C + c in [begin, end): patch m is window
 /// (z0, y0, x0) of image n.
-template <typename F>
-inline void for_patch_rows(const Grid3& g, int64_t C, int64_t begin, int64_t end, F&& f) {
-  const int64_t P = g.per_image(), ty = g.times[1], tx = g.times[2];
+template <typename Origins, typename F>
+inline void for_patch_rows(const Origins& origins, int64_t C, int64_t begin, int64_t end, F&& f) {
   for (int64_t q = begin; q < end; ++q) {
-    const int64_t m = q / C, c = q % C, n = m / P, p = m % P;
-    const int64_t z0 = g.start(0, p / (ty * tx)), y0 = g.start(1, (p / tx) % ty), x0 = g.start(2, p % tx);
-    f(q, n, c, z0, y0, x0);
+    const auto o = origins(q / C);
+    f(q, o[0], q % C, o[1], o[2], o[3]);
   }
 }
 
-/// patches (M, C, Wz, Wy, Wx) contiguous = the windows of x (N, C, Sz, Sy, Sx), any strides. A pure copy.
-template <typename T>
-void unfold_copy_cpu(const torch::Tensor& x, torch::Tensor& out, const Grid3& g) {
+/// patches (M, C, Wz, Wy, Wx) contiguous = windows of x (N, C, Sz, Sy, Sx), any strides, at `origins`. A pure copy.
+template <typename T, typename Origins>
+void gather_copy_cpu(const torch::Tensor& x, torch::Tensor& out, const std::array<int64_t, 3>& window,
+                     const Origins& origins) {
   const Strides5 s(x);
-  const int64_t C = x.size(1), K = g.window_numel(), Wz = g.window[0], Wy = g.window[1], Wx = g.window[2];
+  const int64_t C = x.size(1), Wz = window[0], Wy = window[1], Wx = window[2], K = Wz * Wy * Wx;
   const T* xp = static_cast<const T*>(x.data_ptr());
   T* op = static_cast<T*>(out.data_ptr());
   const int64_t planes = out.size(0) * C;
   const bool stream = out.nbytes() >= static_cast<size_t>(kStreamOutputBytes);
-  at::parallel_for(0, planes, std::max<int64_t>(1, 16384 / K), [&](int64_t begin, int64_t end) {
-    for_patch_rows(g, C, begin, end, [&](int64_t q, int64_t n, int64_t c, int64_t z0, int64_t y0, int64_t x0) {
+  at::parallel_for(0, planes, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)), [&](int64_t begin, int64_t end) {
+    for_patch_rows(origins, C, begin, end, [&](int64_t q, int64_t n, int64_t c, int64_t z0, int64_t y0, int64_t x0) {
       const T* src = xp + n * s.n + c * s.c + z0 * s.z + y0 * s.y + x0 * s.x;
       T* dst = op + q * K;
       for (int64_t wz = 0; wz < Wz; ++wz)
@@ -132,7 +148,26 @@ void unfold_copy_cpu(const torch::Tensor& x, torch::Tensor& out, const Grid3& g)
   });
 }
 
-/// As unfold_copy_cpu, each pixel multiplied by its stitching weight (the adjoint of a weighted fold).
+/// Calls f(T{}) with T a plain type of x's element size: copies move bytes, whatever the dtype.
+template <typename F>
+inline void dispatch_by_size(const torch::Tensor& x, F&& f) {
+  switch (x.element_size()) {
+    case 1:
+      return f(Bytes<1>{});
+    case 2:
+      return f(Bytes<2>{});
+    case 4:
+      return f(Bytes<4>{});
+    case 8:
+      return f(Bytes<8>{});
+    case 16:
+      return f(Bytes<16>{});
+    default:
+      TORCH_CHECK_TYPE(false, "qlty: unsupported element size ", x.element_size(), " of ", x.scalar_type());
+  }
+}
+
+/// As gather_copy_cpu over the grid, each pixel multiplied by its stitching weight (the adjoint of a weighted fold).
 template <typename T>
 void unfold_weighted_cpu(const torch::Tensor& x, torch::Tensor& out, const Grid3& g) {
   using acc_t = at::opmath_type<T>;
@@ -143,19 +178,22 @@ void unfold_weighted_cpu(const torch::Tensor& x, torch::Tensor& out, const Grid3
   const T* xp = x.data_ptr<T>();
   T* op = out.data_ptr<T>();
   at::parallel_for(0, out.size(0) * C, std::max<int64_t>(1, 16384 / K), [&](int64_t begin, int64_t end) {
-    for_patch_rows(g, C, begin, end, [&](int64_t q, int64_t n, int64_t c, int64_t z0, int64_t y0, int64_t x0) {
-      const T* src = xp + n * s.n + c * s.c + z0 * s.z + y0 * s.y + x0 * s.x;
-      T* dst = op + q * K;
-      for (int64_t wz = 0; wz < Wz; ++wz)
-        for (int64_t wy = 0; wy < Wy; ++wy, dst += Wx) {
-          const T* row = src + wz * s.z + wy * s.y;
-          if (g.inside(0, wz) && g.inside(1, wy)) {
-            for (int64_t k = 0; k < Wx; ++k) dst[k] = static_cast<T>(wrow[k] * static_cast<acc_t>(row[k * s.x]));
-          } else {
-            for (int64_t k = 0; k < Wx; ++k) dst[k] = static_cast<T>(bw * static_cast<acc_t>(row[k * s.x]));
-          }
-        }
-    });
+    for_patch_rows(GridOrigins{g}, C, begin, end,
+                   [&](int64_t q, int64_t n, int64_t c, int64_t z0, int64_t y0, int64_t x0) {
+                     const T* src = xp + n * s.n + c * s.c + z0 * s.z + y0 * s.y + x0 * s.x;
+                     T* dst = op + q * K;
+                     for (int64_t wz = 0; wz < Wz; ++wz)
+                       for (int64_t wy = 0; wy < Wy; ++wy, dst += Wx) {
+                         const T* row = src + wz * s.z + wy * s.y;
+                         if (g.inside(0, wz) && g.inside(1, wy)) {
+                           for (int64_t k = 0; k < Wx; ++k)
+                             dst[k] = static_cast<T>(wrow[k] * static_cast<acc_t>(row[k * s.x]));
+                         } else {
+                           for (int64_t k = 0; k < Wx; ++k)
+                             dst[k] = static_cast<T>(bw * static_cast<acc_t>(row[k * s.x]));
+                         }
+                       }
+                   });
   });
 }
 
@@ -166,14 +204,15 @@ inline void unfold_cpu(const torch::Tensor& x, torch::Tensor& out, const Grid3& 
                                     [&] { unfold_weighted_cpu<scalar_t>(x, out, g); });
     return;
   }
-  switch (x.element_size()) {
-    case 1: return unfold_copy_cpu<Bytes<1>>(x, out, g);
-    case 2: return unfold_copy_cpu<Bytes<2>>(x, out, g);
-    case 4: return unfold_copy_cpu<Bytes<4>>(x, out, g);
-    case 8: return unfold_copy_cpu<Bytes<8>>(x, out, g);
-    case 16: return unfold_copy_cpu<Bytes<16>>(x, out, g);
-    default: TORCH_CHECK_TYPE(false, "qlty: unsupported element size ", x.element_size(), " of ", x.scalar_type());
-  }
+  dispatch_by_size(x, [&](auto e) { gather_copy_cpu<decltype(e)>(x, out, g.window, GridOrigins{g}); });
+}
+
+/// Windows of x (N, C, Sz, Sy, Sx) at origins (M, 4) int64 {n, z, y, x} (contiguous, on CPU) into `out`
+/// (M, C, *window), contiguous, preallocated.
+inline void gather_cpu(const torch::Tensor& x, const torch::Tensor& origins, torch::Tensor& out,
+                       const std::array<int64_t, 3>& window) {
+  dispatch_by_size(
+      x, [&](auto e) { gather_copy_cpu<decltype(e)>(x, out, window, ListOrigins{origins.data_ptr<int64_t>()}); });
 }
 
 /// wsum (Sz, Sy, Sx) = sum of the window weights over one image's windows.
@@ -205,8 +244,8 @@ void weight_sum_cpu(acc_t* ws, const Grid3& g, const Cover& cz, const Cover& cy,
 /// whatever the threads. Patch data streams in contiguous pieces while the band's accumulators stay in cache:
 /// small windows take all channels of a window at once; large ones take one channel at a time.
 template <typename T>
-void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tensor& wsum, const Grid3& g,
-                   bool weighted, bool normalize) {
+void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tensor& wsum, const Grid3& g, bool weighted,
+                   bool normalize) {
   using acc_t = at::opmath_type<T>;
   const Strides5 s(patches);
   const int64_t N = out.size(0), C = out.size(1), Sy = g.shape[1], Sx = g.shape[2], L = g.image_numel();
@@ -266,8 +305,7 @@ void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tens
                     } else if (s.x == 1) {
                       for (int64_t k = 0; k < Wx; ++k) o[k] += bw * static_cast<acc_t>(prow[k]);
                     } else {
-                      for (int64_t k = 0; k < Wx; ++k)
-                        o[k] += (in ? wrow[k] : bw) * static_cast<acc_t>(prow[k * s.x]);
+                      for (int64_t k = 0; k < Wx; ++k) o[k] += (in ? wrow[k] : bw) * static_cast<acc_t>(prow[k * s.x]);
                     }
                   }
               }

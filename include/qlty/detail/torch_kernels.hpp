@@ -24,13 +24,12 @@ inline torch::Tensor window_starts(const Grid3& g, int a, const torch::Device& d
 inline std::pair<torch::Tensor, torch::Tensor> window_offsets(const Grid3& g, const torch::Device& device) {
   const int64_t Sy = g.shape[1], Sx = g.shape[2];
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
-  auto base = (window_starts(g, 0, device).view({-1, 1, 1}) * Sy + window_starts(g, 1, device).view({1, -1, 1})) *
-                  Sx +
+  auto base = (window_starts(g, 0, device).view({-1, 1, 1}) * Sy + window_starts(g, 1, device).view({1, -1, 1})) * Sx +
               window_starts(g, 2, device).view({1, 1, -1});
-  auto pix = (torch::arange(g.window[0], opts).view({-1, 1, 1}) * Sy +
-              torch::arange(g.window[1], opts).view({1, -1, 1})) *
-                 Sx +
-             torch::arange(g.window[2], opts).view({1, 1, -1});
+  auto pix =
+      (torch::arange(g.window[0], opts).view({-1, 1, 1}) * Sy + torch::arange(g.window[1], opts).view({1, -1, 1})) *
+          Sx +
+      torch::arange(g.window[2], opts).view({1, 1, -1});
   return {base.reshape(-1), pix.reshape(-1)};
 }
 
@@ -59,7 +58,9 @@ inline torch::Tensor chunk_index(const torch::Tensor& base, const torch::Tensor&
   return image.unsqueeze(2) + base.index_select(0, p).view({-1, 1, 1}) + pix.view({1, 1, -1});
 }
 
-inline int64_t chunk_patches(int64_t C, int64_t K) { return std::max<int64_t>(1, kTorchChunkElements / std::max<int64_t>(1, C * K)); }
+inline int64_t chunk_patches(int64_t C, int64_t K) {
+  return std::max<int64_t>(1, kTorchChunkElements / std::max<int64_t>(1, C * K));
+}
 
 /// Windows of x (N, C, Sz, Sy, Sx) into `out` (M, C, Wz, Wy, Wx), contiguous, preallocated.
 inline void unfold_torch(const torch::Tensor& x, torch::Tensor& out, const Grid3& g, bool weighted) {
@@ -120,6 +121,64 @@ inline void fold_torch(const torch::Tensor& patches, torch::Tensor& out, torch::
     acc.div_(wsum.clamp_min(tiny));
   }
   if (!acc.is_same(out)) out.copy_(acc);
+}
+
+/// Flat offsets (cnt, C, K) into a contiguous (N, C, Sz, Sy, Sx) tensor of the pixels of the windows at
+/// origins[m0, m0 + cnt) (rows {n, z, y, x}).
+inline torch::Tensor origin_index(const torch::Tensor& origins, const std::array<int64_t, 3>& shape,
+                                  const torch::Tensor& pix, int64_t m0, int64_t cnt, int64_t C) {
+  const int64_t Sy = shape[1], Sx = shape[2], L = shape[0] * Sy * Sx;
+  auto o = origins.narrow(0, m0, cnt);
+  auto opts = origins.options();
+  auto image = (o.select(1, 0).view({-1, 1}) * C + torch::arange(C, opts).view({1, -1})) * L;  // (cnt, C)
+  auto base = (o.select(1, 1) * Sy + o.select(1, 2)) * Sx + o.select(1, 3);
+  return image.unsqueeze(2) + base.view({-1, 1, 1}) + pix.view({1, 1, -1});
+}
+
+inline torch::Tensor window_pixels(const std::array<int64_t, 3>& shape, const std::array<int64_t, 3>& window,
+                                   const torch::Device& device) {
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  return ((torch::arange(window[0], opts).view({-1, 1, 1}) * shape[1] +
+           torch::arange(window[1], opts).view({1, -1, 1})) *
+              shape[2] +
+          torch::arange(window[2], opts).view({1, 1, -1}))
+      .reshape(-1);
+}
+
+/// Windows of x (N, C, Sz, Sy, Sx) at origins (M, 4) (on x's device) into `out` (M, C, *window), preallocated.
+inline void gather_torch(const torch::Tensor& x, const torch::Tensor& origins, torch::Tensor& out,
+                         const std::array<int64_t, 3>& window) {
+  const int64_t M = out.size(0), C = x.size(1), K = window[0] * window[1] * window[2];
+  if (M == 0 || C == 0 || K == 0) return;
+  const std::array<int64_t, 3> shape{x.size(2), x.size(3), x.size(4)};
+  auto xflat = x.contiguous().view(-1);
+  auto pix = window_pixels(shape, window, x.device());
+  const int64_t step = chunk_patches(C, K);
+  for (int64_t m0 = 0; m0 < M; m0 += step) {
+    const int64_t cnt = std::min(step, M - m0);
+    auto dst = out.narrow(0, m0, cnt).view({-1});
+    torch::index_select_out(dst, xflat, 0, origin_index(origins, shape, pix, m0, cnt, C).view({-1}));
+  }
+}
+
+/// The adjoint of gather: the windows (M, C, *window) added into zeros of `shape5` at origins (M, 4).
+inline torch::Tensor scatter_add_torch(const torch::Tensor& patches, const torch::Tensor& origins,
+                                       c10::IntArrayRef shape5) {
+  auto out = torch::zeros(shape5, patches.options());
+  const int64_t M = patches.size(0), C = patches.size(1);
+  const std::array<int64_t, 3> shape{shape5[2], shape5[3], shape5[4]};
+  const std::array<int64_t, 3> window{patches.size(2), patches.size(3), patches.size(4)};
+  const int64_t K = window[0] * window[1] * window[2];
+  if (M == 0 || C == 0 || K == 0) return out;
+  auto oflat = out.view(-1);
+  auto pix = window_pixels(shape, window, patches.device());
+  const int64_t step = chunk_patches(C, K);
+  for (int64_t m0 = 0; m0 < M; m0 += step) {
+    const int64_t cnt = std::min(step, M - m0);
+    oflat.index_add_(0, origin_index(origins, shape, pix, m0, cnt, C).view({-1}),
+                     patches.narrow(0, m0, cnt).reshape({-1}));
+  }
+  return out;
 }
 
 }  // namespace qlty::detail

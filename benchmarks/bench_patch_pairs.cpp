@@ -1,0 +1,63 @@
+// Patch pairs: bytes produced per second (both patch sets and both overlapping-pixel sets) by
+// extract_patch_pairs followed by extract_overlapping_pixels, next to a plain copy of the same bytes.
+// Args: threads.
+//
+//   W5:  x (10, 3, 128, 128), window 32, 64 pairs per image, delta (8, 16)
+//   big: x (64, 1, 512, 512), window 32, 256 pairs per image, delta (8, 16); also on CUDA when present
+#include <benchmark/benchmark.h>
+#include <qlty/qlty.hpp>
+
+#include "copy_reference.hpp"
+
+namespace {
+
+using namespace qlty_bench;
+
+struct Case {
+  const char* name;
+  std::vector<int64_t> shape;
+  int64_t pairs;
+};
+
+int64_t produced_bytes(const Case& c) {
+  auto x = torch::rand(c.shape);
+  auto [p1, p2, d, r] = qlty::extract_patch_pairs(x, {32, 32}, c.pairs, {8.0, 16.0}, 0);
+  auto [o1, o2] = qlty::extract_overlapping_pixels(p1, p2, d, r);
+  return static_cast<int64_t>(p1.nbytes() + p2.nbytes() + o1.nbytes() + o2.nbytes());
+}
+
+void register_case(const Case& c, const torch::Device& device) {
+  const std::string key = std::string(c.name) + (device.is_cuda() ? "/cuda" : "");
+  const int64_t bytes = produced_bytes(c);
+  auto args = [](benchmark::internal::Benchmark* b) {
+    b->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+  };
+  args(benchmark::RegisterBenchmark((key + "/copy").c_str(),
+                                    [=](benchmark::State& s) { copy_reference(s, bytes, key); }));
+  args(benchmark::RegisterBenchmark((key + "/pairs_and_overlap").c_str(), [=](benchmark::State& s) {
+    at::set_num_threads(static_cast<int>(s.range(0)));
+    auto x = torch::rand(c.shape).to(device);
+    uint64_t seed = 0;
+    auto inv = timed_loop(s, [&] {
+      auto [p1, p2, d, r] = qlty::extract_patch_pairs(x, {32, 32}, c.pairs, {8.0, 16.0}, seed++);
+      auto [o1, o2] = qlty::extract_overlapping_pixels(p1, p2, d, r);
+      if (device.is_cuda()) torch::cuda::synchronize();
+      benchmark::DoNotOptimize(o2.data_ptr());
+    });
+    report(s, bytes, inv, key, false);
+  }));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Case w5{"W5", {10, 3, 128, 128}, 64}, big{"big", {64, 1, 512, 512}, 256};
+  register_case(w5, torch::kCPU);
+  register_case(big, torch::kCPU);
+  if (torch::cuda::is_available()) register_case(big, torch::kCUDA);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
