@@ -46,6 +46,25 @@ void register_case(const Case& c, const torch::Device& device) {
     });
     report(s, bytes, inv, key, false);
   }));
+  // The extraction alone (its bytes: both patch sets), to tell the two steps apart.
+  const int64_t patch_bytes = [&] {
+    auto [p1, p2, d, r] = qlty::extract_patch_pairs(torch::rand(c.shape), {32, 32}, c.pairs, {8.0, 16.0}, 0);
+    return static_cast<int64_t>(p1.nbytes() + p2.nbytes());
+  }();
+  const std::string pkey = key + "/pairs";
+  args(benchmark::RegisterBenchmark((pkey + "/copy").c_str(),
+                                    [=](benchmark::State& s) { copy_reference(s, patch_bytes, pkey); }));
+  args(benchmark::RegisterBenchmark((pkey + "_only").c_str(), [=](benchmark::State& s) {
+    at::set_num_threads(static_cast<int>(s.range(0)));
+    auto x = torch::rand(c.shape).to(device);
+    uint64_t seed = 0;
+    auto inv = timed_loop(s, [&] {
+      auto [p1, p2, d, r] = qlty::extract_patch_pairs(x, {32, 32}, c.pairs, {8.0, 16.0}, seed++);
+      if (device.is_cuda()) torch::cuda::synchronize();
+      benchmark::DoNotOptimize(p2.data_ptr());
+    });
+    report(s, patch_bytes, inv, pkey, false);
+  }));
 }
 
 }  // namespace

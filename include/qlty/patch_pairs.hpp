@@ -76,6 +76,18 @@ inline std::vector<int64_t> overlap_offsets(const torch::Tensor& d, const std::a
   return off;
 }
 
+/// Moves n pixels of C channels between a patch row (pixel stride sj, channel stride sc) and rows of (n, C).
+template <typename T, bool backward>
+inline void move_row(T* p, int64_t sj, int64_t sc, T* r, int64_t n, int64_t C) {
+  for (int64_t c = 0; c < C; ++c, r += 1, p += sc) {
+    if (backward) {
+      for (int64_t j = 0; j < n; ++j) p[j * sj] = r[j * C];
+    } else {
+      for (int64_t j = 0; j < n; ++j) r[j * C] = p[j * sj];
+    }
+  }
+}
+
 /// Native CPU overlap: for pair i and each pixel (z, y, x) of patch 1 whose shifted place (z - dz, y - dy,
 /// x - dx) lies in patch 2, row k of o1 takes patch 1's C values there and row k of o2 takes patch 2's, read
 /// through its rotation. With `backward`, the same map runs the other way: o1/o2 rows into zeroed p1/p2 grads
@@ -96,15 +108,7 @@ void overlap_cpu(T* p1, T* p2, const Strides5& s1, const Strides5& s2, T* o1, T*
           // Patch 1's row segment, channel by channel.
           T* a = p1 + i * s1.n + z * s1.z + y * s1.y + x0 * s1.x;
           T* r1 = o1 + row * C;
-          for (int64_t c = 0; c < C; ++c)
-            for (int64_t j = 0; j < nx; ++j) {
-              T& pa = a[c * s1.c + j * s1.x];
-              T& po = r1[j * C + c];
-              if (backward)
-                pa = po;
-              else
-                po = pa;
-            }
+          move_row<T, backward>(a, s1.x, s1.c, r1, nx, C);
           // Patch 2's pixels (y - dy, x - dx), read through rot90(k): (y2, x2) of the unrotated patch sits at
           // (ry, rx) of the stored one, which moves by (sy, sx) per step in x.
           const int64_t y2 = y - dy, x2 = x0 - dx;
@@ -128,15 +132,7 @@ void overlap_cpu(T* p1, T* p2, const Strides5& s1, const Strides5& s2, T* o1, T*
           T* b = p2 + i * s2.n + (z - dz) * s2.z + ry * s2.y + rx * s2.x;
           const int64_t step = sy * s2.y + sx * s2.x;
           T* r2 = o2 + row * C;
-          for (int64_t c = 0; c < C; ++c)
-            for (int64_t j = 0; j < nx; ++j) {
-              T& pb = b[c * s2.c + j * step];
-              T& po = r2[j * C + c];
-              if (backward)
-                pb = po;
-              else
-                po = pb;
-            }
+          move_row<T, backward>(b, step, s2.c, r2, nx, C);
         }
     }
   });

@@ -19,7 +19,7 @@ inline torch::Tensor empty_output(c10::IntArrayRef sizes, const torch::TensorOpt
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   const size_t bytes =
       static_cast<size_t>(c10::multiply_integers(sizes)) * c10::elementSize(c10::typeMetaToScalarType(options.dtype()));
-  if (options.device().is_cpu() && bytes >= 2 * kHugePage && !options.pinned_memory()) {
+  if (options.device().is_cpu() && bytes >= kHugePage && !options.pinned_memory()) {
     const size_t len = (bytes + kHugePage - 1) / kHugePage * kHugePage;
     if (void* p = std::aligned_alloc(kHugePage, len)) {
       madvise(p, len, MADV_HUGEPAGE);  // advice only: without THP this is an ordinary buffer
