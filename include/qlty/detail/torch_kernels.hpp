@@ -14,23 +14,40 @@ namespace qlty::detail {
 /// Elements per chunk of patches (the index and weighted-source temporaries are this size).
 constexpr int64_t kTorchChunkElements = int64_t(1) << 22;
 
-inline torch::Tensor window_starts(const Grid3& g, int a, const torch::Device& device) {
-  std::vector<int64_t> s(g.times[a]);
-  for (int64_t k = 0; k < g.times[a]; ++k) s[k] = g.start(a, k);
-  return torch::tensor(s, torch::kInt64).to(device);
+/// Origins (cnt, 4) as {n, z, y, x} of grid patches [m0, m0 + cnt), in patch order, on `device`.
+inline torch::Tensor grid_origins(const Grid3& g, int64_t m0, int64_t cnt, const torch::Device& device) {
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  auto starts = [&](int a) {
+    std::vector<int64_t> v(g.times[a]);
+    for (int64_t k = 0; k < g.times[a]; ++k) v[k] = g.start(a, k);
+    return torch::tensor(v, torch::kInt64).to(device);
+  };
+  const int64_t P = g.per_image(), ty = g.times[1], tx = g.times[2];
+  auto m = torch::arange(m0, m0 + cnt, opts);
+  auto p = m.remainder(P);
+  return torch::stack(
+      {torch::div(m, P, "floor"), starts(0).index_select(0, torch::div(p, ty * tx, "floor")),
+       starts(1).index_select(0, torch::div(p, tx, "floor").remainder(ty)), starts(2).index_select(0, p.remainder(tx))},
+      1);
 }
 
-/// Offsets within one contiguous image (Sz, Sy, Sx): of each window's origin (P) and of each window pixel (K).
-inline std::pair<torch::Tensor, torch::Tensor> window_offsets(const Grid3& g, const torch::Device& device) {
-  const int64_t Sy = g.shape[1], Sx = g.shape[2];
+/// Offsets of each window pixel (K) within a contiguous image (Sz, Sy, Sx).
+inline torch::Tensor window_pixels(const std::array<int64_t, 3>& shape, const std::array<int64_t, 3>& window,
+                                   const torch::Device& device) {
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
-  auto base = (window_starts(g, 0, device).view({-1, 1, 1}) * Sy + window_starts(g, 1, device).view({1, -1, 1})) * Sx +
-              window_starts(g, 2, device).view({1, 1, -1});
-  auto pix =
-      (torch::arange(g.window[0], opts).view({-1, 1, 1}) * Sy + torch::arange(g.window[1], opts).view({1, -1, 1})) *
-          Sx +
-      torch::arange(g.window[2], opts).view({1, 1, -1});
-  return {base.reshape(-1), pix.reshape(-1)};
+  auto zy =
+      torch::arange(window[0], opts).view({-1, 1, 1}) * shape[1] + torch::arange(window[1], opts).view({1, -1, 1});
+  return (zy * shape[2] + torch::arange(window[2], opts).view({1, 1, -1})).reshape(-1);
+}
+
+/// Flat offsets (cnt, C, K) into a contiguous (N, C, Sz, Sy, Sx) tensor of the pixels of the windows at
+/// `origins` (cnt, 4) {n, z, y, x}.
+inline torch::Tensor origin_index(const torch::Tensor& origins, const std::array<int64_t, 3>& shape,
+                                  const torch::Tensor& pix, int64_t C) {
+  const int64_t Sy = shape[1], Sx = shape[2], L = shape[0] * Sy * Sx;
+  auto image = (origins.select(1, 0).view({-1, 1}) * C + torch::arange(C, origins.options()).view({1, -1})) * L;
+  auto base = (origins.select(1, 1) * Sy + origins.select(1, 2)) * Sx + origins.select(1, 3);
+  return image.unsqueeze(2) + base.view({-1, 1, 1}) + pix.view({1, 1, -1});
 }
 
 /// Stitching weight of each window pixel (K), 1 without weighting.
@@ -47,27 +64,16 @@ inline torch::Tensor window_weights(const Grid3& g, bool weighted, const torch::
   return w.reshape(-1).to(opts);
 }
 
-/// Flat offsets (cnt, C, K) into a contiguous (N, C, L) tensor of the pixels of patches [m0, m0 + cnt).
-inline torch::Tensor chunk_index(const torch::Tensor& base, const torch::Tensor& pix, int64_t m0, int64_t cnt,
-                                 int64_t P, int64_t C, int64_t L) {
-  auto opts = base.options();
-  auto m = torch::arange(m0, m0 + cnt, opts);
-  auto n = torch::div(m, P, "floor");
-  auto p = m - n * P;
-  auto image = (n.view({-1, 1}) * C + torch::arange(C, opts).view({1, -1})) * L;  // (cnt, C)
-  return image.unsqueeze(2) + base.index_select(0, p).view({-1, 1, 1}) + pix.view({1, 1, -1});
-}
-
 inline int64_t chunk_patches(int64_t C, int64_t K) {
   return std::max<int64_t>(1, kTorchChunkElements / std::max<int64_t>(1, C * K));
 }
 
 /// Windows of x (N, C, Sz, Sy, Sx) into `out` (M, C, Wz, Wy, Wx), contiguous, preallocated.
 inline void unfold_torch(const torch::Tensor& x, torch::Tensor& out, const Grid3& g, bool weighted) {
-  const int64_t M = out.size(0), C = x.size(1), K = g.window_numel(), P = g.per_image(), L = g.image_numel();
+  const int64_t M = out.size(0), C = x.size(1), K = g.window_numel();
   if (M == 0 || C == 0) return;
   auto xflat = x.contiguous().view(-1);
-  auto [base, pix] = window_offsets(g, x.device());
+  auto pix = window_pixels(g.shape, g.window, x.device());
   const auto acc_type = c10::toRealValueType(x.scalar_type()) == torch::kDouble ? torch::kDouble : torch::kFloat;
   torch::Tensor w;
   if (weighted) w = window_weights(g, true, x.options().dtype(acc_type));
@@ -75,7 +81,8 @@ inline void unfold_torch(const torch::Tensor& x, torch::Tensor& out, const Grid3
   for (int64_t m0 = 0; m0 < M; m0 += step) {
     const int64_t cnt = std::min(step, M - m0);
     auto dst = out.narrow(0, m0, cnt).view({-1});
-    torch::index_select_out(dst, xflat, 0, chunk_index(base, pix, m0, cnt, P, C, L).view({-1}));
+    auto idx = origin_index(grid_origins(g, m0, cnt, x.device()), g.shape, pix, C);
+    torch::index_select_out(dst, xflat, 0, idx.view({-1}));
     if (weighted) {
       auto d = dst.view({cnt, C, K});
       if (d.scalar_type() == acc_type)
@@ -90,8 +97,7 @@ inline void unfold_torch(const torch::Tensor& x, torch::Tensor& out, const Grid3
 inline void fold_torch(const torch::Tensor& patches, torch::Tensor& out, torch::Tensor& wsum, const Grid3& g,
                        bool weighted, bool normalize) {
   const int64_t M = patches.size(0), C = patches.size(1), K = g.window_numel(), P = g.per_image();
-  const int64_t L = g.image_numel();
-  auto [base, pix] = window_offsets(g, patches.device());
+  auto pix = window_pixels(g.shape, g.window, patches.device());
   const auto acc_type = wsum.scalar_type();
   auto w = window_weights(g, weighted, wsum.options());
 
@@ -101,7 +107,7 @@ inline void fold_torch(const torch::Tensor& patches, torch::Tensor& out, torch::
   const int64_t wstep = std::max<int64_t>(1, kTorchChunkElements / std::max<int64_t>(1, K));
   for (int64_t p0 = 0; p0 < P; p0 += wstep) {
     const int64_t cnt = std::min(wstep, P - p0);
-    auto idx = base.narrow(0, p0, cnt).view({-1, 1}) + pix.view({1, -1});
+    auto idx = origin_index(grid_origins(g, p0, cnt, patches.device()), g.shape, pix, 1);  // image 0
     wflat.index_add_(0, idx.view({-1}), w.view({1, -1}).expand({cnt, K}).reshape({-1}));
   }
 
@@ -114,35 +120,14 @@ inline void fold_torch(const torch::Tensor& patches, torch::Tensor& out, torch::
     const int64_t cnt = std::min(step, M - m0);
     auto src = buffer.narrow(0, 0, cnt * C * K).view({cnt, C, K});
     torch::mul_out(src, patches.narrow(0, m0, cnt).reshape({cnt, C, K}), w);
-    aflat.index_add_(0, chunk_index(base, pix, m0, cnt, P, C, L).view({-1}), src.view({-1}));
+    auto idx = origin_index(grid_origins(g, m0, cnt, patches.device()), g.shape, pix, C);
+    aflat.index_add_(0, idx.view({-1}), src.view({-1}));
   }
   if (normalize) {
     const double tiny = acc_type == torch::kDouble ? 1e-300 : 1e-30;  // pixels no window touched stay 0
     acc.div_(wsum.clamp_min(tiny));
   }
   if (!acc.is_same(out)) out.copy_(acc);
-}
-
-/// Flat offsets (cnt, C, K) into a contiguous (N, C, Sz, Sy, Sx) tensor of the pixels of the windows at
-/// origins[m0, m0 + cnt) (rows {n, z, y, x}).
-inline torch::Tensor origin_index(const torch::Tensor& origins, const std::array<int64_t, 3>& shape,
-                                  const torch::Tensor& pix, int64_t m0, int64_t cnt, int64_t C) {
-  const int64_t Sy = shape[1], Sx = shape[2], L = shape[0] * Sy * Sx;
-  auto o = origins.narrow(0, m0, cnt);
-  auto opts = origins.options();
-  auto image = (o.select(1, 0).view({-1, 1}) * C + torch::arange(C, opts).view({1, -1})) * L;  // (cnt, C)
-  auto base = (o.select(1, 1) * Sy + o.select(1, 2)) * Sx + o.select(1, 3);
-  return image.unsqueeze(2) + base.view({-1, 1, 1}) + pix.view({1, 1, -1});
-}
-
-inline torch::Tensor window_pixels(const std::array<int64_t, 3>& shape, const std::array<int64_t, 3>& window,
-                                   const torch::Device& device) {
-  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
-  return ((torch::arange(window[0], opts).view({-1, 1, 1}) * shape[1] +
-           torch::arange(window[1], opts).view({1, -1, 1})) *
-              shape[2] +
-          torch::arange(window[2], opts).view({1, 1, -1}))
-      .reshape(-1);
 }
 
 /// Windows of x (N, C, Sz, Sy, Sx) at origins (M, 4) (on x's device) into `out` (M, C, *window), preallocated.
@@ -157,7 +142,7 @@ inline void gather_torch(const torch::Tensor& x, const torch::Tensor& origins, t
   for (int64_t m0 = 0; m0 < M; m0 += step) {
     const int64_t cnt = std::min(step, M - m0);
     auto dst = out.narrow(0, m0, cnt).view({-1});
-    torch::index_select_out(dst, xflat, 0, origin_index(origins, shape, pix, m0, cnt, C).view({-1}));
+    torch::index_select_out(dst, xflat, 0, origin_index(origins.narrow(0, m0, cnt), shape, pix, C).view({-1}));
   }
 }
 
@@ -175,7 +160,7 @@ inline torch::Tensor scatter_add_torch(const torch::Tensor& patches, const torch
   const int64_t step = chunk_patches(C, K);
   for (int64_t m0 = 0; m0 < M; m0 += step) {
     const int64_t cnt = std::min(step, M - m0);
-    oflat.index_add_(0, origin_index(origins, shape, pix, m0, cnt, C).view({-1}),
+    oflat.index_add_(0, origin_index(origins.narrow(0, m0, cnt), shape, pix, C).view({-1}),
                      patches.narrow(0, m0, cnt).reshape({-1}));
   }
   return out;
