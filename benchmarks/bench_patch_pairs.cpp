@@ -26,45 +26,40 @@ int64_t produced_bytes(const Case& c) {
   return static_cast<int64_t>(p1.nbytes() + p2.nbytes() + o1.nbytes() + o2.nbytes());
 }
 
-void register_case(const Case& c, const torch::Device& device) {
-  const std::string key = std::string(c.name) + (device.is_cuda() ? "/cuda" : "");
-  const int64_t bytes = produced_bytes(c);
+// Registers `key/copy` (the reference) and `key + suffix` timing `body(x, seed)` on x of the case's shape.
+template <typename Body>
+void register_pair(const std::string& key, const std::string& suffix, int64_t bytes, const Case& c,
+                   const torch::Device& device, Body body) {
   auto args = [](benchmark::internal::Benchmark* b) {
     b->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
   };
   args(benchmark::RegisterBenchmark((key + "/copy").c_str(),
                                     [=](benchmark::State& s) { copy_reference(s, bytes, key); }));
-  args(benchmark::RegisterBenchmark((key + "/pairs_and_overlap").c_str(), [=](benchmark::State& s) {
+  args(benchmark::RegisterBenchmark((key + suffix).c_str(), [=](benchmark::State& s) {
     at::set_num_threads(static_cast<int>(s.range(0)));
     auto x = torch::rand(c.shape).to(device);
     uint64_t seed = 0;
     auto inv = timed_loop(s, [&] {
-      auto [p1, p2, d, r] = qlty::extract_patch_pairs(x, {32, 32}, c.pairs, {8.0, 16.0}, seed++);
-      auto [o1, o2] = qlty::extract_overlapping_pixels(p1, p2, d, r);
+      auto last = body(x, seed++);
       if (device.is_cuda()) torch::cuda::synchronize();
-      benchmark::DoNotOptimize(o2.data_ptr());
+      benchmark::DoNotOptimize(last.data_ptr());
     });
     report(s, bytes, inv, key, false);
   }));
+}
+
+void register_case(const Case& c, const torch::Device& device) {
+  const std::string key = std::string(c.name) + (device.is_cuda() ? "/cuda" : "");
+  register_pair(key, "/pairs_and_overlap", produced_bytes(c), c, device, [c](const torch::Tensor& x, uint64_t seed) {
+    auto [p1, p2, d, r] = qlty::extract_patch_pairs(x, {32, 32}, c.pairs, {8.0, 16.0}, seed);
+    return std::get<1>(qlty::extract_overlapping_pixels(p1, p2, d, r));
+  });
   // The extraction alone (its bytes: both patch sets), to tell the two steps apart.
-  const int64_t patch_bytes = [&] {
-    auto [p1, p2, d, r] = qlty::extract_patch_pairs(torch::rand(c.shape), {32, 32}, c.pairs, {8.0, 16.0}, 0);
-    return static_cast<int64_t>(p1.nbytes() + p2.nbytes());
-  }();
-  const std::string pkey = key + "/pairs";
-  args(benchmark::RegisterBenchmark((pkey + "/copy").c_str(),
-                                    [=](benchmark::State& s) { copy_reference(s, patch_bytes, pkey); }));
-  args(benchmark::RegisterBenchmark((pkey + "_only").c_str(), [=](benchmark::State& s) {
-    at::set_num_threads(static_cast<int>(s.range(0)));
-    auto x = torch::rand(c.shape).to(device);
-    uint64_t seed = 0;
-    auto inv = timed_loop(s, [&] {
-      auto [p1, p2, d, r] = qlty::extract_patch_pairs(x, {32, 32}, c.pairs, {8.0, 16.0}, seed++);
-      if (device.is_cuda()) torch::cuda::synchronize();
-      benchmark::DoNotOptimize(p2.data_ptr());
-    });
-    report(s, patch_bytes, inv, pkey, false);
-  }));
+  auto [p1, p2, d, r] = qlty::extract_patch_pairs(torch::rand(c.shape), {32, 32}, c.pairs, {8.0, 16.0}, 0);
+  register_pair(key + "/pairs", "_only", static_cast<int64_t>(p1.nbytes() + p2.nbytes()), c, device,
+                [c](const torch::Tensor& x, uint64_t seed) {
+                  return std::get<1>(qlty::extract_patch_pairs(x, {32, 32}, c.pairs, {8.0, 16.0}, seed));
+                });
 }
 
 }  // namespace
