@@ -22,12 +22,12 @@ class Quilt {
   /// weight of border pixels when stitching.
   Quilt(std::array<int64_t, D> shape, const PerAxis& window, const PerAxis& step, const PerAxis& border = 0,
         double border_weight = 0.1)
-      : geometry_(shape, window, step, border, border_weight), grid_(geometry_.grid3()) {}
+      : geometry_(shape, window, step, border, border_weight) {}
 
   /// @brief Patches (N * P, C, *window) of x (N, C, *shape); patch m is window m % P of image m / P. Any dtype.
   torch::Tensor unstitch(const torch::Tensor& x, Backend backend = Backend::Auto) const {
     check_images(x, "unstitch", "x", false);
-    return from5(unfold(to5(x), grid_, backend));
+    return from5(unfold(to5(x), geometry_.grid3(), backend));
   }
 
   /// @brief Patches of a pair: x (N, C, *shape) and y (N, C', *shape) or (N, *shape), the latter giving patches
@@ -41,7 +41,7 @@ class Quilt {
                       "images, got ", x.size(0), " (x ", x.sizes(), ") and ", y.size(0), " (y ", y.sizes(), ")");
     const bool channels = y.dim() == D + 2;
     auto xp = unstitch(x, backend);
-    auto yp = from5(unfold(to5(channels ? y : y.unsqueeze(1)), grid_, backend));
+    auto yp = from5(unfold(to5(channels ? y : y.unsqueeze(1)), geometry_.grid3(), backend));
     if (missing_label && geometry_.has_border())
       yp.masked_fill_(border_tensor().to(yp.device()).logical_not(), *missing_label);
     return {xp, channels ? yp : yp.squeeze(1)};
@@ -63,7 +63,7 @@ class Quilt {
     const int64_t P = geometry_.per_image();
     TORCH_CHECK_VALUE(patches.size(0) % P == 0, name(), ".stitch: the number of patches must be a multiple of the ", P,
                       " windows per image, got ", patches.size(0));
-    auto [out, wsum] = fold(to5(patches), grid_, backend);
+    auto [out, wsum] = fold(to5(patches), geometry_.grid3(), backend);
     return {from5(out), D == 2 ? wsum.squeeze(0) : wsum};
   }
 
@@ -97,7 +97,6 @@ class Quilt {
   static torch::Tensor from5(const torch::Tensor& t) { return D == 2 ? t.squeeze(2) : t; }
 
   Geometry<D> geometry_;
-  detail::Grid3 grid_;
 };
 
 /// @brief 2D quilt over (N, C, Y, X) tensors.

@@ -20,7 +20,7 @@
 
 namespace qlty::detail {
 
-/// Bytes of accumulators a fold task keeps hot (under half of a core's L2 cache), and the size of a window's
+/// Bytes of accumulators a fold task keeps hot (a quarter of a 512 KiB L2 cache), and the size of a window's
 /// channel plane from which fold streams one channel at a time.
 constexpr int64_t kFoldCacheBytes = int64_t(128) << 10;
 constexpr int64_t kFoldStreamBytes = int64_t(16) << 10;
@@ -117,35 +117,37 @@ struct ListOrigins {
   }
 };
 
-/// Calls f(q, n, c, z0, y0, x0) for each patch plane q = m * C + c in [begin, end): patch m is window
-/// (z0, y0, x0) of image n.
-template <typename Origins, typename F>
-inline void for_patch_rows(const Origins& origins, int64_t C, int64_t begin, int64_t end, F&& f) {
-  for (int64_t q = begin; q < end; ++q) {
-    const auto o = origins(q / C);
-    f(q, o[0], q % C, o[1], o[2], o[3]);
-  }
+/// For each window row of patches (M, C, Wz, Wy, Wx) (contiguous `out`) taken from x (N, C, Sz, Sy, Sx), any
+/// strides, at `origins`: row(dst, src, wz, wy) with src the row's first element in x (stride along X: x's).
+/// With `stream`, a thread's non-temporal stores are fenced when its share is done.
+template <typename T, typename Origins, typename Row>
+void for_window_rows(const torch::Tensor& x, torch::Tensor& out, const std::array<int64_t, 3>& window,
+                     const Origins& origins, bool stream, const Row& row) {
+  const Strides5 s(x);
+  const int64_t C = x.size(1), Wz = window[0], Wy = window[1], Wx = window[2], K = Wz * Wy * Wx;
+  const T* xp = static_cast<const T*>(x.data_ptr());
+  T* op = static_cast<T*>(out.data_ptr());
+  at::parallel_for(0, out.size(0) * C, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t q = begin; q < end; ++q) {  // patch plane q = m * C + c
+                       const auto o = origins(q / C);
+                       const T* src = xp + o[0] * s.n + (q % C) * s.c + o[1] * s.z + o[2] * s.y + o[3] * s.x;
+                       T* dst = op + q * K;
+                       for (int64_t wz = 0; wz < Wz; ++wz)
+                         for (int64_t wy = 0; wy < Wy; ++wy, dst += Wx) row(dst, src + wz * s.z + wy * s.y, wz, wy);
+                     }
+                     if (stream) stream_fence();
+                   });
 }
 
 /// patches (M, C, Wz, Wy, Wx) contiguous = windows of x (N, C, Sz, Sy, Sx), any strides, at `origins`. A pure copy.
 template <typename T, typename Origins>
 void gather_copy_cpu(const torch::Tensor& x, torch::Tensor& out, const std::array<int64_t, 3>& window,
                      const Origins& origins) {
-  const Strides5 s(x);
-  const int64_t C = x.size(1), Wz = window[0], Wy = window[1], Wx = window[2], K = Wz * Wy * Wx;
-  const T* xp = static_cast<const T*>(x.data_ptr());
-  T* op = static_cast<T*>(out.data_ptr());
-  const int64_t planes = out.size(0) * C;
   const bool stream = out.nbytes() >= static_cast<size_t>(kStreamOutputBytes);
-  at::parallel_for(0, planes, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)), [&](int64_t begin, int64_t end) {
-    for_patch_rows(origins, C, begin, end, [&](int64_t q, int64_t n, int64_t c, int64_t z0, int64_t y0, int64_t x0) {
-      const T* src = xp + n * s.n + c * s.c + z0 * s.z + y0 * s.y + x0 * s.x;
-      T* dst = op + q * K;
-      for (int64_t wz = 0; wz < Wz; ++wz)
-        for (int64_t wy = 0; wy < Wy; ++wy, dst += Wx) copy_row(dst, src + wz * s.z + wy * s.y, Wx, s.x, stream);
-    });
-    if (stream) stream_fence();
-  });
+  const int64_t Wx = window[2], sx = x.stride(4);
+  for_window_rows<T>(x, out, window, origins, stream,
+                     [&](T* dst, const T* src, int64_t, int64_t) { copy_row(dst, src, Wx, sx, stream); });
 }
 
 /// Calls f(T{}) with T a plain type of x's element size: copies move bytes, whatever the dtype.
@@ -171,29 +173,12 @@ inline void dispatch_by_size(const torch::Tensor& x, F&& f) {
 template <typename T>
 void unfold_weighted_cpu(const torch::Tensor& x, torch::Tensor& out, const Grid3& g) {
   using acc_t = at::opmath_type<T>;
-  const Strides5 s(x);
-  const int64_t C = x.size(1), K = g.window_numel(), Wz = g.window[0], Wy = g.window[1], Wx = g.window[2];
+  const int64_t Wx = g.window[2], sx = x.stride(4);
   const auto wrow = inner_row_weights<acc_t>(g, true);
   const acc_t bw = static_cast<acc_t>(g.border_weight);
-  const T* xp = x.data_ptr<T>();
-  T* op = out.data_ptr<T>();
-  at::parallel_for(0, out.size(0) * C, std::max<int64_t>(1, 16384 / K), [&](int64_t begin, int64_t end) {
-    for_patch_rows(GridOrigins{g}, C, begin, end,
-                   [&](int64_t q, int64_t n, int64_t c, int64_t z0, int64_t y0, int64_t x0) {
-                     const T* src = xp + n * s.n + c * s.c + z0 * s.z + y0 * s.y + x0 * s.x;
-                     T* dst = op + q * K;
-                     for (int64_t wz = 0; wz < Wz; ++wz)
-                       for (int64_t wy = 0; wy < Wy; ++wy, dst += Wx) {
-                         const T* row = src + wz * s.z + wy * s.y;
-                         if (g.inside(0, wz) && g.inside(1, wy)) {
-                           for (int64_t k = 0; k < Wx; ++k)
-                             dst[k] = static_cast<T>(wrow[k] * static_cast<acc_t>(row[k * s.x]));
-                         } else {
-                           for (int64_t k = 0; k < Wx; ++k)
-                             dst[k] = static_cast<T>(bw * static_cast<acc_t>(row[k * s.x]));
-                         }
-                       }
-                   });
+  for_window_rows<T>(x, out, g.window, GridOrigins{g}, false, [&](T* dst, const T* src, int64_t wz, int64_t wy) {
+    const bool in = g.inside(0, wz) && g.inside(1, wy);
+    for (int64_t k = 0; k < Wx; ++k) dst[k] = static_cast<T>((in ? wrow[k] : bw) * static_cast<acc_t>(src[k * sx]));
   });
 }
 
