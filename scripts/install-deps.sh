@@ -3,7 +3,9 @@
 # are present. Run as root (or with sudo available).
 set -euo pipefail
 
-packages=(g++ make cmake libtorch-dev libgtest-dev libgmock-dev libbenchmark-dev)
+packages=(g++ make cmake libtorch-dev libgtest-dev libgmock-dev libbenchmark-dev
+          nlohmann-json3-dev libblosc-dev libzstd-dev zlib1g-dev liblz4-dev python3-zarr python3-numpy
+          clang libclang-rt-14-dev)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -2,9 +2,11 @@
 /// @file qlty.hpp
 /// @brief Everything qlty offers: `#include <qlty/qlty.hpp>`.
 
+#include "error.hpp"
 #include "geometry.hpp"
 #include "kernels.hpp"
 #include "patch_pairs.hpp"
 #include "quilt.hpp"
 #include "version.hpp"
 #include "weed.hpp"
+#include "zarr.hpp"

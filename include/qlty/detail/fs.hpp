@@ -1,0 +1,225 @@
+#pragma once
+// POSIX file operations of the storage layer: bounded reads, atomic writes (temp file + rename), folders and
+// open-file-description range locks. Every failure is a qlty::Error naming the path and the system's reason.
+
+#include <qlty/error.hpp>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace qlty::detail {
+
+inline std::string errno_text(int err) { return std::string(std::strerror(err)) + " (errno " + std::to_string(err) + ")"; }
+
+[[noreturn]] inline void throw_io(const std::string& what, const std::string& path, int err) {
+  throw Error("io", path + ": " + what + " failed: " + errno_text(err));
+}
+
+/// The folder part of a path ("." when there is none).
+inline std::string parent_path(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+inline std::string base_name(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+inline std::string join_path(const std::string& a, const std::string& b) {
+  if (a.empty()) return b;
+  return a.back() == '/' ? a + b : a + "/" + b;
+}
+
+inline bool path_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+inline bool is_directory(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/// mkdir -p.
+inline void make_dirs(const std::string& path) {
+  if (path.empty() || is_directory(path)) return;
+  const std::string parent = parent_path(path);
+  if (parent != path) make_dirs(parent);
+  if (::mkdir(path.c_str(), 0777) != 0 && errno != EEXIST) throw_io("mkdir", path, errno);
+  if (!is_directory(path)) throw Error("io", path + ": exists and is not a folder");
+}
+
+/// The names in a folder, without "." and "..".
+inline std::vector<std::string> list_dir(const std::string& path) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(path.c_str());
+  if (!d) throw_io("opendir", path, errno);
+  while (const dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n != "." && n != "..") out.push_back(n);
+  }
+  ::closedir(d);
+  return out;
+}
+
+/// rm -r (only used on folders this library created).
+inline void remove_tree(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return;
+  if (S_ISDIR(st.st_mode)) {
+    for (const auto& n : list_dir(path)) remove_tree(join_path(path, n));
+    if (::rmdir(path.c_str()) != 0) throw_io("rmdir", path, errno);
+  } else if (::unlink(path.c_str()) != 0) {
+    throw_io("unlink", path, errno);
+  }
+}
+
+/// A whole regular file, or nullopt when nothing is there. A file larger than max_bytes or a path that is not a
+/// regular file is a `zarr.format` error (`what` names the kind of file in the message).
+inline std::optional<std::vector<uint8_t>> read_file(const std::string& path, uint64_t max_bytes,
+                                                     const char* what = "file") {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::nullopt;
+    throw_io("open", path, errno);
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st;
+  if (::fstat(fd, &st) != 0) throw_io("fstat", path, errno);
+  if (!S_ISREG(st.st_mode)) throw Error("zarr.format", path + ": the " + std::string(what) + " is not a regular file");
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size > max_bytes)
+    throw Error("zarr.format", path + ": the " + std::string(what) + " has " + std::to_string(size) +
+                                   " bytes, more than the " + std::to_string(max_bytes) + " it can hold");
+  std::vector<uint8_t> buf(size);
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t r = ::pread(fd, buf.data() + done, size - done, static_cast<off_t>(done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw_io("read", path, errno);
+    }
+    if (r == 0) break;  // shrank while reading: a concurrent writer replaced it (rename keeps the old inode)
+    done += static_cast<size_t>(r);
+  }
+  buf.resize(done);
+  return buf;
+}
+
+/// A name for a temporary file next to `path`: hidden (never a chunk key or metadata name) and unique.
+inline std::string temp_name(const std::string& path) {
+  static std::atomic<uint64_t> counter{0};
+  thread_local std::mt19937_64 rng{std::random_device{}() ^
+                                   static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count())};
+  return join_path(parent_path(path), "." + base_name(path) + "." + std::to_string(::getpid()) + "." +
+                                          std::to_string(counter++) + "." + std::to_string(rng() & 0xffffffff) +
+                                          ".tmp");
+}
+
+inline void fsync_dir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw_io("open folder", dir, errno);
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0 && err != EINVAL) throw_io("fsync", dir, err);
+}
+
+/// Writes `data` to a temporary file in the same folder and renames it over `path`: a reader sees the old file
+/// or the new one, never a part. With `durable`, the file and its folder are fsynced before returning. On any
+/// failure the temporary file is removed and `path` is untouched.
+inline void atomic_write(const std::string& path, const void* data, size_t size, bool durable) {
+  const std::string tmp = temp_name(path);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  if (fd < 0 && errno == ENOENT) {  // a nested chunk key whose folder does not exist yet
+    make_dirs(parent_path(path));
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  }
+  if (fd < 0) throw_io("create", tmp, errno);
+  auto fail = [&](const char* what, int err) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw_io(what, path, err);
+  };
+  const auto* p = static_cast<const uint8_t*>(data);
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t w = ::write(fd, p + done, size - done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      fail("write", errno);
+    }
+    done += static_cast<size_t>(w);
+  }
+  if (durable && ::fsync(fd) != 0) fail("fsync", errno);
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw_io("close", path, err);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw_io("rename", path, err);
+  }
+  if (durable) fsync_dir(parent_path(path));
+}
+
+inline void atomic_write(const std::string& path, const std::string& text, bool durable) {
+  atomic_write(path, text.data(), text.size(), durable);
+}
+
+/// Exclusive locks on byte ranges of one lock file, owned by this object's open file description: they exclude
+/// other processes and other LockFile objects, not other threads using the same object (pair them with a mutex).
+class LockFile {
+ public:
+  explicit LockFile(std::string path) : path_(std::move(path)) {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd_ < 0) throw Error("lock", path_ + ": cannot open the lock file: " + errno_text(errno));
+  }
+  LockFile(const LockFile&) = delete;
+  LockFile& operator=(const LockFile&) = delete;
+  ~LockFile() { ::close(fd_); }
+
+  /// Blocks until byte `slot` of the file is locked by this object.
+  void lock(int64_t slot) { set(slot, F_WRLCK); }
+  void unlock(int64_t slot) { set(slot, F_UNLCK); }
+  const std::string& path() const { return path_; }
+
+ private:
+  void set(int64_t slot, short type) {
+    struct flock fl;
+    std::memset(&fl, 0, sizeof fl);
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = static_cast<off_t>(slot);
+    fl.l_len = 1;
+    while (::fcntl(fd_, F_OFD_SETLKW, &fl) != 0) {
+      if (errno == EINTR) continue;
+      throw Error("lock", path_ + ": fcntl(F_OFD_SETLKW) on slot " + std::to_string(slot) + ": " + errno_text(errno));
+    }
+  }
+
+  std::string path_;
+  int fd_ = -1;
+};
+
+}  // namespace qlty::detail

@@ -1,0 +1,778 @@
+#pragma once
+/// @file zarr.hpp
+/// @brief Zarr v2 and v3 arrays and groups on a local file system, read and written as torch tensors.
+///
+/// Any box of an array can be read or written; chunks are processed in parallel (`at::parallel_for`). Every
+/// chunk and metadata file is written to a temporary file and renamed into place, so readers never see a torn
+/// chunk and a crash leaves the old or the new version. Writers of disjoint chunks need no coordination;
+/// `update` and `add` read, modify and write a region under per-chunk locks that also exclude other processes.
+/// Layout and bytes follow zarr-python 2.13 / numcodecs and the v3 specification (see shared/design/zarr.md).
+
+#include <qlty/detail/fs.hpp>
+#include <qlty/detail/zarr_codecs.hpp>
+#include <qlty/detail/zarr_metadata.hpp>
+#include <qlty/error.hpp>
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace qlty::zarr {
+
+using nlohmann::json;
+
+/// @brief The bytes per element of a data type.
+inline int itemsize(DataType t) { return detail::type_info(t).size; }
+
+/// @brief The name of a data type as Zarr v3 spells it (`float32`, `uint16`, ...).
+inline const char* name(DataType t) { return detail::type_info(t).v3; }
+
+/// @brief The torch dtype a read returns by default: the same type, or for uint16/32/64 the next wider signed
+/// type (uint64 values above 2^63-1 cannot be read).
+inline torch::ScalarType scalar_type(DataType t) {
+  switch (t) {
+    case DataType::Bool: return torch::kBool;
+    case DataType::Int8: return torch::kChar;
+    case DataType::Int16: return torch::kShort;
+    case DataType::Int32: return torch::kInt;
+    case DataType::Int64: return torch::kLong;
+    case DataType::UInt8: return torch::kByte;
+    case DataType::UInt16: return torch::kInt;
+    case DataType::UInt32: return torch::kLong;
+    case DataType::UInt64: return torch::kLong;
+    case DataType::Float16: return torch::kHalf;
+    case DataType::Float32: return torch::kFloat;
+    case DataType::Float64: return torch::kDouble;
+  }
+  return torch::kFloat;
+}
+
+/// @brief The Zarr data type that stores a torch dtype exactly.
+inline DataType data_type(torch::ScalarType s) {
+  switch (s) {
+    case torch::kBool: return DataType::Bool;
+    case torch::kChar: return DataType::Int8;
+    case torch::kShort: return DataType::Int16;
+    case torch::kInt: return DataType::Int32;
+    case torch::kLong: return DataType::Int64;
+    case torch::kByte: return DataType::UInt8;
+    case torch::kHalf: return DataType::Float16;
+    case torch::kFloat: return DataType::Float32;
+    case torch::kDouble: return DataType::Float64;
+    default: break;
+  }
+  TORCH_CHECK_TYPE(false, "qlty::zarr::data_type: dtype ", s,
+                   " has no Zarr data type (expected bool, int8-64, uint8, float16/32/64)");
+}
+
+/// @brief How to create an array. Defaults follow zarr-python: blosc-lz4 with byte shuffle, fill value 0, v2.
+struct ArrayOptions {
+  std::vector<int64_t> shape;   ///< array shape (required)
+  std::vector<int64_t> chunks;  ///< chunk shape, same rank (required)
+  DataType dtype = DataType::Float32;
+  FillValue fill_value = 0.0;                    ///< value of parts never written
+  std::vector<Codec> codecs = {Codec::blosc()};  ///< compression chain; v2 allows at most one (no crc32c)
+  int zarr_format = 2;                           ///< 2 or 3
+  char separator = 0;                            ///< chunk key separator: 0 = default ('.' in v2, '/' in v3)
+  json attributes = json::object();              ///< user attributes (.zattrs in v2, inside zarr.json in v3)
+  std::vector<std::string> dimension_names;      ///< v3 only; empty = none
+  bool overwrite = false;  ///< replace an existing array or group at the path (else creating there is an error)
+  bool durable = false;    ///< fsync every file and folder written (slower; survives power loss, not just crashes)
+
+  ArrayOptions() = default;
+  ArrayOptions(std::vector<int64_t> shape_, std::vector<int64_t> chunks_, DataType dtype_ = DataType::Float32)
+      : shape(std::move(shape_)), chunks(std::move(chunks_)), dtype(dtype_) {}
+};
+
+/// @brief What is stored at a path.
+enum class NodeType { None, Array, Group };
+
+namespace detail_ {
+inline std::string strip_slashes(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  return p;
+}
+}  // namespace detail_
+
+/// @brief Whether `path` holds a Zarr array, a group (v2 or v3), or neither.
+inline NodeType node_type(const std::string& path) {
+  using qlty::detail::join_path;
+  using qlty::detail::path_exists;
+  if (path_exists(join_path(path, ".zarray"))) return NodeType::Array;
+  if (path_exists(join_path(path, ".zgroup"))) return NodeType::Group;
+  const std::string v3 = join_path(path, "zarr.json");
+  if (path_exists(v3)) {
+    auto text = qlty::detail::read_file(v3, 16 << 20, "metadata file");
+    const json j = qlty::detail::parse_json(text ? std::string(text->begin(), text->end()) : "", v3);
+    const std::string t = qlty::detail::as_string(qlty::detail::key(j, "node_type", v3), "node_type", v3);
+    if (t == "array") return NodeType::Array;
+    if (t == "group") return NodeType::Group;
+    qlty::detail::bad_meta(v3, "node_type must be \"array\" or \"group\", got \"" + t + "\"");
+  }
+  return NodeType::None;
+}
+
+namespace detail_ {
+
+/// Per-chunk mutexes of this process, shared by every Array object (striped by path and chunk).
+inline std::mutex& chunk_mutex(size_t stripe) {
+  static std::mutex table[1024];
+  return table[stripe % 1024];
+}
+
+inline void byteswap(void* data, int64_t n, int size) {
+  auto* p = static_cast<uint8_t*>(data);
+  if (size == 2) {
+    for (int64_t i = 0; i < n; ++i) {
+      uint16_t v;
+      std::memcpy(&v, p + 2 * i, 2);
+      v = __builtin_bswap16(v);
+      std::memcpy(p + 2 * i, &v, 2);
+    }
+  } else if (size == 4) {
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t v;
+      std::memcpy(&v, p + 4 * i, 4);
+      v = __builtin_bswap32(v);
+      std::memcpy(p + 4 * i, &v, 4);
+    }
+  } else if (size == 8) {
+    for (int64_t i = 0; i < n; ++i) {
+      uint64_t v;
+      std::memcpy(&v, p + 8 * i, 8);
+      v = __builtin_bswap64(v);
+      std::memcpy(p + 8 * i, &v, 8);
+    }
+  }
+}
+
+/// Creates the folder for a node; refuses to replace anything that exists unless `overwrite` (and then only a
+/// Zarr node, never an arbitrary folder or file).
+inline void prepare_node_folder(const std::string& path, bool overwrite, const char* who) {
+  using namespace qlty::detail;
+  if (path_exists(path)) {
+    const NodeType t = node_type(path);
+    if (t != NodeType::None) {
+      if (!overwrite)
+        throw Error("zarr.exists", path + ": " + who + ": a Zarr " + (t == NodeType::Array ? "array" : "group") +
+                                       " exists here (pass overwrite = true to replace it)");
+      remove_tree(path);
+    } else if (!is_directory(path)) {
+      throw Error("zarr.exists", path + ": " + who + ": a file exists here");
+    } else if (!list_dir(path).empty()) {
+      throw Error("zarr.exists", path + ": " + who + ": a non-empty folder that is not a Zarr node exists here");
+    }
+  }
+  make_dirs(path);
+}
+
+}  // namespace detail_
+
+/// @brief A Zarr array (v2 or v3) in a folder. Cheap to copy: copies share one state.
+class Array {
+ public:
+  /// @brief Creates an array at `path` (creating folders as needed). Where an array or group exists, this is an
+  /// error unless `options.overwrite`.
+  static Array create(const std::string& path, const ArrayOptions& options) {
+    const std::string where = "qlty::zarr::Array::create(" + path + ")";
+    const auto& o = options;
+    TORCH_CHECK_VALUE(o.zarr_format == 2 || o.zarr_format == 3, where, ": zarr_format must be 2 or 3, got ",
+                      o.zarr_format);
+    TORCH_CHECK_VALUE(o.shape.size() == o.chunks.size(), where, ": shape has ", o.shape.size(),
+                      " dimensions but chunks has ", o.chunks.size());
+    for (size_t a = 0; a < o.shape.size(); ++a) {
+      TORCH_CHECK_VALUE(o.shape[a] >= 0, where, ": shape[", a, "] must be >= 0, got ", o.shape[a]);
+      TORCH_CHECK_VALUE(o.chunks[a] >= 1, where, ": chunks[", a, "] must be >= 1, got ", o.chunks[a]);
+    }
+    TORCH_CHECK_VALUE(o.separator == 0 || o.separator == '.' || o.separator == '/', where,
+                      ": separator must be '.' or '/', got '", o.separator, "'");
+    TORCH_CHECK_VALUE(o.dimension_names.empty() || o.dimension_names.size() == o.shape.size(), where,
+                      ": dimension_names must have ", o.shape.size(), " entries, got ", o.dimension_names.size());
+    TORCH_CHECK_VALUE(o.dimension_names.empty() || o.zarr_format == 3, where,
+                      ": dimension_names are a Zarr v3 feature (zarr_format is 2)");
+    TORCH_CHECK_VALUE(o.attributes.is_object(), where, ": attributes must be a JSON object, got ", o.attributes.dump());
+    if (o.zarr_format == 2) {
+      TORCH_CHECK_VALUE(o.codecs.size() <= 1, where, ": Zarr v2 takes at most one compressor, got ", o.codecs.size());
+      for (const auto& c : o.codecs)
+        TORCH_CHECK_VALUE(c.id != Codec::Id::Crc32c, where, ": crc32c is a Zarr v3 codec");
+    } else {
+      for (const auto& c : o.codecs)
+        TORCH_CHECK_VALUE(c.id != Codec::Id::Zlib && c.id != Codec::Id::Lz4, where, ": codec ", c.name(),
+                          " is not a Zarr v3 codec (use gzip, zstd, blosc or crc32c)");
+    }
+    for (const auto& c : o.codecs) {
+      try {
+        qlty::detail::validate_codec(c, where);
+      } catch (const Error& e) {
+        TORCH_CHECK_VALUE(false, e.what());
+      }
+    }
+    qlty::detail::ArrayMetadata m;
+    m.zarr_format = o.zarr_format;
+    m.shape = o.shape;
+    m.chunks = o.chunks;
+    m.dtype = o.dtype;
+    m.fill = qlty::detail::normalize_fill(o.fill_value, o.dtype, where);
+    if (o.zarr_format == 3 && m.fill.kind == FillValue::Kind::Null)
+      m.fill = qlty::detail::normalize_fill(FillValue(int64_t(0)), o.dtype, where);
+    m.separator = o.separator ? o.separator : (o.zarr_format == 2 ? '.' : '/');
+    m.codecs = o.codecs;
+    m.dimension_names = o.dimension_names;
+    if (o.zarr_format == 3) m.attributes = o.attributes;
+    try {
+      qlty::detail::check_grid(m, where);
+    } catch (const Error& e) {
+      TORCH_CHECK_VALUE(false, e.what());
+    }
+
+    const std::string p = detail_::strip_slashes(path);
+    detail_::prepare_node_folder(p, o.overwrite, "Array::create");
+    if (o.zarr_format == 2 && !o.attributes.empty())
+      qlty::detail::atomic_write(qlty::detail::join_path(p, ".zattrs"), o.attributes.dump(4, ' ', true), o.durable);
+    qlty::detail::atomic_write(qlty::detail::join_path(p, m.metadata_name()), qlty::detail::dump_metadata(m),
+                               o.durable);
+    return Array(p, std::move(m), o.durable);
+  }
+
+  /// @brief Opens the array at `path` (v2 or v3, detected). A missing array or a bad metadata file is an Error.
+  static Array open(const std::string& path, bool durable = false) {
+    using namespace qlty::detail;
+    const std::string p = detail_::strip_slashes(path);
+    const std::string v2 = join_path(p, ".zarray"), v3 = join_path(p, "zarr.json");
+    if (auto text = read_file(v2, 16 << 20, "metadata file"))
+      return Array(p, parse_v2(std::string(text->begin(), text->end()), v2), durable);
+    if (auto text = read_file(v3, 16 << 20, "metadata file"))
+      return Array(p, parse_v3(std::string(text->begin(), text->end()), v3), durable);
+    if (path_exists(join_path(p, ".zgroup"))) throw Error("zarr.missing", p + ": is a Zarr group, not an array");
+    throw Error("zarr.missing", p + ": no Zarr array here (no .zarray or zarr.json)");
+  }
+
+  /// @brief Opens the array at `path` if there is one with the same shape, chunks, data type, fill value and
+  /// codecs as `options` (an Error otherwise); creates it if there is none. For resumable runs.
+  static Array open_or_create(const std::string& path, const ArrayOptions& options) {
+    if (node_type(path) == NodeType::None) {
+      try {
+        return create(path, options);
+      } catch (const Error& e) {
+        if (e.tag() != "zarr.exists") throw;  // another process created it first: check it below
+      }
+    }
+    Array a = open(path, options.durable);
+    const auto& m = a.metadata();
+    ArrayOptions want = options;
+    const FillValue fill = qlty::detail::normalize_fill(options.fill_value, options.dtype, path);
+    const bool same = m.zarr_format == want.zarr_format && m.shape == want.shape && m.chunks == want.chunks &&
+                      m.dtype == want.dtype && m.codecs == want.codecs &&
+                      (m.fill == fill || (m.zarr_format == 3 && fill.kind == FillValue::Kind::Null));
+    if (!same)
+      throw Error("zarr.exists", path + ": an array exists here with other settings (shape [" +
+                                     c10::str(c10::IntArrayRef(m.shape)) + "], chunks [" +
+                                     c10::str(c10::IntArrayRef(m.chunks)) + "], " + name(m.dtype) + ")");
+    return a;
+  }
+
+  /// @brief The folder of the array.
+  const std::string& path() const { return s_->path; }
+  /// @brief The parsed metadata.
+  const qlty::detail::ArrayMetadata& metadata() const { return s_->meta; }
+  std::vector<int64_t> shape() const { return s_->meta.shape; }
+  std::vector<int64_t> chunks() const { return s_->meta.chunks; }
+  int64_t ndim() const { return s_->meta.ndim(); }
+  DataType dtype() const { return s_->meta.dtype; }
+  /// @brief The torch dtype reads return by default (see zarr::scalar_type).
+  torch::ScalarType scalar_type() const { return zarr::scalar_type(s_->meta.dtype); }
+  /// @brief Number of chunks along each axis.
+  std::vector<int64_t> chunk_grid() const { return s_->meta.grid(); }
+  /// @brief fsync every write from now on (or stop).
+  void set_durable(bool durable) { s_->durable = durable; }
+
+  /// @brief The file of the chunk with grid index `idx`.
+  std::string chunk_path(c10::IntArrayRef idx) const {
+    check_chunk_index(idx, "chunk_path");
+    return qlty::detail::join_path(s_->path, s_->meta.chunk_key(idx.data()));
+  }
+  /// @brief Whether the chunk is stored (a missing chunk reads as the fill value).
+  bool chunk_exists(c10::IntArrayRef idx) const { return qlty::detail::path_exists(chunk_path(idx)); }
+
+  /// @brief The user attributes (`.zattrs` in v2, read on each call; in zarr.json in v3).
+  json attributes() const {
+    if (s_->meta.zarr_format == 3) return s_->meta.attributes;
+    return read_attributes(s_->path);
+  }
+  /// @brief Replaces the user attributes (atomically).
+  void set_attributes(const json& attributes) {
+    TORCH_CHECK_VALUE(attributes.is_object(), "qlty::zarr::Array::set_attributes: expected a JSON object, got ",
+                      attributes.dump());
+    if (s_->meta.zarr_format == 2) {
+      qlty::detail::atomic_write(qlty::detail::join_path(s_->path, ".zattrs"), attributes.dump(4, ' ', true),
+                                 s_->durable);
+    } else {
+      std::lock_guard<std::mutex> g(s_->mutex);
+      s_->meta.attributes = attributes;
+      qlty::detail::atomic_write(qlty::detail::join_path(s_->path, "zarr.json"),
+                                 qlty::detail::dump_metadata(s_->meta), s_->durable);
+    }
+  }
+
+  /// @brief Reads the box [offset, offset + shape) as a new CPU tensor of `dtype` (default: scalar_type()).
+  torch::Tensor read(c10::IntArrayRef offset, c10::IntArrayRef shape,
+                     std::optional<torch::ScalarType> dtype = std::nullopt) const {
+    check_box(offset, shape, "read");
+    const auto natural = scalar_type();
+    auto out = torch::empty(shape, torch::TensorOptions().dtype(natural));
+    if (out.numel() > 0) {
+      const auto chunks = chunks_in(offset, shape);
+      at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; ++k) {
+          const auto& idx = chunks[k];
+          auto dst = slice(out, idx, offset, offset, shape);
+          if (auto c = load_chunk(idx)) {
+            dst.copy_(to_natural(slice(*c, idx, chunk_origin(idx), offset, shape)));
+          } else {
+            dst.fill_(natural_fill());
+          }
+        }
+      });
+    }
+    if (dtype && *dtype != natural) return out.to(*dtype);
+    return out;
+  }
+  /// @brief Reads the whole array.
+  torch::Tensor read() const { return read(std::vector<int64_t>(ndim(), 0), s_->meta.shape); }
+
+  /// @brief Writes `data` (any dtype, any device; converted to the array's type) at `offset`. Chunks that the
+  /// box covers partly are read, merged and rewritten under the chunk's lock, so concurrent writers of different
+  /// parts of one chunk lose nothing.
+  void write(c10::IntArrayRef offset, const torch::Tensor& data) { write_impl(offset, data, true, "write"); }
+
+  /// @brief Reads the box, lets `fn` change it in place (a tensor of scalar_type()), and writes it back, holding
+  /// the locks of every chunk it touches for the whole time (in this process and across processes).
+  void update(c10::IntArrayRef offset, c10::IntArrayRef shape, const std::function<void(torch::Tensor&)>& fn) {
+    check_box(offset, shape, "update");
+    const auto chunks = chunks_in(offset, shape);
+    ChunkLocks locks(*this, chunks);
+    auto region = read(offset, shape);
+    fn(region);
+    TORCH_CHECK_VALUE(region.sizes() == shape, "qlty::zarr::Array::update: the callback changed the region's shape to ",
+                      region.sizes(), ", expected ", shape);
+    write_impl(offset, region, false, "update");
+  }
+
+  /// @brief Adds `data` to the box at `offset` under the chunks' locks (see update): P processes adding to one
+  /// region N times end with P*N additions.
+  void add(c10::IntArrayRef offset, const torch::Tensor& data) {
+    update(offset, data.sizes(), [&](torch::Tensor& r) { r.add_(data.to(r.device())); });
+  }
+
+  /// @brief One whole chunk (full chunk shape, edge chunks padded with the fill value), of scalar_type().
+  torch::Tensor read_chunk(c10::IntArrayRef idx) const {
+    check_chunk_index(idx, "read_chunk");
+    std::vector<int64_t> i(idx.begin(), idx.end());
+    if (auto c = load_chunk(i)) return to_natural(*c).contiguous();
+    return torch::full(s_->meta.chunks, natural_fill(), torch::TensorOptions().dtype(scalar_type()));
+  }
+
+  /// @brief Replaces one whole chunk; `data` has the full chunk shape.
+  void write_chunk(c10::IntArrayRef idx, const torch::Tensor& data) {
+    check_chunk_index(idx, "write_chunk");
+    TORCH_CHECK_VALUE(data.sizes() == c10::IntArrayRef(s_->meta.chunks), "qlty::zarr::Array::write_chunk(", s_->path,
+                      "): data must have the chunk shape [", c10::IntArrayRef(s_->meta.chunks), "], got ", data.sizes());
+    store_chunk(std::vector<int64_t>(idx.begin(), idx.end()), to_storage(data, "write_chunk"));
+  }
+
+  /// @brief The attributes file of a v2 node, `{}` when absent; a bad file is an Error naming it.
+  static json read_attributes(const std::string& node_path) {
+    const std::string f = qlty::detail::join_path(node_path, ".zattrs");
+    auto text = qlty::detail::read_file(f, 64 << 20, "attributes file");
+    if (!text) return json::object();
+    json j = qlty::detail::parse_json(std::string(text->begin(), text->end()), f);
+    if (!j.is_object()) qlty::detail::bad_meta(f, "attributes must be a JSON object, got " + std::string(j.type_name()));
+    return j;
+  }
+
+ private:
+  struct State {
+    std::string path;
+    qlty::detail::ArrayMetadata meta;
+    bool durable = false;
+    size_t path_hash = 0;
+    std::mutex mutex;  // guards lock_file creation and metadata rewrites
+    std::unique_ptr<qlty::detail::LockFile> lock_file;
+  };
+
+  Array(std::string path, qlty::detail::ArrayMetadata meta, bool durable) : s_(std::make_shared<State>()) {
+    s_->path = std::move(path);
+    s_->meta = std::move(meta);
+    s_->durable = durable;
+    s_->path_hash = std::hash<std::string>()(s_->path);
+  }
+
+  /// Holds the locks of a set of chunks: this process's mutexes (sorted, so no deadlock), then the lock file's
+  /// byte ranges, which exclude other processes.
+  class ChunkLocks {
+   public:
+    ChunkLocks(const Array& a, const std::vector<std::vector<int64_t>>& chunks) : file_(&a.lock_file()) {
+      for (const auto& c : chunks) linear_.push_back(a.linear_index(c));
+      std::sort(linear_.begin(), linear_.end());
+      for (auto l : linear_) stripes_.push_back((a.s_->path_hash ^ (static_cast<size_t>(l) * 0x9E3779B97F4A7C15ull)) % 1024);
+      std::sort(stripes_.begin(), stripes_.end());
+      stripes_.erase(std::unique(stripes_.begin(), stripes_.end()), stripes_.end());
+      for (auto s : stripes_) detail_::chunk_mutex(s).lock();
+      try {
+        for (auto l : linear_) {
+          file_->lock(l);
+          ++file_locked_;
+        }
+      } catch (...) {
+        release();
+        throw;
+      }
+    }
+    ~ChunkLocks() { release(); }
+    ChunkLocks(const ChunkLocks&) = delete;
+    ChunkLocks& operator=(const ChunkLocks&) = delete;
+
+   private:
+    void release() noexcept {
+      for (size_t i = file_locked_; i-- > 0;) {
+        try {
+          file_->unlock(linear_[i]);
+        } catch (...) {  // closing the file at exit releases it anyway
+        }
+      }
+      file_locked_ = 0;
+      for (size_t i = stripes_.size(); i-- > 0;) detail_::chunk_mutex(stripes_[i]).unlock();
+      stripes_.clear();
+    }
+    qlty::detail::LockFile* file_;
+    std::vector<int64_t> linear_;
+    std::vector<size_t> stripes_;
+    size_t file_locked_ = 0;
+  };
+
+  /// The lock file, outside the array folder: `<parent>/.<name>.lock`.
+  qlty::detail::LockFile& lock_file() const {
+    std::lock_guard<std::mutex> g(s_->mutex);
+    if (!s_->lock_file) {
+      const std::string p = qlty::detail::join_path(qlty::detail::parent_path(s_->path),
+                                                    "." + qlty::detail::base_name(s_->path) + ".lock");
+      s_->lock_file = std::make_unique<qlty::detail::LockFile>(p);
+    }
+    return *s_->lock_file;
+  }
+
+  int64_t linear_index(const std::vector<int64_t>& idx) const {
+    const auto g = s_->meta.grid();
+    int64_t l = 0;
+    for (size_t a = 0; a < idx.size(); ++a) l = l * g[a] + idx[a];
+    return l;
+  }
+
+  std::vector<int64_t> chunk_origin(const std::vector<int64_t>& idx) const {
+    std::vector<int64_t> o(idx.size());
+    for (size_t a = 0; a < idx.size(); ++a) o[a] = idx[a] * s_->meta.chunks[a];
+    return o;
+  }
+
+  void check_chunk_index(c10::IntArrayRef idx, const char* who) const {
+    const auto g = s_->meta.grid();
+    bool ok = idx.size() == g.size();
+    for (size_t a = 0; ok && a < g.size(); ++a) ok = idx[a] >= 0 && idx[a] < g[a];
+    TORCH_CHECK_INDEX(ok, "qlty::zarr::Array::", who, "(", s_->path, "): chunk index [", idx,
+                      "] is outside the chunk grid [", c10::IntArrayRef(g), "]");
+  }
+
+  void check_box(c10::IntArrayRef offset, c10::IntArrayRef shape, const char* who) const {
+    const auto& m = s_->meta;
+    TORCH_CHECK_VALUE(offset.size() == m.shape.size() && shape.size() == m.shape.size(), "qlty::zarr::Array::", who,
+                      "(", s_->path, "): offset and shape must have ", m.shape.size(), " entries, got [", offset,
+                      "] and [", shape, "]");
+    for (size_t a = 0; a < m.shape.size(); ++a)
+      TORCH_CHECK_INDEX(offset[a] >= 0 && shape[a] >= 0 && offset[a] + shape[a] <= m.shape[a], "qlty::zarr::Array::",
+                        who, "(", s_->path, "): the box at [", offset, "] of shape [", shape,
+                        "] is outside the array's shape [", c10::IntArrayRef(m.shape), "] on axis ", a);
+  }
+
+  /// Grid indices of the chunks that intersect a box, in row-major order.
+  std::vector<std::vector<int64_t>> chunks_in(c10::IntArrayRef offset, c10::IntArrayRef shape) const {
+    const auto& c = s_->meta.chunks;
+    const size_t D = c.size();
+    std::vector<int64_t> lo(D), hi(D);
+    for (size_t a = 0; a < D; ++a) {
+      if (shape[a] == 0) return {};
+      lo[a] = offset[a] / c[a];
+      hi[a] = (offset[a] + shape[a] - 1) / c[a] + 1;
+    }
+    std::vector<std::vector<int64_t>> out;
+    std::vector<int64_t> idx = lo;
+    while (true) {
+      out.push_back(idx);
+      int a = static_cast<int>(D) - 1;
+      while (a >= 0 && ++idx[a] == hi[a]) {
+        idx[a] = lo[a];
+        --a;
+      }
+      if (a < 0) break;
+    }
+    return out;
+  }
+
+  /// The part of tensor `t`, whose first element sits at array position `t_origin`, that lies in chunk `idx`
+  /// and in the box [box_off, box_off + box_shape).
+  torch::Tensor slice(const torch::Tensor& t, const std::vector<int64_t>& idx, c10::IntArrayRef t_origin,
+                      c10::IntArrayRef box_off, c10::IntArrayRef box_shape) const {
+    const auto& m = s_->meta;
+    torch::Tensor r = t;
+    for (size_t a = 0; a < idx.size(); ++a) {
+      const int64_t c0 = idx[a] * m.chunks[a];
+      const int64_t lo = std::max(c0, box_off[a]);
+      const int64_t hi = std::min({c0 + m.chunks[a], m.shape[a], box_off[a] + box_shape[a]});
+      r = r.narrow(static_cast<int64_t>(a), lo - t_origin[a], hi - lo);
+    }
+    return r;
+  }
+
+  // Storage tensors hold the stored bytes: same element size, signed types for unsigned ones.
+  torch::ScalarType storage_type() const {
+    switch (s_->meta.dtype) {
+      case DataType::UInt16: return torch::kShort;
+      case DataType::UInt32: return torch::kInt;
+      case DataType::UInt64: return torch::kLong;
+      default: return zarr::scalar_type(s_->meta.dtype);
+    }
+  }
+
+  torch::Scalar natural_fill() const {
+    const FillValue& f = s_->meta.fill;
+    switch (f.kind) {
+      case FillValue::Kind::Null: return 0;
+      case FillValue::Kind::Bool: return f.b;
+      case FillValue::Kind::Int: return f.i;
+      case FillValue::Kind::Float: return f.f;
+      case FillValue::Kind::UInt:
+        TORCH_CHECK_VALUE(f.u <= static_cast<uint64_t>(INT64_MAX), "qlty::zarr::Array(", s_->path, "): fill value ",
+                          f.u, " does not fit int64");
+        return static_cast<int64_t>(f.u);
+    }
+    return 0;
+  }
+  torch::Scalar storage_fill() const {
+    const FillValue& f = s_->meta.fill;
+    if (f.kind != FillValue::Kind::UInt) return natural_fill();
+    switch (s_->meta.dtype) {
+      case DataType::UInt16: return static_cast<int64_t>(static_cast<int16_t>(f.u));
+      case DataType::UInt32: return static_cast<int64_t>(static_cast<int32_t>(f.u));
+      case DataType::UInt64: return static_cast<int64_t>(f.u);
+      default: return static_cast<int64_t>(f.u);
+    }
+  }
+
+  torch::Tensor to_natural(const torch::Tensor& t) const {
+    switch (s_->meta.dtype) {
+      case DataType::UInt16: return t.to(torch::kInt).bitwise_and_(0xFFFF);
+      case DataType::UInt32: return t.to(torch::kLong).bitwise_and_(static_cast<int64_t>(0xFFFFFFFF));
+      case DataType::UInt64:
+        TORCH_CHECK_VALUE(t.numel() == 0 || t.min().item<int64_t>() >= 0, "qlty::zarr::Array::read(", s_->path,
+                          "): a uint64 value above 2^63-1 cannot be read as int64");
+        return t;
+      default: return t;
+    }
+  }
+
+  /// `data` converted to the storage type (unsigned ranges checked), on the CPU.
+  torch::Tensor to_storage(const torch::Tensor& data, const char* who) const {
+    const auto dt = s_->meta.dtype;
+    auto t = data.to(torch::kCPU);
+    const auto check_range = [&](int64_t hi) {
+      if (t.numel() == 0) return;
+      const auto l = t.to(torch::kDouble);
+      TORCH_CHECK_VALUE(l.min().item<double>() >= 0 && (hi < 0 || l.max().item<double>() <= double(hi)),
+                        "qlty::zarr::Array::", who, "(", s_->path, "): values must be in [0, ",
+                        hi < 0 ? std::string("2^64") : std::to_string(hi), "] for ", name(dt), ", got [",
+                        l.min().item<double>(), ", ", l.max().item<double>(), "]");
+    };
+    switch (dt) {
+      case DataType::UInt16: check_range(65535); return t.to(torch::kInt).to(torch::kShort);
+      case DataType::UInt32: check_range(4294967295LL); return t.to(torch::kLong).to(torch::kInt);
+      case DataType::UInt64: check_range(-1); return t.to(torch::kLong);
+      default: return t.to(storage_type());
+    }
+  }
+
+  /// A stored chunk as a storage tensor of the chunk shape, or nullopt when it is missing.
+  std::optional<torch::Tensor> load_chunk(const std::vector<int64_t>& idx) const {
+    const auto& m = s_->meta;
+    const std::string file = qlty::detail::join_path(s_->path, m.chunk_key(idx.data()));
+    const int64_t nbytes = m.chunk_nbytes();
+    const uint64_t bound = static_cast<uint64_t>(nbytes) + static_cast<uint64_t>(nbytes) / 16 + 65536;
+    auto bytes = qlty::detail::read_file(file, bound, "chunk");
+    if (!bytes) return std::nullopt;
+    auto t = torch::empty({m.chunk_numel()}, torch::TensorOptions().dtype(storage_type()));
+    qlty::detail::decode_chain(m.codecs, bytes->data(), bytes->size(), static_cast<uint8_t*>(t.data_ptr()),
+                               static_cast<size_t>(nbytes), static_cast<size_t>(bound), file);
+    if (m.big_endian) detail_::byteswap(t.data_ptr(), t.numel(), static_cast<int>(m.itemsize()));
+    if (m.dtype == DataType::Bool) {  // any byte other than 0 or 1 would be an invalid torch bool
+      auto* p = static_cast<uint8_t*>(t.data_ptr());
+      for (int64_t i = 0; i < t.numel(); ++i) p[i] = p[i] != 0;
+    }
+    if (!m.fortran_order) return t.view(m.chunks);
+    std::vector<int64_t> rev(m.chunks.rbegin(), m.chunks.rend()), perm(m.chunks.size());
+    for (size_t a = 0; a < perm.size(); ++a) perm[a] = static_cast<int64_t>(perm.size() - 1 - a);
+    return t.view(rev).permute(perm);
+  }
+
+  /// Encodes a storage tensor of the chunk shape and writes it atomically.
+  void store_chunk(const std::vector<int64_t>& idx, const torch::Tensor& chunk) const {
+    const auto& m = s_->meta;
+    const std::string file = qlty::detail::join_path(s_->path, m.chunk_key(idx.data()));
+    torch::Tensor c = chunk;
+    if (m.fortran_order) {
+      std::vector<int64_t> perm(m.chunks.size());
+      for (size_t a = 0; a < perm.size(); ++a) perm[a] = static_cast<int64_t>(perm.size() - 1 - a);
+      c = c.permute(perm);
+    }
+    c = c.contiguous();
+    if (m.big_endian) {
+      c = c.clone();
+      detail_::byteswap(c.data_ptr(), c.numel(), static_cast<int>(m.itemsize()));
+    }
+    const auto* p = static_cast<const uint8_t*>(c.data_ptr());
+    const size_t n = static_cast<size_t>(c.numel() * m.itemsize());
+    if (m.codecs.empty()) {
+      qlty::detail::atomic_write(file, p, n, s_->durable);
+    } else {
+      const auto bytes = qlty::detail::encode_chain(m.codecs, p, n, static_cast<size_t>(m.itemsize()), file);
+      qlty::detail::atomic_write(file, bytes.data(), bytes.size(), s_->durable);
+    }
+  }
+
+  void write_impl(c10::IntArrayRef offset, const torch::Tensor& data, bool take_locks, const char* who) {
+    check_box(offset, data.sizes(), who);
+    if (data.numel() == 0) return;
+    const auto& m = s_->meta;
+    const auto src = to_storage(data, who);
+    const auto shape = data.sizes();
+    const auto chunks = chunks_in(offset, shape);
+    if (take_locks) (void)lock_file();  // create it before the parallel region
+    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        const auto& idx = chunks[k];
+        const auto origin = chunk_origin(idx);
+        bool full = true, edge = false;
+        for (size_t a = 0; a < idx.size(); ++a) {
+          const int64_t end = std::min(origin[a] + m.chunks[a], m.shape[a]);
+          full = full && offset[a] <= origin[a] && offset[a] + shape[a] >= end;
+          edge = edge || end < origin[a] + m.chunks[a];
+        }
+        const auto part = slice(src, idx, offset, offset, shape);
+        std::optional<ChunkLocks> locks;  // so that a whole-chunk write cannot interleave with a merge
+        if (take_locks) locks.emplace(*this, std::vector<std::vector<int64_t>>{idx});
+        if (full && !edge) {
+          store_chunk(idx, part);  // the whole chunk comes from `data`
+          continue;
+        }
+        torch::Tensor buf;
+        if (!full) {
+          auto old = load_chunk(idx);
+          buf = old ? old->contiguous() : torch::Tensor();
+        }
+        if (!buf.defined())
+          buf = torch::full(m.chunks, storage_fill(), torch::TensorOptions().dtype(storage_type()));
+        slice(buf, idx, origin, offset, shape).copy_(part);
+        store_chunk(idx, buf);
+      }
+    });
+  }
+
+  std::shared_ptr<State> s_;
+};
+
+/// @brief A Zarr group (v2 `.zgroup` or v3 `zarr.json`): a folder of arrays and groups with attributes.
+class Group {
+ public:
+  /// @brief Creates a group at `path`; an existing node there is an error unless `overwrite`.
+  static Group create(const std::string& path, const json& attributes = json::object(), int zarr_format = 2,
+                      bool overwrite = false) {
+    TORCH_CHECK_VALUE(zarr_format == 2 || zarr_format == 3, "qlty::zarr::Group::create(", path,
+                      "): zarr_format must be 2 or 3, got ", zarr_format);
+    TORCH_CHECK_VALUE(attributes.is_object(), "qlty::zarr::Group::create(", path,
+                      "): attributes must be a JSON object, got ", attributes.dump());
+    const std::string p = detail_::strip_slashes(path);
+    detail_::prepare_node_folder(p, overwrite, "Group::create");
+    Group g(p, zarr_format);
+    g.set_attributes(attributes, zarr_format == 2 && attributes.empty());
+    if (zarr_format == 2) qlty::detail::atomic_write(qlty::detail::join_path(p, ".zgroup"), json{{"zarr_format", 2}}.dump(4), false);
+    return g;
+  }
+
+  /// @brief Opens the group at `path`.
+  static Group open(const std::string& path) {
+    const std::string p = detail_::strip_slashes(path);
+    const NodeType t = node_type(p);
+    if (t == NodeType::Group)
+      return Group(p, qlty::detail::path_exists(qlty::detail::join_path(p, ".zgroup")) ? 2 : 3);
+    throw Error("zarr.missing", p + (t == NodeType::Array ? ": is a Zarr array, not a group" : ": no Zarr group here"));
+  }
+
+  const std::string& path() const { return path_; }
+  int zarr_format() const { return format_; }
+
+  /// @brief The group's attributes.
+  json attributes() const {
+    if (format_ == 2) return Array::read_attributes(path_);
+    const std::string f = qlty::detail::join_path(path_, "zarr.json");
+    auto text = qlty::detail::read_file(f, 64 << 20, "metadata file");
+    if (!text) throw Error("zarr.missing", f + ": missing");
+    const json j = qlty::detail::parse_json(std::string(text->begin(), text->end()), f);
+    const auto it = j.find("attributes");
+    return it == j.end() ? json::object() : *it;
+  }
+  /// @brief Replaces the group's attributes (atomically).
+  void set_attributes(const json& attributes) { set_attributes(attributes, false); }
+
+  /// @brief The path of a member.
+  std::string member_path(const std::string& name) const {
+    TORCH_CHECK_VALUE(!name.empty() && name.find("..") == std::string::npos && name[0] != '/', "qlty::zarr::Group(",
+                      path_, "): member name must be a relative path without '..', got \"", name, "\"");
+    return qlty::detail::join_path(path_, name);
+  }
+  /// @brief What is stored under `name`.
+  NodeType contains(const std::string& name) const { return node_type(member_path(name)); }
+  /// @brief Creates an array in the group (its zarr_format defaults to the group's).
+  Array create_array(const std::string& name, ArrayOptions options) const {
+    return Array::create(member_path(name), options);
+  }
+  Array open_array(const std::string& name) const { return Array::open(member_path(name)); }
+  Group create_group(const std::string& name, const json& attributes = json::object(), bool overwrite = false) const {
+    return create(member_path(name), attributes, format_, overwrite);
+  }
+  Group open_group(const std::string& name) const { return open(member_path(name)); }
+
+ private:
+  Group(std::string path, int format) : path_(std::move(path)), format_(format) {}
+
+  void set_attributes(const json& attributes, bool skip_empty) {
+    TORCH_CHECK_VALUE(attributes.is_object(), "qlty::zarr::Group::set_attributes(", path_,
+                      "): expected a JSON object, got ", attributes.dump());
+    if (format_ == 2) {
+      if (!skip_empty)
+        qlty::detail::atomic_write(qlty::detail::join_path(path_, ".zattrs"), attributes.dump(4, ' ', true), false);
+      return;
+    }
+    const json j = {{"zarr_format", 3}, {"node_type", "group"}, {"attributes", attributes}};
+    qlty::detail::atomic_write(qlty::detail::join_path(path_, "zarr.json"), j.dump(4, ' ', true), false);
+  }
+
+  std::string path_;
+  int format_ = 2;
+};
+
+}  // namespace qlty::zarr
