@@ -5,6 +5,7 @@
 #include "error.hpp"
 #include "geometry.hpp"
 #include "kernels.hpp"
+#include "large_quilt.hpp"
 #include "patch_pairs.hpp"
 #include "quilt.hpp"
 #include "version.hpp"

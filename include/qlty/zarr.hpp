@@ -9,6 +9,7 @@
 /// Layout and bytes follow zarr-python 2.13 / numcodecs and the v3 specification (see shared/design/zarr.md).
 
 #include <qlty/detail/fs.hpp>
+#include <qlty/detail/memory.hpp>
 #include <qlty/detail/zarr_codecs.hpp>
 #include <qlty/detail/zarr_metadata.hpp>
 #include <qlty/error.hpp>
@@ -327,7 +328,7 @@ class Array {
                      std::optional<torch::ScalarType> dtype = std::nullopt) const {
     check_box(offset, shape, "read");
     const auto natural = scalar_type();
-    auto out = torch::empty(shape, torch::TensorOptions().dtype(natural));
+    auto out = qlty::detail::empty_output(shape, torch::TensorOptions().dtype(natural));
     if (out.numel() > 0) {
       const auto chunks = chunks_in(offset, shape);
       at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
@@ -386,6 +387,14 @@ class Array {
     TORCH_CHECK_VALUE(data.sizes() == c10::IntArrayRef(s_->meta.chunks), "qlty::zarr::Array::write_chunk(", s_->path,
                       "): data must have the chunk shape [", c10::IntArrayRef(s_->meta.chunks), "], got ", data.sizes());
     store_chunk(std::vector<int64_t>(idx.begin(), idx.end()), to_storage(data, "write_chunk"));
+  }
+
+  /// @brief The bytes stored for one whole chunk (`data` has the chunk shape): what write_chunk writes to
+  /// chunk_path. For callers that stage chunk files themselves (the disk-cached quilts' journal).
+  std::vector<uint8_t> encode_chunk(const torch::Tensor& data) const {
+    TORCH_CHECK_VALUE(data.sizes() == c10::IntArrayRef(s_->meta.chunks), "qlty::zarr::Array::encode_chunk(", s_->path,
+                      "): data must have the chunk shape [", c10::IntArrayRef(s_->meta.chunks), "], got ", data.sizes());
+    return encode(to_storage(data, "encode_chunk"), "encode_chunk");
   }
 
   /// @brief The attributes file of a v2 node, `{}` when absent; a bad file is an Error naming it.
@@ -613,10 +622,11 @@ class Array {
     const std::string file = qlty::detail::join_path(s_->path, m.chunk_key(idx.data()));
     const int64_t nbytes = m.chunk_nbytes();
     const uint64_t bound = static_cast<uint64_t>(nbytes) + static_cast<uint64_t>(nbytes) / 16 + 65536;
-    auto bytes = qlty::detail::read_file(file, bound, "chunk");
-    if (!bytes) return std::nullopt;
+    thread_local std::vector<uint8_t> stored;  // reused: no allocation or page faults per chunk
+    const auto size = qlty::detail::read_file_into(file, stored, bound, "chunk");
+    if (!size) return std::nullopt;
     auto t = torch::empty({m.chunk_numel()}, torch::TensorOptions().dtype(storage_type()));
-    qlty::detail::decode_chain(m.codecs, bytes->data(), bytes->size(), static_cast<uint8_t*>(t.data_ptr()),
+    qlty::detail::decode_chain(m.codecs, stored.data(), *size, static_cast<uint8_t*>(t.data_ptr()),
                                static_cast<size_t>(nbytes), static_cast<size_t>(bound), file);
     if (m.big_endian) detail_::byteswap(t.data_ptr(), t.numel(), static_cast<int>(m.itemsize()));
     if (m.dtype == DataType::Bool) {  // any byte other than 0 or 1 would be an invalid torch bool
@@ -627,6 +637,25 @@ class Array {
     std::vector<int64_t> rev(m.chunks.rbegin(), m.chunks.rend()), perm(m.chunks.size());
     for (size_t a = 0; a < perm.size(); ++a) perm[a] = static_cast<int64_t>(perm.size() - 1 - a);
     return t.view(rev).permute(perm);
+  }
+
+  /// The stored bytes of a storage tensor of the chunk shape.
+  std::vector<uint8_t> encode(const torch::Tensor& chunk, const std::string& file) const {
+    const auto& m = s_->meta;
+    torch::Tensor c = chunk;
+    if (m.fortran_order) {
+      std::vector<int64_t> perm(m.chunks.size());
+      for (size_t a = 0; a < perm.size(); ++a) perm[a] = static_cast<int64_t>(perm.size() - 1 - a);
+      c = c.permute(perm);
+    }
+    c = c.contiguous();
+    if (m.big_endian) {
+      c = c.clone();
+      detail_::byteswap(c.data_ptr(), c.numel(), static_cast<int>(m.itemsize()));
+    }
+    const auto* p = static_cast<const uint8_t*>(c.data_ptr());
+    return qlty::detail::encode_chain(m.codecs, p, static_cast<size_t>(c.numel() * m.itemsize()),
+                                      static_cast<size_t>(m.itemsize()), file);
   }
 
   /// Encodes a storage tensor of the chunk shape and writes it atomically.

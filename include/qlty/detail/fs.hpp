@@ -89,10 +89,11 @@ inline void remove_tree(const std::string& path) {
   }
 }
 
-/// A whole regular file, or nullopt when nothing is there. A file larger than max_bytes or a path that is not a
-/// regular file is a `zarr.format` error (`what` names the kind of file in the message).
-inline std::optional<std::vector<uint8_t>> read_file(const std::string& path, uint64_t max_bytes,
-                                                     const char* what = "file") {
+/// Reads a whole regular file into `out` (grown as needed, never shrunk: callers reuse it) and returns its size,
+/// or nullopt when nothing is there. A file larger than max_bytes or a path that is not a regular file is a
+/// `zarr.format` error (`what` names the kind of file in the message).
+inline std::optional<size_t> read_file_into(const std::string& path, std::vector<uint8_t>& out, uint64_t max_bytes,
+                                            const char* what = "file") {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) return std::nullopt;
@@ -109,18 +110,27 @@ inline std::optional<std::vector<uint8_t>> read_file(const std::string& path, ui
   if (size > max_bytes)
     throw Error("zarr.format", path + ": the " + std::string(what) + " has " + std::to_string(size) +
                                    " bytes, more than the " + std::to_string(max_bytes) + " it can hold");
-  std::vector<uint8_t> buf(size);
+  if (out.size() < size) out.resize(size);
   size_t done = 0;
   while (done < size) {
-    const ssize_t r = ::pread(fd, buf.data() + done, size - done, static_cast<off_t>(done));
+    const ssize_t r = ::pread(fd, out.data() + done, size - done, static_cast<off_t>(done));
     if (r < 0) {
       if (errno == EINTR) continue;
       throw_io("read", path, errno);
     }
-    if (r == 0) break;  // shrank while reading: a concurrent writer replaced it (rename keeps the old inode)
+    if (r == 0) break;  // cannot happen for a file replaced by rename (the old inode stays whole); be safe
     done += static_cast<size_t>(r);
   }
-  buf.resize(done);
+  return done;
+}
+
+/// A whole regular file, or nullopt when nothing is there (errors as read_file_into).
+inline std::optional<std::vector<uint8_t>> read_file(const std::string& path, uint64_t max_bytes,
+                                                     const char* what = "file") {
+  std::vector<uint8_t> buf;
+  const auto n = read_file_into(path, buf, max_bytes, what);
+  if (!n) return std::nullopt;
+  buf.resize(*n);
   return buf;
 }
 

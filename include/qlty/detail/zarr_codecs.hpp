@@ -336,19 +336,27 @@ inline size_t decode_into(const Codec& c, const uint8_t* src, size_t n, uint8_t*
       if (inflateInit2(&z, 15 + 32) != Z_OK) corrupt(file, "inflateInit2 failed");
       z.next_in = const_cast<Bytef*>(src);
       z.avail_in = static_cast<uInt>(n);
-      z.next_out = dst;
+      uint8_t none = 0;
+      z.next_out = dst_size ? dst : &none;  // zlib refuses a null output pointer even for zero bytes
       z.avail_out = static_cast<uInt>(dst_size);
-      // One extra output byte would tell an overlong stream apart from an exact one.
       int r = inflate(&z, Z_FINISH);
+      if (r != Z_STREAM_END && z.avail_out == 0) {
+        // dst is full: the stream must end here. One more inflate into a spare byte tells an exact stream (it
+        // ends without output) from an overlong one.
+        uint8_t spare = 0;
+        z.next_out = &spare;
+        z.avail_out = 1;
+        r = inflate(&z, Z_FINISH);
+        if (z.avail_out == 0) {
+          inflateEnd(&z);
+          corrupt(file, std::string(c.name()) + " chunk decodes to more than the expected " + std::to_string(dst_size) + " bytes");
+        }
+      }
       const size_t produced = z.total_out;
       const size_t left_in = z.avail_in;
-      const char* msg = z.msg;
+      const std::string msg = z.msg ? std::string(": ") + z.msg : std::string();
       inflateEnd(&z);
-      if (r != Z_STREAM_END) {
-        if (r == Z_BUF_ERROR && produced == dst_size && left_in > 0)
-          corrupt(file, std::string(c.name()) + " chunk decodes to more than the expected " + std::to_string(dst_size) + " bytes");
-        corrupt(file, std::string(c.name()) + " data is corrupt or truncated" + (msg ? std::string(": ") + msg : ""));
-      }
+      if (r != Z_STREAM_END) corrupt(file, std::string(c.name()) + " data is corrupt or truncated" + msg);
       if (left_in > 0) corrupt(file, std::to_string(left_in) + " bytes after the end of the " + c.name() + " stream");
       if (exact && produced != dst_size) mismatch(produced);
       return produced;

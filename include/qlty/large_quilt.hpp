@@ -1,0 +1,624 @@
+#pragma once
+/// @file large_quilt.hpp
+/// @brief Disk-cached quilts: `LargeNCYXQuilt`, `LargeNCZYXQuilt`. Patches are stitched one at a time into
+/// accumulators kept in Zarr arrays, through a bounded cache of chunks, with atomic, resumable checkpoints.
+///
+/// Files under a prefix P:
+/// - `P_acc.zarr/`: a Zarr group with the accumulators `sum` (N, C, *S), `sum_sq`, `var_sum` (same) and
+///   `weight` (N, *S); its attributes hold the parameters; `stitched` lists the patches in the last checkpoint;
+///   `journal` exists only while a checkpoint is being applied.
+/// - `P_mean.zarr`, `P_std.zarr`: what return_mean computes, (N, C, *S) float32.
+///
+/// A checkpoint writes the new contents of every changed chunk and the list of stitched patches to one journal
+/// file (with a checksum), then renames each chunk into place, then removes the journal. Opening a prefix applies
+/// a complete journal again (full contents: idempotent) and ignores an incomplete one, so after a crash the
+/// arrays hold exactly the patches listed as stitched. See shared/design/out-of-core.md.
+
+#include <qlty/detail/fs.hpp>
+#include <qlty/error.hpp>
+#include <qlty/geometry.hpp>
+#include <qlty/quilt.hpp>
+#include <qlty/weed.hpp>
+#include <qlty/zarr.hpp>
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <list>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace qlty {
+
+/// @brief Settings of a disk-cached quilt beyond its geometry.
+struct LargeQuiltOptions {
+  int64_t cache_bytes = int64_t(512) << 20;  ///< accumulator chunks kept in memory; a full cache checkpoints
+  int64_t checkpoint_every = 0;              ///< patches between checkpoints (0: by time only)
+  double checkpoint_seconds = 60.0;          ///< seconds between checkpoints (0: by count only)
+  bool allow_restitch = false;               ///< stitching an index twice adds it twice (else an error)
+  bool durable = true;                       ///< flush checkpoints to the device (survive power loss, not only crashes)
+};
+
+namespace detail {
+
+constexpr char kJournalMagic[8] = {'Q', 'L', 'T', 'Y', 'J', 'R', 'N', '1'};
+
+inline void put_u64(std::vector<uint8_t>& b, uint64_t v) {
+  for (int i = 0; i < 8; ++i) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+inline uint64_t get_u64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= uint64_t(p[i]) << (8 * i);
+  return v;
+}
+
+/// A journal: (relative path, bytes) entries, then a CRC32C of everything before it.
+inline std::vector<uint8_t> journal_encode(const std::vector<std::pair<std::string, std::vector<uint8_t>>>& entries) {
+  std::vector<uint8_t> b(kJournalMagic, kJournalMagic + 8);
+  put_u64(b, entries.size());
+  for (const auto& [name, bytes] : entries) {
+    put_u64(b, name.size());
+    b.insert(b.end(), name.begin(), name.end());
+    put_u64(b, bytes.size());
+    b.insert(b.end(), bytes.begin(), bytes.end());
+  }
+  const uint32_t crc = crc32c(b.data(), b.size());
+  for (int i = 0; i < 4; ++i) b.push_back(static_cast<uint8_t>(crc >> (8 * i)));
+  return b;
+}
+
+/// The entries of a complete journal, or nullopt for an incomplete or damaged one.
+inline std::optional<std::vector<std::pair<std::string, std::vector<uint8_t>>>> journal_decode(
+    const std::vector<uint8_t>& b) {
+  if (b.size() < 20 || std::memcmp(b.data(), kJournalMagic, 8) != 0) return std::nullopt;
+  if (crc32c(b.data(), b.size() - 4) != get_le32(b.data() + b.size() - 4)) return std::nullopt;
+  const size_t end = b.size() - 4;
+  size_t p = 8;
+  const uint64_t n = get_u64(b.data() + p);
+  p += 8;
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> out;
+  for (uint64_t i = 0; i < n; ++i) {
+    if (p + 8 > end) return std::nullopt;
+    const uint64_t ln = get_u64(b.data() + p);
+    p += 8;
+    if (ln > end - p) return std::nullopt;
+    std::string name(reinterpret_cast<const char*>(b.data() + p), ln);
+    p += ln;
+    if (p + 8 > end) return std::nullopt;
+    const uint64_t lb = get_u64(b.data() + p);
+    p += 8;
+    if (lb > end - p) return std::nullopt;
+    out.emplace_back(std::move(name), std::vector<uint8_t>(b.begin() + p, b.begin() + p + lb));
+    p += lb;
+  }
+  if (p != end || n > (1u << 30)) return std::nullopt;
+  return out;
+}
+
+inline void sync_filesystem(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw_io("open folder", dir, errno);
+  const int rc = ::syncfs(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) throw_io("syncfs", dir, err);
+}
+
+}  // namespace detail
+
+/// @brief The disk-cached quilt in D = 2 or 3 dimensions (see the file comment).
+template <int D>
+class LargeQuilt {
+ public:
+  /// @brief Opens or starts the accumulation under `prefix` for N images of spatial shape S. An existing
+  /// `prefix_acc.zarr` with the same parameters is resumed (missing_indices() tells what is left); other
+  /// parameters are an Error tagged `checkpoint`.
+  LargeQuilt(std::string prefix, int64_t N, std::array<int64_t, D> S, const PerAxis& window, const PerAxis& step,
+             const PerAxis& border = 0, double border_weight = 0.1, LargeQuiltOptions options = {})
+      : prefix_(std::move(prefix)), N_(N), geom_(S, window, step, border, border_weight), opt_(options) {
+    TORCH_CHECK_VALUE(N >= 1, name(), ": N must be >= 1, got ", N);
+    TORCH_CHECK_VALUE(!prefix_.empty(), name(), ": prefix must not be empty");
+    TORCH_CHECK_VALUE(opt_.cache_bytes > 0, name(), ": cache_bytes must be > 0, got ", opt_.cache_bytes);
+    TORCH_CHECK_VALUE(opt_.checkpoint_every >= 0 && opt_.checkpoint_seconds >= 0, name(),
+                      ": checkpoint_every and checkpoint_seconds must be >= 0");
+    const auto bt = geom_.border_tensor();
+    const double bw = std::max(border_weight, 1e-8);
+    weight_ = (bt * (1.0 - bw) + bw).to(torch::kFloat32);
+    for (int a = 0; a < D; ++a) {
+      // Chunks a whole number of steps long, at least a window: a window touches at most 2 chunks per axis.
+      const int64_t s = geom_.step()[a], w = geom_.window()[a];
+      chunk_[a] = std::min(S[a], (w + s - 1) / s * s);
+    }
+    stitched_.assign(static_cast<size_t>(N_chunks()), 0);
+    open_or_create();
+    last_checkpoint_ = std::chrono::steady_clock::now();
+  }
+
+  ~LargeQuilt() {
+    try {
+      checkpoint();
+    } catch (...) {  // the last checkpoint stays intact; nothing to report from a destructor
+    }
+  }
+  LargeQuilt(const LargeQuilt&) = delete;
+  LargeQuilt& operator=(const LargeQuilt&) = delete;
+
+  /// @brief Number of patches: N times the windows per image.
+  int64_t N_chunks() const { return N_ * geom_.per_image(); }
+  /// @brief Windows along each axis.
+  std::array<int64_t, D> get_times() const { return geom_.times(); }
+  /// @brief 1 inside the border, 0 on it (float32, window shape).
+  torch::Tensor border_tensor() const { return geom_.border_tensor(); }
+  const Geometry<D>& geometry() const { return geom_; }
+  const std::string& prefix() const { return prefix_; }
+
+  /// @brief Window `index` of x (N, C, *S), as (C, *W).
+  torch::Tensor unstitch(const torch::Tensor& x, int64_t index) const {
+    check_index(index, "unstitch");
+    TORCH_CHECK_VALUE(x.dim() == D + 2 && x.size(0) == N_, name(), ".unstitch: x must have shape (", N_, ", C, ",
+                      c10::IntArrayRef(geom_.shape().data(), D), "), got ", x.sizes());
+    for (int a = 0; a < D; ++a)
+      TORCH_CHECK_VALUE(x.size(2 + a) == geom_.shape()[a], name(), ".unstitch: x must have shape (", N_, ", C, ",
+                        c10::IntArrayRef(geom_.shape().data(), D), "), got ", x.sizes());
+    const auto o = origin(index);
+    torch::Tensor r = x[o[0]];
+    for (int a = 0; a < D; ++a) r = r.narrow(1 + a, o[1 + a], geom_.window()[a]);
+    return r.clone();
+  }
+  /// @brief Window `index` of a Zarr array (N, C, *S), read from disk.
+  torch::Tensor unstitch(const zarr::Array& x, int64_t index) const {
+    check_index(index, "unstitch");
+    const auto s = x.shape();
+    bool ok = static_cast<int>(s.size()) == D + 2 && s[0] == N_;
+    for (int a = 0; ok && a < D; ++a) ok = s[2 + a] == geom_.shape()[a];
+    TORCH_CHECK_VALUE(ok, name(), ".unstitch: the array ", x.path(), " must have shape (", N_, ", C, ",
+                      c10::IntArrayRef(geom_.shape().data(), D), "), got [", c10::IntArrayRef(s), "]");
+    const auto o = origin(index);
+    std::vector<int64_t> off{o[0], 0}, shape{1, s[1]};
+    for (int a = 0; a < D; ++a) {
+      off.push_back(o[1 + a]);
+      shape.push_back(geom_.window()[a]);
+    }
+    return x.read(off, shape)[0];
+  }
+  /// @brief The next window in index order, as (index, patch); after the last one, starts again at 0.
+  template <typename X>
+  std::pair<int64_t, torch::Tensor> unstitch_next(const X& x) {
+    const int64_t i = next_;
+    next_ = (next_ + 1) % N_chunks();
+    return {i, unstitch(x, i)};
+  }
+
+  /// @brief Adds weight * patch (and weight * patch^2, weight * patch_var) at window `index`. patch is (C, *W)
+  /// or (1, C, *W); C is fixed by the first patch ever stitched under this prefix.
+  void stitch(const torch::Tensor& patch, int64_t index, const std::optional<torch::Tensor>& patch_var = std::nullopt) {
+    check_index(index, "stitch");
+    const torch::Tensor p = squeeze_patch(patch, "patch");
+    std::optional<torch::Tensor> v;
+    if (patch_var) {
+      v = squeeze_patch(*patch_var, "patch_var");
+      TORCH_CHECK_VALUE(v->sizes() == p.sizes(), name(), ".stitch: patch_var must have the patch's shape ", p.sizes(),
+                        ", got ", v->sizes());
+    }
+    if (!has_arrays()) create_arrays(p.size(0));
+    TORCH_CHECK_VALUE(p.size(0) == C_, name(), ".stitch: patch has ", p.size(0), " channels, but ", C_,
+                      " were stitched before under ", prefix_);
+    TORCH_CHECK_VALUE(opt_.allow_restitch || !stitched_[index], name(), ".stitch: index ", index,
+                      " was already stitched (pass allow_restitch to add it again)");
+    const auto wp = p * weight_;
+    const auto wp2 = wp * p;
+    const auto wv = v ? std::optional<torch::Tensor>(*v * weight_) : std::nullopt;
+    const auto o = origin(index);
+    for_chunks(o, [&](const std::array<int64_t, D>& cidx, const std::array<int64_t, D>& lo,
+                      const std::array<int64_t, D>& hi) {
+      // [lo, hi) in image coordinates: in the chunk at lo - chunk origin, in the window at lo - window origin.
+      auto in_chunk = [&](torch::Tensor t, int first) {
+        for (int a = 0; a < D; ++a) t = t.narrow(first + a, lo[a] - cidx[a] * chunk_[a], hi[a] - lo[a]);
+        return t;
+      };
+      auto in_window = [&](torch::Tensor t, int first) {
+        for (int a = 0; a < D; ++a) t = t.narrow(first + a, lo[a] - o[1 + a], hi[a] - lo[a]);
+        return t;
+      };
+      in_chunk(chunk(kSum, o[0], cidx), 1).add_(in_window(wp, 1));
+      in_chunk(chunk(kSumSq, o[0], cidx), 1).add_(in_window(wp2, 1));
+      if (wv) in_chunk(chunk(kVarSum, o[0], cidx), 1).add_(in_window(*wv, 1));
+      in_chunk(chunk(kWeight, o[0], cidx), 0).add_(in_window(weight_, 0));
+    });
+    stitched_[index] = 1;
+    ++since_checkpoint_;
+    maybe_checkpoint();
+  }
+
+  /// @brief Mean of the stitched predictions (N, C, *S), written to `prefix_mean.zarr`; with `std`, also their
+  /// standard deviation (semantics.md), written to `prefix_std.zarr` (else the second tensor is undefined).
+  /// `normalize` divides both by the mean's sum over channels. Takes a checkpoint first.
+  std::tuple<torch::Tensor, torch::Tensor> return_mean(bool std = false, bool normalize = false) {
+    TORCH_CHECK_VALUE(has_arrays(), name(), ".return_mean: nothing was stitched under ", prefix_);
+    checkpoint();
+    std::vector<int64_t> full{N_, C_}, chunks{1, C_};
+    for (int a = 0; a < D; ++a) {
+      full.push_back(geom_.shape()[a]);
+      chunks.push_back(chunk_[a]);
+    }
+    auto make = [&](const std::string& path) {
+      zarr::ArrayOptions o(full, chunks, zarr::DataType::Float32);
+      o.overwrite = true;
+      return zarr::Array::create(path, o);
+    };
+    auto mean_arr = make(prefix_ + "_mean.zarr");
+    std::optional<zarr::Array> std_arr;
+    if (std) std_arr = make(prefix_ + "_std.zarr");
+    auto mean_out = torch::zeros(full, torch::kFloat32);
+    auto std_out = std ? torch::zeros(full, torch::kFloat32) : torch::Tensor();
+    const auto grid = chunk_grid();
+    int64_t per_image = 1;
+    for (auto g : grid) per_image *= g;
+    const bool have_var = arrays_[kVarSum].has_value();
+    at::parallel_for(0, N_ * per_image, 1, [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        const int64_t n = k / per_image;
+        std::array<int64_t, D> cidx{};
+        int64_t r = k % per_image;
+        for (int a = D - 1; a >= 0; --a) {
+          cidx[a] = r % grid[a];
+          r /= grid[a];
+        }
+        const auto w = peek(kWeight, n, cidx).unsqueeze(0);  // (1, *c)
+        const auto safe = torch::where(w > 0, w, torch::ones_like(w));
+        auto mean = peek(kSum, n, cidx) / safe;
+        torch::Tensor sd;
+        if (std) {
+          auto spread = (peek(kSumSq, n, cidx) / safe - mean * mean).clamp_min_(0);
+          if (have_var) spread += peek(kVarSum, n, cidx) / safe;
+          sd = spread.sqrt_();
+        }
+        if (normalize) {
+          const auto total = mean.sum(0, true);
+          const auto div = torch::where(total != 0, total, torch::ones_like(total));
+          mean = mean / div;
+          if (std) sd = sd / div;
+        }
+        mean.masked_fill_((w == 0).expand_as(mean), 0.0);
+        std::vector<int64_t> chunk_index{n, 0};
+        chunk_index.insert(chunk_index.end(), cidx.begin(), cidx.end());
+        mean_arr.write_chunk(chunk_index, mean.unsqueeze(0));
+        if (std) {
+          sd.masked_fill_((w == 0).expand_as(sd), 0.0);
+          std_arr->write_chunk(chunk_index, sd.unsqueeze(0));
+        }
+        // The in-image part of the chunk into the returned tensors.
+        torch::Tensor dst_m = mean_out[n], dst_s = std ? std_out[n] : torch::Tensor(), src_m = mean, src_s = sd;
+        for (int a = 0; a < D; ++a) {
+          const int64_t lo = cidx[a] * chunk_[a], len = std::min(chunk_[a], geom_.shape()[a] - lo);
+          dst_m = dst_m.narrow(1 + a, lo, len);
+          src_m = src_m.narrow(1 + a, 0, len);
+          if (std) {
+            dst_s = dst_s.narrow(1 + a, lo, len);
+            src_s = src_s.narrow(1 + a, 0, len);
+          }
+        }
+        dst_m.copy_(src_m);
+        if (std) dst_s.copy_(src_s);
+      }
+    });
+    return {mean_out, std_out};
+  }
+
+  /// @brief Windows and labels of x (N, C, *S) and y (N, *S) or (N, C', *S) whose labels are not all
+  /// `missing_label` inside the border (in-memory tensors; as in the original).
+  std::tuple<torch::Tensor, torch::Tensor> unstitch_and_clean_sparse_data_pair(const torch::Tensor& x,
+                                                                               const torch::Tensor& y,
+                                                                               double missing_label) const {
+    Quilt<D> q(geom_.shape(), std::vector<int64_t>(geom_.window().begin(), geom_.window().end()),
+               std::vector<int64_t>(geom_.step().begin(), geom_.step().end()),
+               std::vector<int64_t>(geom_.border().begin(), geom_.border().end()), geom_.border_weight());
+    auto [xp, yp] = q.unstitch_data_pair(x, y, missing_label);
+    torch::Tensor xk, yk, removed;
+    if constexpr (D == 2) {
+      std::tie(xk, yk, removed) = weed_sparse_classification_training_pairs_2D(xp, yp, missing_label, border_tensor());
+    } else {
+      std::tie(xk, yk, removed) = weed_sparse_classification_training_pairs_3D(xp, yp, missing_label, border_tensor());
+    }
+    return {xk, yk};
+  }
+
+  /// @brief Whether patch `index` is in the accumulators (stitched in this run or a resumed one).
+  bool is_stitched(int64_t index) const {
+    check_index(index, "is_stitched");
+    return stitched_[index] != 0;
+  }
+  /// @brief The patch indices not stitched yet, in order: what a resumed run still has to do.
+  std::vector<int64_t> missing_indices() const {
+    std::vector<int64_t> out;
+    for (int64_t i = 0; i < N_chunks(); ++i)
+      if (!stitched_[i]) out.push_back(i);
+    return out;
+  }
+
+  /// @brief Makes everything stitched so far durable, atomically (see the file comment).
+  void checkpoint() {
+    if (!has_arrays() || (since_checkpoint_ == 0 && dirty_count_ == 0)) return;
+    std::vector<std::pair<std::string, std::vector<uint8_t>>> entries;
+    std::vector<Entry*> written;
+    for (auto& [key, e] : cache_) {
+      if (!e.dirty) continue;
+      auto& arr = *arrays_[e.array];
+      entries.emplace_back(array_names()[e.array] + "/" + arr.metadata().chunk_key(e.index.data()),
+                           arr.encode_chunk(e.data));
+      written.push_back(&e);
+    }
+    entries.emplace_back("stitched", std::vector<uint8_t>(stitched_.begin(), stitched_.end()));
+    const auto journal = detail::journal_encode(entries);
+    detail::atomic_write(acc_path("journal"), journal.data(), journal.size(), opt_.durable);
+    apply(entries);
+    for (auto* e : written) e->dirty = false;
+    dirty_count_ = 0;
+    since_checkpoint_ = 0;
+    last_checkpoint_ = std::chrono::steady_clock::now();
+    ++checkpoints_;
+  }
+
+  /// @brief Checkpoints taken by this object.
+  int64_t checkpoints() const { return checkpoints_; }
+  /// @brief Bytes of accumulator chunks now in memory.
+  int64_t cached_bytes() const { return cached_bytes_; }
+
+ private:
+  enum ArrayId { kSum = 0, kSumSq = 1, kVarSum = 2, kWeight = 3 };
+  static const std::array<std::string, 4>& array_names() {
+    static const std::array<std::string, 4> n{"sum", "sum_sq", "var_sum", "weight"};
+    return n;
+  }
+  static const char* name() { return D == 2 ? "LargeNCYXQuilt" : "LargeNCZYXQuilt"; }
+
+  struct Entry {
+    int array = 0;
+    std::vector<int64_t> index;  // full chunk index in its array
+    torch::Tensor data;
+    bool dirty = false;
+    std::list<uint64_t>::iterator lru;
+  };
+
+  std::string acc_path(const std::string& rel = "") const {
+    return rel.empty() ? prefix_ + "_acc.zarr" : detail::join_path(prefix_ + "_acc.zarr", rel);
+  }
+  bool has_arrays() const { return arrays_[kSum].has_value(); }
+
+  nlohmann::json params() const {
+    auto v = [](const std::array<int64_t, D>& a) { return std::vector<int64_t>(a.begin(), a.end()); };
+    return {{"N", N_},
+            {"shape", v(geom_.shape())},
+            {"window", v(geom_.window())},
+            {"step", v(geom_.step())},
+            {"border", v(geom_.border())},
+            {"border_weight", geom_.border_weight()},
+            {"chunks", v(chunk_)}};
+  }
+
+  void open_or_create() {
+    const std::string acc = acc_path();
+    if (zarr::node_type(acc) == zarr::NodeType::None) {
+      zarr::Group::create(acc, {{"qlty_large_quilt", params()}});
+      return;
+    }
+    auto g = zarr::Group::open(acc);
+    const auto attrs = g.attributes();
+    const auto it = attrs.find("qlty_large_quilt");
+    if (it == attrs.end() || *it != params())
+      throw Error("checkpoint", acc + ": holds a run with other parameters (" +
+                                    (it == attrs.end() ? std::string("none") : it->dump()) + "), not " +
+                                    params().dump() + "; use another prefix or remove it");
+    recover();
+    for (int k = 0; k < 4; ++k)
+      if (g.contains(array_names()[k]) == zarr::NodeType::Array) arrays_[k] = g.open_array(array_names()[k]);
+    if (arrays_[kSum]) C_ = arrays_[kSum]->shape()[1];
+    if (auto s = detail::read_file(acc_path("stitched"), 1ull << 40, "stitched list")) {
+      if (static_cast<int64_t>(s->size()) != N_chunks())
+        throw Error("checkpoint", acc_path("stitched") + ": lists " + std::to_string(s->size()) + " patches, expected " +
+                                      std::to_string(N_chunks()));
+      for (size_t i = 0; i < s->size(); ++i) stitched_[i] = (*s)[i] != 0;
+    }
+  }
+
+  /// Applies a complete journal left by a crash; drops an incomplete one.
+  void recover() {
+    auto j = detail::read_file(acc_path("journal"), 1ull << 40, "journal");
+    if (!j) return;
+    if (auto entries = detail::journal_decode(*j)) apply(*entries);
+    else ::unlink(acc_path("journal").c_str());
+  }
+
+  void apply(const std::vector<std::pair<std::string, std::vector<uint8_t>>>& entries) {
+    for (const auto& [rel, bytes] : entries) detail::atomic_write(acc_path(rel), bytes.data(), bytes.size(), false);
+    if (opt_.durable) detail::sync_filesystem(acc_path());
+    if (::unlink(acc_path("journal").c_str()) != 0 && errno != ENOENT) detail::throw_io("unlink", acc_path("journal"), errno);
+    if (opt_.durable) detail::fsync_dir(acc_path());
+  }
+
+  void create_arrays(int64_t C) {
+    TORCH_CHECK_VALUE(C >= 1, name(), ".stitch: patch must have at least one channel");
+    C_ = C;
+    auto g = zarr::Group::open(acc_path());
+    std::vector<int64_t> shape{N_, C}, chunks{1, C};
+    for (int a = 0; a < D; ++a) {
+      shape.push_back(geom_.shape()[a]);
+      chunks.push_back(chunk_[a]);
+    }
+    for (int k = 0; k < 4; ++k) {
+      zarr::ArrayOptions o(shape, chunks, zarr::DataType::Float32);
+      if (k == kWeight) {  // one weight per pixel and image: no channel axis
+        o.shape.erase(o.shape.begin() + 1);
+        o.chunks.erase(o.chunks.begin() + 1);
+      }
+      o.codecs = {};  // accumulators are noisy floats: compression costs more than it saves
+      o.overwrite = true;
+      arrays_[k] = g.create_array(array_names()[k], o);
+    }
+  }
+
+  void check_index(int64_t index, const char* who) const {
+    TORCH_CHECK_INDEX(index >= 0 && index < N_chunks(), name(), ".", who, ": index must be in [0, ", N_chunks(),
+                      "), got ", index);
+  }
+
+  torch::Tensor squeeze_patch(const torch::Tensor& t, const char* what) const {
+    torch::Tensor p = t;
+    if (p.dim() == D + 2) {
+      TORCH_CHECK_VALUE(p.size(0) == 1, name(), ".stitch: ", what, " with a leading axis must have size 1 there, got ",
+                        p.sizes());
+      p = p[0];
+    }
+    bool ok = p.dim() == D + 1;
+    for (int a = 0; ok && a < D; ++a) ok = p.size(1 + a) == geom_.window()[a];
+    TORCH_CHECK_VALUE(ok, name(), ".stitch: ", what, " must have shape (C, ",
+                      c10::IntArrayRef(geom_.window().data(), D), ") or (1, C, ...), got ", t.sizes());
+    TORCH_CHECK_TYPE(p.is_floating_point(), name(), ".stitch: ", what, " must be floating point, got ", p.scalar_type());
+    return p.to(torch::kCPU, torch::kFloat32);
+  }
+
+  /// (image, start per axis) of window `index`.
+  std::array<int64_t, D + 1> origin(int64_t index) const {
+    std::array<int64_t, D + 1> o{};
+    const int64_t P = geom_.per_image();
+    o[0] = index / P;
+    int64_t r = index % P;
+    for (int a = D - 1; a >= 0; --a) {
+      o[1 + a] = geom_.start(a, r % geom_.times()[a]);
+      r /= geom_.times()[a];
+    }
+    return o;
+  }
+
+  std::array<int64_t, D> chunk_grid() const {
+    std::array<int64_t, D> g{};
+    for (int a = 0; a < D; ++a) g[a] = (geom_.shape()[a] + chunk_[a] - 1) / chunk_[a];
+    return g;
+  }
+
+  /// Calls f(chunk index, lo, hi) for each chunk the window at `o` touches, [lo, hi) the overlap in the image.
+  template <typename F>
+  void for_chunks(const std::array<int64_t, D + 1>& o, F&& f) const {
+    std::array<int64_t, D> first{}, last{}, c{};
+    for (int a = 0; a < D; ++a) {
+      first[a] = o[1 + a] / chunk_[a];
+      last[a] = (o[1 + a] + geom_.window()[a] - 1) / chunk_[a];
+    }
+    c = first;
+    while (true) {
+      std::array<int64_t, D> lo{}, hi{};
+      for (int a = 0; a < D; ++a) {
+        lo[a] = std::max(o[1 + a], c[a] * chunk_[a]);
+        hi[a] = std::min(o[1 + a] + geom_.window()[a], (c[a] + 1) * chunk_[a]);
+      }
+      f(c, lo, hi);
+      int a = D - 1;
+      for (; a >= 0; --a) {
+        if (++c[a] <= last[a]) break;
+        c[a] = first[a];
+      }
+      if (a < 0) break;
+    }
+  }
+
+  std::vector<int64_t> full_index(int array, int64_t n, const std::array<int64_t, D>& cidx) const {
+    std::vector<int64_t> i{n};
+    if (array != kWeight) i.push_back(0);
+    i.insert(i.end(), cidx.begin(), cidx.end());
+    return i;
+  }
+
+  uint64_t key(int array, int64_t n, const std::array<int64_t, D>& cidx) const {
+    const auto g = chunk_grid();
+    uint64_t k = static_cast<uint64_t>(n);
+    for (int a = 0; a < D; ++a) k = k * static_cast<uint64_t>(g[a]) + static_cast<uint64_t>(cidx[a]);
+    return k * 4 + static_cast<uint64_t>(array);
+  }
+
+  /// A cached chunk for writing (loaded or zero on first use), without the leading image axis.
+  torch::Tensor chunk(int array, int64_t n, const std::array<int64_t, D>& cidx) {
+    const uint64_t k = key(array, n, cidx);
+    auto it = cache_.find(k);
+    if (it == cache_.end()) {
+      Entry e;
+      e.array = array;
+      e.index = full_index(array, n, cidx);
+      e.data = arrays_[array]->read_chunk(e.index);
+      cached_bytes_ += e.data.numel() * 4;
+      lru_.push_front(k);
+      e.lru = lru_.begin();
+      it = cache_.emplace(k, std::move(e)).first;
+    } else {
+      lru_.splice(lru_.begin(), lru_, it->second.lru);
+    }
+    if (!it->second.dirty) {
+      it->second.dirty = true;
+      ++dirty_count_;
+    }
+    return it->second.data[0];
+  }
+
+  /// A chunk for reading: the cached one, or read from disk without caching it.
+  torch::Tensor peek(int array, int64_t n, const std::array<int64_t, D>& cidx) const {
+    if (!arrays_[array]) return torch::zeros_like(peek(kSum, n, cidx));
+    const auto it = cache_.find(key(array, n, cidx));
+    if (it != cache_.end()) return it->second.data[0];
+    return arrays_[array]->read_chunk(full_index(array, n, cidx))[0];
+  }
+
+  void maybe_checkpoint() {
+    const bool by_count = opt_.checkpoint_every > 0 && since_checkpoint_ >= opt_.checkpoint_every;
+    const bool by_time = opt_.checkpoint_seconds > 0 &&
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() - last_checkpoint_).count() >=
+                             opt_.checkpoint_seconds;
+    const bool full = cached_bytes_ > opt_.cache_bytes;
+    if (by_count || by_time || full) checkpoint();
+    if (full) {  // evict the least recently used chunks (all clean now) down to 3/4 of the limit
+      while (cached_bytes_ > opt_.cache_bytes * 3 / 4 && !lru_.empty()) {
+        const uint64_t k = lru_.back();
+        lru_.pop_back();
+        auto it = cache_.find(k);
+        cached_bytes_ -= it->second.data.numel() * 4;
+        cache_.erase(it);
+      }
+    }
+  }
+
+  std::string prefix_;
+  int64_t N_;
+  Geometry<D> geom_;
+  LargeQuiltOptions opt_;
+  torch::Tensor weight_;
+  std::array<int64_t, D> chunk_{};
+  int64_t C_ = 0;
+  std::array<std::optional<zarr::Array>, 4> arrays_;
+  std::vector<uint8_t> stitched_;
+  std::unordered_map<uint64_t, Entry> cache_;
+  std::list<uint64_t> lru_;
+  int64_t cached_bytes_ = 0, dirty_count_ = 0, since_checkpoint_ = 0, checkpoints_ = 0;
+  int64_t next_ = 0;
+  std::chrono::steady_clock::time_point last_checkpoint_;
+};
+
+/// @brief Disk-cached quilt of 2D images: `LargeNCYXQuilt(prefix, N, Y, X, window, step, border, border_weight)`.
+class LargeNCYXQuilt : public LargeQuilt<2> {
+ public:
+  LargeNCYXQuilt(std::string prefix, int64_t N, int64_t Y, int64_t X, const PerAxis& window, const PerAxis& step,
+                 const PerAxis& border = 0, double border_weight = 0.1, LargeQuiltOptions options = {})
+      : LargeQuilt<2>(std::move(prefix), N, {Y, X}, window, step, border, border_weight, options) {}
+};
+
+/// @brief Disk-cached quilt of 3D volumes: `LargeNCZYXQuilt(prefix, N, Z, Y, X, window, step, border, ...)`.
+class LargeNCZYXQuilt : public LargeQuilt<3> {
+ public:
+  LargeNCZYXQuilt(std::string prefix, int64_t N, int64_t Z, int64_t Y, int64_t X, const PerAxis& window,
+                  const PerAxis& step, const PerAxis& border = 0, double border_weight = 0.1,
+                  LargeQuiltOptions options = {})
+      : LargeQuilt<3>(std::move(prefix), N, {Z, Y, X}, window, step, border, border_weight, options) {}
+};
+
+}  // namespace qlty

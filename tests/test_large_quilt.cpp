@@ -1,0 +1,254 @@
+// qlty/large_quilt.hpp: results equal the in-memory quilt's, with and without std and patch variances, through
+// small caches; resume after a clean stop and after kill -9 at random points gives identical bytes; bad input.
+#include "common.hpp"
+
+#include <qlty/large_quilt.hpp>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <random>
+#include <thread>
+
+namespace {
+
+using torch::indexing::Slice;
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    std::string t = "/tmp/qlty_large_XXXXXX";
+    path = ::mkdtemp(t.data());
+  }
+  ~TempDir() { qlty::detail::remove_tree(path); }
+  std::string operator/(const std::string& name) const { return path + "/" + name; }
+};
+
+template <int D>
+struct Ref {
+  torch::Tensor mean, std;
+};
+
+/// The in-memory answer: mean = stitch(p); std = sqrt(max(stitch(p^2) - mean^2, 0) + stitch(var)).
+template <int D>
+Ref<D> reference(const qlty::Quilt<D>& q, const torch::Tensor& p, const torch::Tensor& var) {
+  auto [mean, w] = q.stitch(p);
+  auto [m2, w2] = q.stitch(p * p);
+  auto spread = (m2 - mean * mean).clamp_min(0);
+  if (var.defined()) spread = spread + std::get<0>(q.stitch(var));
+  return {mean, spread.sqrt()};
+}
+
+template <int D, typename Large>
+void check_against_memory(Large& large, const qlty::Quilt<D>& q, int64_t C, bool with_var, double tol) {
+  const int64_t M = large.N_chunks();
+  std::vector<int64_t> shape{M, C};
+  for (int a = 0; a < D; ++a) shape.push_back(q.geometry().window()[a]);
+  torch::manual_seed(3);
+  auto p = torch::randn(shape);
+  auto var = with_var ? torch::rand(shape) : torch::Tensor();
+  for (int64_t i = 0; i < M; ++i) {
+    if (with_var) large.stitch(p[i], i, var[i]);
+    else large.stitch(p[i].unsqueeze(0), i);
+  }
+  auto [mean, sd] = large.return_mean(true);
+  const auto ref = reference<D>(q, p, var);
+  EXPECT_TRUE(torch::allclose(mean, ref.mean, 1e-5, 1e-5)) << (mean - ref.mean).abs().max();
+  EXPECT_TRUE(torch::allclose(sd, ref.std, tol, tol)) << (sd - ref.std).abs().max();
+  // The Zarr outputs hold the same values.
+  auto m = qlty::zarr::Array::open(large.prefix() + "_mean.zarr").read();
+  EXPECT_TRUE(torch::equal(m, mean));
+  auto s = qlty::zarr::Array::open(large.prefix() + "_std.zarr").read();
+  EXPECT_TRUE(torch::equal(s, sd));
+}
+
+TEST(LargeQuilt, Stitch2DEqualsTheInMemoryQuilt) {
+  TempDir dir;
+  qlty::LargeQuiltOptions o;
+  o.durable = false;
+  qlty::LargeNCYXQuilt large(dir / "a", 3, 37, 50, {12, 10}, {5, 4}, {2, 3}, 0.2, o);
+  qlty::NCYXQuilt q(37, 50, {12, 10}, {5, 4}, {2, 3}, 0.2);
+  EXPECT_EQ(large.N_chunks(), 3 * q.patches_per_image());
+  EXPECT_EQ(large.get_times(), q.get_times());
+  EXPECT_TRUE(torch::equal(large.border_tensor(), q.border_tensor()));
+  check_against_memory<2>(large, q, 3, false, 2e-3);
+}
+
+TEST(LargeQuilt, Stitch3DWithVariancesThroughATinyCache) {
+  TempDir dir;
+  qlty::LargeQuiltOptions o;
+  o.cache_bytes = 20 << 10;  // a few chunks: constant eviction and checkpoints
+  o.durable = false;
+  qlty::LargeNCZYXQuilt large(dir / "v", 2, 19, 17, 21, 8, {4, 5, 6}, 1, 0.5, o);
+  qlty::NCZYXQuilt q(19, 17, 21, 8, {4, 5, 6}, 1, 0.5);
+  check_against_memory<3>(large, q, 2, true, 2e-3);
+  EXPECT_GT(large.checkpoints(), 5);
+  EXPECT_LE(large.cached_bytes(), 20 << 10);
+}
+
+TEST(LargeQuilt, NormalizeDividesBySumOverChannels) {
+  TempDir dir;
+  qlty::LargeNCYXQuilt large(dir / "n", 1, 16, 16, 8, 4, 1, 0.1);
+  qlty::NCYXQuilt q(16, 16, 8, 4, 1, 0.1);
+  auto p = torch::rand({large.N_chunks(), 3, 8, 8}) + 0.1;
+  for (int64_t i = 0; i < large.N_chunks(); ++i) large.stitch(p[i], i);
+  auto [mean, sd] = large.return_mean(false, true);
+  EXPECT_FALSE(sd.defined());
+  auto ref = std::get<0>(q.stitch(p));
+  EXPECT_TRUE(torch::allclose(mean, ref / ref.sum(1, true), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(mean.sum(1), torch::ones({1, 16, 16}), 1e-5, 1e-5));
+}
+
+TEST(LargeQuilt, UnstitchFromTensorsAndZarrArrays) {
+  TempDir dir;
+  qlty::LargeNCYXQuilt large(dir / "u", 2, 20, 24, 8, 6, 1, 0.1);
+  qlty::NCYXQuilt q(20, 24, 8, 6, 1, 0.1);
+  auto x = torch::randn({2, 3, 20, 24});
+  auto ref = q.unstitch(x);
+  qlty::zarr::ArrayOptions ao({2, 3, 20, 24}, {1, 3, 7, 7});
+  auto arr = qlty::zarr::Array::create(dir / "x.zarr", ao);
+  arr.write({0, 0, 0, 0}, x);
+  for (int64_t i = 0; i < large.N_chunks(); ++i) {
+    auto [idx, patch] = large.unstitch_next(x);
+    ASSERT_EQ(idx, i);
+    ASSERT_TRUE(torch::equal(patch, ref[i]));
+    ASSERT_TRUE(torch::equal(large.unstitch(arr, i), ref[i]));
+  }
+  EXPECT_EQ(large.unstitch_next(x).first, 0);  // wraps around
+}
+
+TEST(LargeQuilt, CleanSparseDataPairKeepsLabelledWindows) {
+  TempDir dir;
+  qlty::LargeNCYXQuilt large(dir / "s", 2, 32, 32, 8, 8, 2, 0.1);
+  auto x = torch::randn({2, 1, 32, 32});
+  auto y = torch::full({2, 32, 32}, -1.0);
+  y.index_put_({0, Slice(10, 12), Slice(10, 12)}, 1.0);  // inside window (1,1)'s interior only
+  auto [xk, yk] = large.unstitch_and_clean_sparse_data_pair(x, y, -1);
+  ASSERT_EQ(xk.size(0), 1);
+  EXPECT_TRUE(torch::equal(xk[0], x[0].index({Slice(), Slice(8, 16), Slice(8, 16)})));
+}
+
+TEST(LargeQuilt, ResumeAfterACleanStopAndRefuseOtherParameters) {
+  TempDir dir;
+  qlty::LargeQuiltOptions o;
+  o.durable = false;
+  qlty::NCYXQuilt q(30, 30, 10, 5, 2, 0.1);
+  const int64_t M = q.patches_per_image() * 2;
+  torch::manual_seed(5);
+  auto p = torch::randn({M, 2, 10, 10});
+  {
+    qlty::LargeNCYXQuilt a(dir / "r", 2, 30, 30, 10, 5, 2, 0.1, o);
+    for (int64_t i = 0; i < M; i += 2) a.stitch(p[i], i);
+  }  // the destructor checkpoints
+  qlty::LargeNCYXQuilt b(dir / "r", 2, 30, 30, 10, 5, 2, 0.1, o);
+  const auto missing = b.missing_indices();
+  ASSERT_EQ(static_cast<int64_t>(missing.size()), M / 2);
+  for (auto i : missing) {
+    ASSERT_EQ(i % 2, 1);
+    b.stitch(p[i], i);
+  }
+  EXPECT_TRUE(b.missing_indices().empty());
+  auto [mean, sd] = b.return_mean();
+  EXPECT_TRUE(torch::allclose(mean, std::get<0>(q.stitch(p)), 1e-5, 1e-5));
+  try {
+    qlty::LargeNCYXQuilt c(dir / "r", 2, 30, 30, 10, 4, 2, 0.1, o);
+    ADD_FAILURE() << "other parameters were accepted";
+  } catch (const qlty::Error& e) {
+    EXPECT_EQ(e.tag(), "checkpoint");
+    EXPECT_NE(std::string(e.what()).find("other parameters"), std::string::npos) << e.what();
+  }
+}
+
+TEST(LargeQuilt, BadInputIsAClearErrorAndKeepsTheCheckpoint) {
+  TempDir dir;
+  qlty::LargeQuiltOptions o;
+  o.durable = false;
+  qlty::LargeNCYXQuilt a(dir / "b", 1, 16, 16, 8, 4, 1, 0.1, o);
+  a.stitch(torch::ones({2, 8, 8}), 0);
+  using qlty_test::expect_error;
+  expect_error<c10::IndexError>([&] { a.stitch(torch::ones({2, 8, 8}), a.N_chunks()); }, {"index must be in [0, 9)", "got 9"});
+  expect_error<c10::IndexError>([&] { a.stitch(torch::ones({2, 8, 8}), -1); }, {"index must be in"});
+  expect_error<c10::ValueError>([&] { a.stitch(torch::ones({2, 8, 7}), 1); }, {"must have shape (C, [8, 8])"});
+  expect_error<c10::ValueError>([&] { a.stitch(torch::ones({3, 8, 8}), 1); }, {"has 3 channels, but 2"});
+  expect_error<c10::ValueError>([&] { a.stitch(torch::ones({2, 8, 8}), 0); }, {"index 0 was already stitched"});
+  expect_error<c10::ValueError>([&] { a.stitch(torch::ones({2, 2, 8, 8}), 1); }, {"leading axis must have size 1"});
+  expect_error<c10::TypeError>([&] { a.stitch(torch::ones({2, 8, 8}, torch::kInt), 1); }, {"floating point"});
+  expect_error<c10::ValueError>([&] { a.stitch(torch::ones({2, 8, 8}), 1, torch::ones({2, 8, 7})); }, {"patch_var"});
+  a.checkpoint();
+  // A prefix that cannot be written: its folder is a file.
+  qlty::detail::atomic_write(dir / "file", "x", false);
+  try {
+    qlty::LargeNCYXQuilt bad(dir / "file/sub", 1, 16, 16, 8, 4, 1, 0.1, o);
+    ADD_FAILURE() << "a prefix under a file was accepted";
+  } catch (const qlty::Error& e) {
+    EXPECT_EQ(e.tag(), "io") << e.what();
+  }
+  // allow_restitch adds twice.
+  qlty::LargeQuiltOptions twice = o;
+  twice.allow_restitch = true;
+  qlty::LargeNCYXQuilt t(dir / "t", 1, 8, 8, 8, 4, 0, 1.0, twice);
+  t.stitch(torch::ones({1, 8, 8}), 0);
+  t.stitch(torch::ones({1, 8, 8}), 0);
+  EXPECT_TRUE(torch::equal(std::get<0>(t.return_mean()), torch::ones({1, 1, 8, 8})));
+}
+
+TEST(LargeQuilt, JournalRoundTripAndDamage) {
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> e{{"sum/0.0.0.0", {1, 2, 3}}, {"stitched", {0, 1}}};
+  auto j = qlty::detail::journal_encode(e);
+  auto back = qlty::detail::journal_decode(j);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(*back, e);
+  for (size_t cut = 0; cut < j.size(); ++cut)
+    EXPECT_FALSE(qlty::detail::journal_decode(std::vector<uint8_t>(j.begin(), j.begin() + cut)).has_value());
+  j[12] ^= 1;
+  EXPECT_FALSE(qlty::detail::journal_decode(j).has_value());
+}
+
+#ifdef QLTY_LARGE_WORKER
+int run_worker(const std::string& prefix, int kill_after_ms) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl(QLTY_LARGE_WORKER, QLTY_LARGE_WORKER, prefix.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  if (kill_after_ms >= 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(kill_after_ms));
+    ::kill(pid, SIGKILL);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+TEST(LargeQuilt, KillNineAtRandomPointsThenResumeGivesIdenticalBytes) {
+  TempDir dir;
+  ASSERT_EQ(run_worker(dir / "clean", -1), 0);
+  std::mt19937 rng(11);
+  int kills = 0, rounds = 0;
+  while (true) {
+    const int rc = run_worker(dir / "killed", std::uniform_int_distribution<int>(850, 1800)(rng));
+    ++rounds;
+    if (rc == 0) break;
+    ASSERT_EQ(rc, -SIGKILL) << "the worker failed on its own";
+    ++kills;
+    ASSERT_LT(rounds, 80) << "the run never finished";
+  }
+  RecordProperty("kills", kills);
+  EXPECT_GE(kills, 3);
+  for (const char* out : {"_mean.zarr", "_std.zarr"}) {
+    auto a = qlty::zarr::Array::open(dir / (std::string("clean") + out)).read();
+    auto b = qlty::zarr::Array::open(dir / (std::string("killed") + out)).read();
+    EXPECT_TRUE(torch::equal(a, b)) << out << " differs after " << kills << " kills: " << (a - b).abs().max();
+  }
+  // The accumulators too, chunk file by chunk file.
+  for (const char* arr : {"sum", "sum_sq", "weight"}) {
+    auto a = qlty::zarr::Array::open(dir / (std::string("clean_acc.zarr/") + arr)).read();
+    auto b = qlty::zarr::Array::open(dir / (std::string("killed_acc.zarr/") + arr)).read();
+    EXPECT_TRUE(torch::equal(a, b)) << arr;
+  }
+  EXPECT_FALSE(qlty::detail::path_exists(dir / "killed_acc.zarr/journal"));
+}
+#endif
+
+}  // namespace
