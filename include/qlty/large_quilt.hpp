@@ -9,10 +9,12 @@
 ///   `journal` exists only while a checkpoint is being applied.
 /// - `P_mean.zarr`, `P_std.zarr`: what return_mean computes, (N, C, *S) float32.
 ///
-/// A checkpoint writes the new contents of every changed chunk and the list of stitched patches to one journal
-/// file (with a checksum), then renames each chunk into place, then removes the journal. Opening a prefix applies
-/// a complete journal again (full contents: idempotent) and ignores an incomplete one, so after a crash the
-/// arrays hold exactly the patches listed as stitched. See shared/design/out-of-core.md.
+/// A checkpoint writes the new contents of every changed chunk, and the list of stitched patches, to hidden
+/// staging files next to their targets; then a journal naming every (staged, target) pair, with a checksum; then
+/// renames each staged file over its target; then removes the journal. Opening a prefix finishes the renames of
+/// a complete journal (a staged file that is gone was renamed already: idempotent) and deletes staged files
+/// that no complete journal names, so after a crash the arrays hold exactly the patches listed as stitched.
+/// This is the redo journal of shared/design/out-of-core.md with the chunk data written once, not twice.
 
 #include <qlty/detail/fs.hpp>
 #include <qlty/error.hpp>
@@ -41,6 +43,7 @@ struct LargeQuiltOptions {
   double checkpoint_seconds = 60.0;          ///< seconds between checkpoints (0: by count only)
   bool allow_restitch = false;               ///< stitching an index twice adds it twice (else an error)
   bool durable = true;                       ///< flush checkpoints to the device (survive power loss, not only crashes)
+  std::vector<zarr::Codec> output_codecs = {};  ///< codecs of prefix_mean/std.zarr (float predictions rarely compress)
 };
 
 namespace detail {
@@ -128,10 +131,27 @@ class LargeQuilt {
     const auto bt = geom_.border_tensor();
     const double bw = std::max(border_weight, 1e-8);
     weight_ = (bt * (1.0 - bw) + bw).to(torch::kFloat32);
+    // Chunks a whole number of steps long and at least a window, so a window touches at most 2 chunks per axis;
+    // grown by whole windows' worth of steps (last axis first) to about kChunkTarget bytes per channel, so
+    // small windows do not make thousands of tiny files.
+    std::array<int64_t, D> unit{};
     for (int a = 0; a < D; ++a) {
-      // Chunks a whole number of steps long, at least a window: a window touches at most 2 chunks per axis.
       const int64_t s = geom_.step()[a], w = geom_.window()[a];
-      chunk_[a] = std::min(S[a], (w + s - 1) / s * s);
+      unit[a] = (w + s - 1) / s * s;
+      chunk_[a] = std::min(S[a], unit[a]);
+    }
+    auto bytes = [&] {
+      int64_t b = 4;
+      for (auto c : chunk_) b *= c;
+      return b;
+    };
+    for (bool grew = true; grew && bytes() < kChunkTarget;) {
+      grew = false;
+      for (int a = D - 1; a >= 0 && bytes() < kChunkTarget; --a)
+        if (chunk_[a] < S[a]) {
+          chunk_[a] = std::min(S[a], chunk_[a] + unit[a]);
+          grew = true;
+        }
     }
     stitched_.assign(static_cast<size_t>(N_chunks()), 0);
     open_or_create();
@@ -209,25 +229,57 @@ class LargeQuilt {
                       " were stitched before under ", prefix_);
     TORCH_CHECK_VALUE(opt_.allow_restitch || !stitched_[index], name(), ".stitch: index ", index,
                       " was already stitched (pass allow_restitch to add it again)");
-    const auto wp = p * weight_;
-    const auto wp2 = wp * p;
-    const auto wv = v ? std::optional<torch::Tensor>(*v * weight_) : std::nullopt;
     const auto o = origin(index);
+    const int64_t C = C_;
+    std::array<int64_t, 3> wd{1, 1, 1}, cd{1, 1, 1};  // window and chunk extents, 3D (2D: leading 1)
+    for (int a = 0; a < D; ++a) {
+      wd[3 - D + a] = geom_.window()[a];
+      cd[3 - D + a] = chunk_[a];
+    }
+    const int64_t wn = wd[0] * wd[1] * wd[2], cn = cd[0] * cd[1] * cd[2];
+    const float* P = p.data_ptr<float>();
+    const float* V = v ? v->data_ptr<float>() : nullptr;
+    const float* Wt = weight_.data_ptr<float>();
     for_chunks(o, [&](const std::array<int64_t, D>& cidx, const std::array<int64_t, D>& lo,
                       const std::array<int64_t, D>& hi) {
-      // [lo, hi) in image coordinates: in the chunk at lo - chunk origin, in the window at lo - window origin.
-      auto in_chunk = [&](torch::Tensor t, int first) {
-        for (int a = 0; a < D; ++a) t = t.narrow(first + a, lo[a] - cidx[a] * chunk_[a], hi[a] - lo[a]);
-        return t;
-      };
-      auto in_window = [&](torch::Tensor t, int first) {
-        for (int a = 0; a < D; ++a) t = t.narrow(first + a, lo[a] - o[1 + a], hi[a] - lo[a]);
-        return t;
-      };
-      in_chunk(chunk(kSum, o[0], cidx), 1).add_(in_window(wp, 1));
-      in_chunk(chunk(kSumSq, o[0], cidx), 1).add_(in_window(wp2, 1));
-      if (wv) in_chunk(chunk(kVarSum, o[0], cidx), 1).add_(in_window(*wv, 1));
-      in_chunk(chunk(kWeight, o[0], cidx), 0).add_(in_window(weight_, 0));
+      // One pass over the overlap of window and chunk: sum += w p, sum_sq += (w p) p, var_sum += w var,
+      // weight += w; the same float operations, in the same order, as the in-memory quilt's stitch.
+      float* S = static_cast<float*>(chunk(kSum, o[0], cidx).data_ptr());
+      float* Q = static_cast<float*>(chunk(kSumSq, o[0], cidx).data_ptr());
+      float* R = V ? static_cast<float*>(chunk(kVarSum, o[0], cidx).data_ptr()) : nullptr;
+      float* Wc = static_cast<float*>(chunk(kWeight, o[0], cidx).data_ptr());
+      std::array<int64_t, 3> l{0, 0, 0}, h{1, 1, 1}, wo{0, 0, 0}, co{0, 0, 0};
+      for (int a = 0; a < D; ++a) {
+        l[3 - D + a] = lo[a];
+        h[3 - D + a] = hi[a];
+        wo[3 - D + a] = o[1 + a];
+        co[3 - D + a] = cidx[a] * chunk_[a];
+      }
+      const int64_t L = h[2] - l[2];
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t z = l[0]; z < h[0]; ++z)
+          for (int64_t y = l[1]; y < h[1]; ++y) {
+            const int64_t pw = ((z - wo[0]) * wd[1] + (y - wo[1])) * wd[2] + (l[2] - wo[2]);
+            const int64_t pc = ((z - co[0]) * cd[1] + (y - co[1])) * cd[2] + (l[2] - co[2]);
+            const float* w = Wt + pw;
+            const float* x = P + c * wn + pw;
+            float* s = S + c * cn + pc;
+            float* q = Q + c * cn + pc;
+            for (int64_t i = 0; i < L; ++i) {
+              const float wx = w[i] * x[i];
+              s[i] += wx;
+              q[i] += wx * x[i];
+            }
+            if (R) {
+              const float* vv = V + c * wn + pw;
+              float* r = R + c * cn + pc;
+              for (int64_t i = 0; i < L; ++i) r[i] += w[i] * vv[i];
+            }
+            if (c == 0) {
+              float* ww = Wc + pc;
+              for (int64_t i = 0; i < L; ++i) ww[i] += w[i];
+            }
+          }
     });
     stitched_[index] = 1;
     ++since_checkpoint_;
@@ -236,8 +288,10 @@ class LargeQuilt {
 
   /// @brief Mean of the stitched predictions (N, C, *S), written to `prefix_mean.zarr`; with `std`, also their
   /// standard deviation (semantics.md), written to `prefix_std.zarr` (else the second tensor is undefined).
-  /// `normalize` divides both by the mean's sum over channels. Takes a checkpoint first.
-  std::tuple<torch::Tensor, torch::Tensor> return_mean(bool std = false, bool normalize = false) {
+  /// `normalize` divides both by the mean's sum over channels. Takes a checkpoint first. With `in_memory` false
+  /// the results go only to the Zarr arrays (memory stays bounded) and both tensors are undefined.
+  std::tuple<torch::Tensor, torch::Tensor> return_mean(bool std = false, bool normalize = false,
+                                                       bool in_memory = true) {
     TORCH_CHECK_VALUE(has_arrays(), name(), ".return_mean: nothing was stitched under ", prefix_);
     checkpoint();
     std::vector<int64_t> full{N_, C_}, chunks{1, C_};
@@ -247,14 +301,16 @@ class LargeQuilt {
     }
     auto make = [&](const std::string& path) {
       zarr::ArrayOptions o(full, chunks, zarr::DataType::Float32);
+      o.codecs = opt_.output_codecs;
       o.overwrite = true;
       return zarr::Array::create(path, o);
     };
     auto mean_arr = make(prefix_ + "_mean.zarr");
     std::optional<zarr::Array> std_arr;
     if (std) std_arr = make(prefix_ + "_std.zarr");
-    auto mean_out = torch::zeros(full, torch::kFloat32);
-    auto std_out = std ? torch::zeros(full, torch::kFloat32) : torch::Tensor();
+    const auto f32 = torch::TensorOptions().dtype(torch::kFloat32);  // every pixel is written below
+    auto mean_out = in_memory ? detail::empty_output(full, f32) : torch::Tensor();
+    auto std_out = std && in_memory ? detail::empty_output(full, f32) : torch::Tensor();
     const auto grid = chunk_grid();
     int64_t per_image = 1;
     for (auto g : grid) per_image *= g;
@@ -291,6 +347,7 @@ class LargeQuilt {
           sd.masked_fill_((w == 0).expand_as(sd), 0.0);
           std_arr->write_chunk(chunk_index, sd.unsqueeze(0));
         }
+        if (!in_memory) continue;
         // The in-image part of the chunk into the returned tensors.
         torch::Tensor dst_m = mean_out[n], dst_s = std ? std_out[n] : torch::Tensor(), src_m = mean, src_s = sd;
         for (int a = 0; a < D; ++a) {
@@ -343,20 +400,36 @@ class LargeQuilt {
   /// @brief Makes everything stitched so far durable, atomically (see the file comment).
   void checkpoint() {
     if (!has_arrays() || (since_checkpoint_ == 0 && dirty_count_ == 0)) return;
-    std::vector<std::pair<std::string, std::vector<uint8_t>>> entries;
-    std::vector<Entry*> written;
-    for (auto& [key, e] : cache_) {
-      if (!e.dirty) continue;
-      auto& arr = *arrays_[e.array];
-      entries.emplace_back(array_names()[e.array] + "/" + arr.metadata().chunk_key(e.index.data()),
-                           arr.encode_chunk(e.data));
-      written.push_back(&e);
+    std::vector<Entry*> dirty;
+    for (auto& [key, e] : cache_)
+      if (e.dirty) dirty.push_back(&e);
+    // Stage every file (in parallel: encoding and writing chunks are independent).
+    std::vector<std::pair<std::string, std::vector<uint8_t>>> renames(dirty.size() + 1);  // target -> staged
+    const std::string tag = ".ckpt." + std::to_string(::getpid()) + "." + std::to_string(checkpoints_) + ".tmp";
+    auto stage = [&](const std::string& rel, const void* data, size_t n, size_t k) {
+      const std::string staged = detail::join_path(detail::parent_path(rel), "." + detail::base_name(rel) + tag);
+      detail::write_new_file(acc_path(staged), data, n, false);
+      renames[k] = {rel, std::vector<uint8_t>(staged.begin(), staged.end())};
+    };
+    try {
+      at::parallel_for(0, static_cast<int64_t>(dirty.size()), 1, [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; ++k) {
+          const auto& arr = *arrays_[dirty[k]->array];
+          const auto bytes = arr.encode_chunk(dirty[k]->data);
+          stage(array_names()[dirty[k]->array] + "/" + arr.metadata().chunk_key(dirty[k]->index.data()), bytes.data(),
+                bytes.size(), static_cast<size_t>(k));
+        }
+      });
+      stage("stitched", stitched_.data(), stitched_.size(), dirty.size());
+      if (opt_.durable) detail::sync_filesystem(acc_path());
+      const auto journal = detail::journal_encode(renames);
+      detail::atomic_write(acc_path("journal"), journal.data(), journal.size(), opt_.durable);
+    } catch (...) {
+      remove_staged();  // the last checkpoint stays as it was
+      throw;
     }
-    entries.emplace_back("stitched", std::vector<uint8_t>(stitched_.begin(), stitched_.end()));
-    const auto journal = detail::journal_encode(entries);
-    detail::atomic_write(acc_path("journal"), journal.data(), journal.size(), opt_.durable);
-    apply(entries);
-    for (auto* e : written) e->dirty = false;
+    apply(renames);
+    for (auto* e : dirty) e->dirty = false;
     dirty_count_ = 0;
     since_checkpoint_ = 0;
     last_checkpoint_ = std::chrono::steady_clock::now();
@@ -369,6 +442,7 @@ class LargeQuilt {
   int64_t cached_bytes() const { return cached_bytes_; }
 
  private:
+  static constexpr int64_t kChunkTarget = int64_t(512) << 10;
   enum ArrayId { kSum = 0, kSumSq = 1, kVarSum = 2, kWeight = 3 };
   static const std::array<std::string, 4>& array_names() {
     static const std::array<std::string, 4> n{"sum", "sum_sq", "var_sum", "weight"};
@@ -425,19 +499,36 @@ class LargeQuilt {
     }
   }
 
-  /// Applies a complete journal left by a crash; drops an incomplete one.
+  /// Finishes a complete journal left by a crash; removes staged files no complete journal names.
   void recover() {
-    auto j = detail::read_file(acc_path("journal"), 1ull << 40, "journal");
-    if (!j) return;
-    if (auto entries = detail::journal_decode(*j)) apply(*entries);
-    else ::unlink(acc_path("journal").c_str());
+    if (auto j = detail::read_file(acc_path("journal"), 1ull << 40, "journal")) {
+      if (auto entries = detail::journal_decode(*j)) apply(*entries);
+      else ::unlink(acc_path("journal").c_str());
+    }
+    remove_staged();
   }
 
-  void apply(const std::vector<std::pair<std::string, std::vector<uint8_t>>>& entries) {
-    for (const auto& [rel, bytes] : entries) detail::atomic_write(acc_path(rel), bytes.data(), bytes.size(), false);
+  /// Renames each staged file over its target (skipping those already renamed), then drops the journal.
+  void apply(const std::vector<std::pair<std::string, std::vector<uint8_t>>>& renames) {
+    for (const auto& [target, staged_bytes] : renames) {
+      const std::string staged = acc_path(std::string(staged_bytes.begin(), staged_bytes.end()));
+      if (::rename(staged.c_str(), acc_path(target).c_str()) != 0 && errno != ENOENT)
+        detail::throw_io("rename", staged, errno);
+    }
     if (opt_.durable) detail::sync_filesystem(acc_path());
     if (::unlink(acc_path("journal").c_str()) != 0 && errno != ENOENT) detail::throw_io("unlink", acc_path("journal"), errno);
     if (opt_.durable) detail::fsync_dir(acc_path());
+  }
+
+  /// Deletes staged checkpoint files (names containing ".ckpt.") under the accumulator folder.
+  void remove_staged() const {
+    std::vector<std::string> dirs{acc_path()};
+    for (const auto& n : array_names()) dirs.push_back(acc_path(n));
+    for (const auto& d : dirs) {
+      if (!detail::is_directory(d)) continue;
+      for (const auto& f : detail::list_dir(d))
+        if (f[0] == '.' && f.find(".ckpt.") != std::string::npos) ::unlink(detail::join_path(d, f).c_str());
+    }
   }
 
   void create_arrays(int64_t C) {
@@ -478,7 +569,7 @@ class LargeQuilt {
     TORCH_CHECK_VALUE(ok, name(), ".stitch: ", what, " must have shape (C, ",
                       c10::IntArrayRef(geom_.window().data(), D), ") or (1, C, ...), got ", t.sizes());
     TORCH_CHECK_TYPE(p.is_floating_point(), name(), ".stitch: ", what, " must be floating point, got ", p.scalar_type());
-    return p.to(torch::kCPU, torch::kFloat32);
+    return p.to(torch::kCPU, torch::kFloat32).contiguous();
   }
 
   /// (image, start per axis) of window `index`.
@@ -577,8 +668,8 @@ class LargeQuilt {
                              opt_.checkpoint_seconds;
     const bool full = cached_bytes_ > opt_.cache_bytes;
     if (by_count || by_time || full) checkpoint();
-    if (full) {  // evict the least recently used chunks (all clean now) down to 3/4 of the limit
-      while (cached_bytes_ > opt_.cache_bytes * 3 / 4 && !lru_.empty()) {
+    if (full) {  // evict the least recently used chunks (all clean now) down to half the limit
+      while (cached_bytes_ > opt_.cache_bytes / 2 && !lru_.empty()) {
         const uint64_t k = lru_.back();
         lru_.pop_back();
         auto it = cache_.find(k);

@@ -153,6 +153,38 @@ inline void fsync_dir(const std::string& dir) {
   if (rc != 0 && err != EINVAL) throw_io("fsync", dir, err);
 }
 
+/// Writes `data` to a new file `path` (which must not exist), creating its folder if needed; with `durable`, fsyncs
+/// it. On failure the partial file is removed.
+inline void write_new_file(const std::string& path, const void* data, size_t size, bool durable) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  if (fd < 0 && errno == ENOENT) {
+    make_dirs(parent_path(path));
+    fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  }
+  if (fd < 0) throw_io("create", path, errno);
+  auto fail = [&](const char* what, int err) {
+    ::close(fd);
+    ::unlink(path.c_str());
+    throw_io(what, path, err);
+  };
+  const auto* p = static_cast<const uint8_t*>(data);
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t w = ::write(fd, p + done, size - done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      fail("write", errno);
+    }
+    done += static_cast<size_t>(w);
+  }
+  if (durable && ::fsync(fd) != 0) fail("fsync", errno);
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(path.c_str());
+    throw_io("close", path, err);
+  }
+}
+
 /// Writes `data` to a temporary file in the same folder and renames it over `path`: a reader sees the old file
 /// or the new one, never a part. With `durable`, the file and its folder are fsynced before returning. On any
 /// failure the temporary file is removed and `path` is untouched.
