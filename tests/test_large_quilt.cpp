@@ -83,8 +83,26 @@ TEST(LargeQuilt, Stitch3DWithVariancesThroughATinyCache) {
   qlty::LargeNCZYXQuilt large(dir / "v", 2, 19, 17, 21, 8, {4, 5, 6}, 1, 0.5, o);
   qlty::NCZYXQuilt q(19, 17, 21, 8, {4, 5, 6}, 1, 0.5);
   check_against_memory<3>(large, q, 2, true, 2e-3);
-  EXPECT_GT(large.checkpoints(), 5);
+  EXPECT_GT(large.spills(), 5);  // changed chunks went to staged files and came back
   EXPECT_LE(large.cached_bytes(), 20 << 10);
+}
+
+TEST(LargeQuilt, WithoutStdOnlySumAndWeightAreKept) {
+  TempDir dir;
+  qlty::LargeQuiltOptions o;
+  o.track_std = false;
+  o.durable = false;
+  o.cache_bytes = 8 << 10;
+  qlty::LargeNCYXQuilt large(dir / "m", 2, 24, 30, 8, 5, 1, 0.3, o);
+  qlty::NCYXQuilt q(24, 30, 8, 5, 1, 0.3);
+  auto p = torch::randn({large.N_chunks(), 2, 8, 8});
+  qlty_test::expect_error<c10::ValueError>([&] { large.stitch(p[0], 0, p[0]); }, {"patch_var needs track_std"});
+  for (int64_t i = 0; i < large.N_chunks(); ++i) large.stitch(p[i], i);
+  qlty_test::expect_error<c10::ValueError>([&] { large.return_mean(true); }, {"std needs track_std"});
+  EXPECT_TRUE(torch::allclose(std::get<0>(large.return_mean()), std::get<0>(q.stitch(p)), 1e-5, 1e-5));
+  EXPECT_FALSE(qlty::detail::path_exists(dir / "m_acc.zarr/sum_sq"));
+  // Nothing staged is left behind after a checkpoint.
+  for (const auto& f : qlty::detail::list_dir(dir / "m_acc.zarr/sum")) EXPECT_EQ(f.find(".ckpt."), std::string::npos) << f;
 }
 
 TEST(LargeQuilt, NormalizeDividesBySumOverChannels) {

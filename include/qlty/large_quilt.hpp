@@ -42,6 +42,7 @@ struct LargeQuiltOptions {
   int64_t checkpoint_every = 0;              ///< patches between checkpoints (0: by time only)
   double checkpoint_seconds = 60.0;          ///< seconds between checkpoints (0: by count only)
   bool allow_restitch = false;               ///< stitching an index twice adds it twice (else an error)
+  bool track_std = true;                     ///< keep sum of squares and variances, for return_mean(std = true)
   bool durable = true;                       ///< flush checkpoints to the device (survive power loss, not only crashes)
   std::vector<zarr::Codec> output_codecs = {};  ///< codecs of prefix_mean/std.zarr (float predictions rarely compress)
 };
@@ -131,13 +132,14 @@ class LargeQuilt {
     const auto bt = geom_.border_tensor();
     const double bw = std::max(border_weight, 1e-8);
     weight_ = (bt * (1.0 - bw) + bw).to(torch::kFloat32);
-    // Chunks a whole number of steps long and at least a window, so a window touches at most 2 chunks per axis;
-    // grown by whole windows' worth of steps (last axis first) to about kChunkTarget bytes per channel, so
-    // small windows do not make thousands of tiny files.
+    // Chunks a whole number of steps long, so a window touches at most ceil(window / step) + 1 per axis, grown
+    // by whole steps (last axis first) to about kChunkTarget bytes per channel: small windows do not make
+    // thousands of tiny files, and a row of windows still fits a modest cache.
     std::array<int64_t, D> unit{};
     for (int a = 0; a < D; ++a) {
       const int64_t s = geom_.step()[a], w = geom_.window()[a];
-      unit[a] = (w + s - 1) / s * s;
+      unit[a] = std::max<int64_t>(s, 1);
+      (void)w;
       chunk_[a] = std::min(S[a], unit[a]);
     }
     auto bytes = [&] {
@@ -219,6 +221,7 @@ class LargeQuilt {
     check_index(index, "stitch");
     const torch::Tensor p = squeeze_patch(patch, "patch");
     std::optional<torch::Tensor> v;
+    TORCH_CHECK_VALUE(!patch_var || opt_.track_std, name(), ".stitch: patch_var needs track_std (it only enters the std)");
     if (patch_var) {
       v = squeeze_patch(*patch_var, "patch_var");
       TORCH_CHECK_VALUE(v->sizes() == p.sizes(), name(), ".stitch: patch_var must have the patch's shape ", p.sizes(),
@@ -245,7 +248,7 @@ class LargeQuilt {
       // One pass over the overlap of window and chunk: sum += w p, sum_sq += (w p) p, var_sum += w var,
       // weight += w; the same float operations, in the same order, as the in-memory quilt's stitch.
       float* S = static_cast<float*>(chunk(kSum, o[0], cidx).data_ptr());
-      float* Q = static_cast<float*>(chunk(kSumSq, o[0], cidx).data_ptr());
+      float* Q = opt_.track_std ? static_cast<float*>(chunk(kSumSq, o[0], cidx).data_ptr()) : nullptr;
       float* R = V ? static_cast<float*>(chunk(kVarSum, o[0], cidx).data_ptr()) : nullptr;
       float* Wc = static_cast<float*>(chunk(kWeight, o[0], cidx).data_ptr());
       std::array<int64_t, 3> l{0, 0, 0}, h{1, 1, 1}, wo{0, 0, 0}, co{0, 0, 0};
@@ -264,11 +267,15 @@ class LargeQuilt {
             const float* w = Wt + pw;
             const float* x = P + c * wn + pw;
             float* s = S + c * cn + pc;
-            float* q = Q + c * cn + pc;
-            for (int64_t i = 0; i < L; ++i) {
-              const float wx = w[i] * x[i];
-              s[i] += wx;
-              q[i] += wx * x[i];
+            if (Q) {
+              float* q = Q + c * cn + pc;
+              for (int64_t i = 0; i < L; ++i) {
+                const float wx = w[i] * x[i];
+                s[i] += wx;
+                q[i] += wx * x[i];
+              }
+            } else {
+              for (int64_t i = 0; i < L; ++i) s[i] += w[i] * x[i];
             }
             if (R) {
               const float* vv = V + c * wn + pw;
@@ -293,6 +300,7 @@ class LargeQuilt {
   std::tuple<torch::Tensor, torch::Tensor> return_mean(bool std = false, bool normalize = false,
                                                        bool in_memory = true) {
     TORCH_CHECK_VALUE(has_arrays(), name(), ".return_mean: nothing was stitched under ", prefix_);
+    TORCH_CHECK_VALUE(!std || opt_.track_std, name(), ".return_mean: std needs track_std = true");
     checkpoint();
     std::vector<int64_t> full{N_, C_}, chunks{1, C_};
     for (int a = 0; a < D; ++a) {
@@ -399,37 +407,46 @@ class LargeQuilt {
 
   /// @brief Makes everything stitched so far durable, atomically (see the file comment).
   void checkpoint() {
-    if (!has_arrays() || (since_checkpoint_ == 0 && dirty_count_ == 0)) return;
-    std::vector<Entry*> dirty;
+    if (!has_arrays() || (since_checkpoint_ == 0 && dirty_count_ == 0 && spilled_.empty())) return;
+    std::vector<std::pair<uint64_t, Entry*>> dirty;
     for (auto& [key, e] : cache_)
-      if (e.dirty) dirty.push_back(&e);
-    // Stage every file (in parallel: encoding and writing chunks are independent).
+      if (e.dirty) dirty.emplace_back(key, &e);
+    // Stage the dirty chunks (in parallel: encoding and writing chunks are independent); chunks spilled since
+    // the last checkpoint are staged already.
     std::vector<std::pair<std::string, std::vector<uint8_t>>> renames(dirty.size() + 1);  // target -> staged
-    const std::string tag = ".ckpt." + std::to_string(::getpid()) + "." + std::to_string(checkpoints_) + ".tmp";
-    auto stage = [&](const std::string& rel, const void* data, size_t n, size_t k) {
-      const std::string staged = detail::join_path(detail::parent_path(rel), "." + detail::base_name(rel) + tag);
-      detail::write_new_file(acc_path(staged), data, n, false);
-      renames[k] = {rel, std::vector<uint8_t>(staged.begin(), staged.end())};
-    };
+    const uint64_t seq0 = seq_;
+    seq_ += dirty.size() + 1;
     try {
       at::parallel_for(0, static_cast<int64_t>(dirty.size()), 1, [&](int64_t b, int64_t e) {
         for (int64_t k = b; k < e; ++k) {
-          const auto& arr = *arrays_[dirty[k]->array];
-          const auto bytes = arr.encode_chunk(dirty[k]->data);
-          stage(array_names()[dirty[k]->array] + "/" + arr.metadata().chunk_key(dirty[k]->index.data()), bytes.data(),
-                bytes.size(), static_cast<size_t>(k));
+          const auto staged = stage(*dirty[k].second, seq0 + static_cast<uint64_t>(k));
+          renames[k] = {target(*dirty[k].second), std::vector<uint8_t>(staged.begin(), staged.end())};
         }
       });
-      stage("stitched", stitched_.data(), stitched_.size(), dirty.size());
+      const std::string staged = "." + std::string("stitched") + ".ckpt." + std::to_string(::getpid()) + "." +
+                                 std::to_string(seq0 + dirty.size()) + ".tmp";
+      detail::write_new_file(acc_path(staged), stitched_.data(), stitched_.size(), false);
+      renames[dirty.size()] = {"stitched", std::vector<uint8_t>(staged.begin(), staged.end())};
+      for (auto& [key, sp] : spilled_) {
+        if (cache_.count(key) && cache_.at(key).dirty) {  // superseded by the version staged just now
+          ::unlink(acc_path(sp.second).c_str());
+          continue;
+        }
+        renames.emplace_back(sp.first, std::vector<uint8_t>(sp.second.begin(), sp.second.end()));
+      }
       if (opt_.durable) detail::sync_filesystem(acc_path());
       const auto journal = detail::journal_encode(renames);
       detail::atomic_write(acc_path("journal"), journal.data(), journal.size(), opt_.durable);
     } catch (...) {
-      remove_staged();  // the last checkpoint stays as it was
+      // The last checkpoint stays as it was; what was staged now is removed (spilled chunks stay staged).
+      for (size_t k = 0; k <= dirty.size() && k < renames.size(); ++k)
+        if (!renames[k].second.empty())
+          ::unlink(acc_path(std::string(renames[k].second.begin(), renames[k].second.end())).c_str());
       throw;
     }
     apply(renames);
-    for (auto* e : dirty) e->dirty = false;
+    spilled_.clear();
+    for (auto& d : dirty) d.second->dirty = false;
     dirty_count_ = 0;
     since_checkpoint_ = 0;
     last_checkpoint_ = std::chrono::steady_clock::now();
@@ -438,11 +455,13 @@ class LargeQuilt {
 
   /// @brief Checkpoints taken by this object.
   int64_t checkpoints() const { return checkpoints_; }
+  /// @brief Changed chunks written to staged files to make room in the cache.
+  int64_t spills() const { return spills_; }
   /// @brief Bytes of accumulator chunks now in memory.
   int64_t cached_bytes() const { return cached_bytes_; }
 
  private:
-  static constexpr int64_t kChunkTarget = int64_t(512) << 10;
+  static constexpr int64_t kChunkTarget = int64_t(256) << 10;
   enum ArrayId { kSum = 0, kSumSq = 1, kVarSum = 2, kWeight = 3 };
   static const std::array<std::string, 4>& array_names() {
     static const std::array<std::string, 4> n{"sum", "sum_sq", "var_sum", "weight"};
@@ -471,7 +490,8 @@ class LargeQuilt {
             {"step", v(geom_.step())},
             {"border", v(geom_.border())},
             {"border_weight", geom_.border_weight()},
-            {"chunks", v(chunk_)}};
+            {"chunks", v(chunk_)},
+            {"track_std", opt_.track_std}};
   }
 
   void open_or_create() {
@@ -541,6 +561,7 @@ class LargeQuilt {
       chunks.push_back(chunk_[a]);
     }
     for (int k = 0; k < 4; ++k) {
+      if (!opt_.track_std && (k == kSumSq || k == kVarSum)) continue;
       zarr::ArrayOptions o(shape, chunks, zarr::DataType::Float32);
       if (k == kWeight) {  // one weight per pixel and image: no channel axis
         o.shape.erase(o.shape.begin() + 1);
@@ -630,6 +651,22 @@ class LargeQuilt {
     return k * 4 + static_cast<uint64_t>(array);
   }
 
+  /// The chunk file of a cache entry, relative to the accumulator folder.
+  std::string target(const Entry& e) const {
+    return array_names()[e.array] + "/" + arrays_[e.array]->metadata().chunk_key(e.index.data());
+  }
+
+  /// Writes an entry's chunk to a new staged file next to its target; returns the staged path (relative).
+  std::string stage(const Entry& e, uint64_t seq) const {
+    const std::string rel = target(e);
+    const std::string staged = detail::join_path(detail::parent_path(rel), "." + detail::base_name(rel) + ".ckpt." +
+                                                                              std::to_string(::getpid()) + "." +
+                                                                              std::to_string(seq) + ".tmp");
+    const auto bytes = arrays_[e.array]->encode_chunk(e.data);
+    detail::write_new_file(acc_path(staged), bytes.data(), bytes.size(), false);
+    return staged;
+  }
+
   /// A cached chunk for writing (loaded or zero on first use), without the leading image axis.
   torch::Tensor chunk(int array, int64_t n, const std::array<int64_t, D>& cidx) {
     const uint64_t k = key(array, n, cidx);
@@ -638,7 +675,9 @@ class LargeQuilt {
       Entry e;
       e.array = array;
       e.index = full_index(array, n, cidx);
-      e.data = arrays_[array]->read_chunk(e.index);
+      const auto sp = spilled_.find(k);
+      e.data = sp != spilled_.end() ? arrays_[array]->read_chunk_file(acc_path(sp->second.second))
+                                    : arrays_[array]->read_chunk(e.index);
       cached_bytes_ += e.data.numel() * 4;
       lru_.push_front(k);
       e.lru = lru_.begin();
@@ -658,6 +697,8 @@ class LargeQuilt {
     if (!arrays_[array]) return torch::zeros_like(peek(kSum, n, cidx));
     const auto it = cache_.find(key(array, n, cidx));
     if (it != cache_.end()) return it->second.data[0];
+    const auto sp = spilled_.find(key(array, n, cidx));
+    if (sp != spilled_.end()) return arrays_[array]->read_chunk_file(acc_path(sp->second.second))[0];
     return arrays_[array]->read_chunk(full_index(array, n, cidx))[0];
   }
 
@@ -666,13 +707,23 @@ class LargeQuilt {
     const bool by_time = opt_.checkpoint_seconds > 0 &&
                          std::chrono::duration<double>(std::chrono::steady_clock::now() - last_checkpoint_).count() >=
                              opt_.checkpoint_seconds;
-    const bool full = cached_bytes_ > opt_.cache_bytes;
-    if (by_count || by_time || full) checkpoint();
-    if (full) {  // evict the least recently used chunks (all clean now) down to half the limit
-      while (cached_bytes_ > opt_.cache_bytes / 2 && !lru_.empty()) {
+    if (by_count || by_time) checkpoint();
+    if (cached_bytes_ > opt_.cache_bytes) {
+      // Evict the least recently used chunks down to 3/4 of the limit. A changed chunk goes to a staged file
+      // (the next checkpoint renames it into place; until then it is read back from there), so the arrays
+      // keep holding exactly the last checkpoint.
+      while (cached_bytes_ > opt_.cache_bytes * 3 / 4 && !lru_.empty()) {
         const uint64_t k = lru_.back();
         lru_.pop_back();
         auto it = cache_.find(k);
+        if (it->second.dirty) {
+          const std::string staged = stage(it->second, seq_++);
+          const auto old = spilled_.find(k);
+          if (old != spilled_.end()) ::unlink(acc_path(old->second.second).c_str());
+          spilled_[k] = {target(it->second), staged};
+          --dirty_count_;
+          ++spills_;
+        }
         cached_bytes_ -= it->second.data.numel() * 4;
         cache_.erase(it);
       }
@@ -690,7 +741,9 @@ class LargeQuilt {
   std::vector<uint8_t> stitched_;
   std::unordered_map<uint64_t, Entry> cache_;
   std::list<uint64_t> lru_;
-  int64_t cached_bytes_ = 0, dirty_count_ = 0, since_checkpoint_ = 0, checkpoints_ = 0;
+  int64_t cached_bytes_ = 0, dirty_count_ = 0, since_checkpoint_ = 0, checkpoints_ = 0, spills_ = 0;
+  uint64_t seq_ = 0;                                                     // names of staged files
+  std::unordered_map<uint64_t, std::pair<std::string, std::string>> spilled_;  // key -> (target, staged)
   int64_t next_ = 0;
   std::chrono::steady_clock::time_point last_checkpoint_;
 };

@@ -381,6 +381,14 @@ class Array {
     return torch::full(s_->meta.chunks, natural_fill(), torch::TensorOptions().dtype(scalar_type()));
   }
 
+  /// @brief A whole chunk decoded from `file`, bytes that encode_chunk made for this array (a staged copy kept
+  /// elsewhere); a missing or corrupt file is an Error naming it.
+  torch::Tensor read_chunk_file(const std::string& file) const {
+    auto c = load_chunk_file(file);
+    if (!c) throw Error("zarr.missing", file + ": staged chunk file is missing");
+    return to_natural(*c).contiguous();
+  }
+
   /// @brief Replaces one whole chunk; `data` has the full chunk shape.
   void write_chunk(c10::IntArrayRef idx, const torch::Tensor& data) {
     check_chunk_index(idx, "write_chunk");
@@ -618,8 +626,10 @@ class Array {
 
   /// A stored chunk as a storage tensor of the chunk shape, or nullopt when it is missing.
   std::optional<torch::Tensor> load_chunk(const std::vector<int64_t>& idx) const {
+    return load_chunk_file(qlty::detail::join_path(s_->path, s_->meta.chunk_key(idx.data())));
+  }
+  std::optional<torch::Tensor> load_chunk_file(const std::string& file) const {
     const auto& m = s_->meta;
-    const std::string file = qlty::detail::join_path(s_->path, m.chunk_key(idx.data()));
     const int64_t nbytes = m.chunk_nbytes();
     const uint64_t bound = static_cast<uint64_t>(nbytes) + static_cast<uint64_t>(nbytes) / 16 + 65536;
     thread_local std::vector<uint8_t> stored;  // reused: no allocation or page faults per chunk
