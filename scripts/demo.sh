@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/build.sh
 build_dir=${QLTY_BUILD_DIR:-build}
-for example in quilt_2d quilt_3d sparse_labels patch_pairs; do
+for example in quilt_2d quilt_3d sparse_labels patch_pairs large_quilt; do
   echo "== examples/$example"
   "$build_dir/examples/example_$example"
 done

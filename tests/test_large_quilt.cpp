@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <random>
+#include <sstream>
 #include <thread>
 
 namespace {
@@ -49,8 +51,10 @@ void check_against_memory(Large& large, const qlty::Quilt<D>& q, int64_t C, bool
   auto p = torch::randn(shape);
   auto var = with_var ? torch::rand(shape) : torch::Tensor();
   for (int64_t i = 0; i < M; ++i) {
-    if (with_var) large.stitch(p[i], i, var[i]);
-    else large.stitch(p[i].unsqueeze(0), i);
+    if (with_var)
+      large.stitch(p[i], i, var[i]);
+    else
+      large.stitch(p[i].unsqueeze(0), i);
   }
   auto [mean, sd] = large.return_mean(true);
   const auto ref = reference<D>(q, p, var);
@@ -73,6 +77,30 @@ TEST(LargeQuilt, Stitch2DEqualsTheInMemoryQuilt) {
   EXPECT_EQ(large.get_times(), q.get_times());
   EXPECT_TRUE(torch::equal(large.border_tensor(), q.border_tensor()));
   check_against_memory<2>(large, q, 3, false, 2e-3);
+#ifdef QLTY_ZARR_PYTHON
+  // zarr-python opens the outputs and finds the same values (compared through their sums in float64).
+  const std::string cmd = std::string(QLTY_ZARR_PYTHON) + " -c \"import zarr,numpy as np; m=zarr.open('" +
+                          large.prefix() + "_mean.zarr','r'); s=zarr.open('" + large.prefix() +
+                          "_std.zarr','r'); print(m.shape, m.dtype, repr(float(np.sum(m[...], dtype=np.float64))), "
+                          "repr(float(np.sum(s[...], dtype=np.float64))))\" 2>/dev/null";
+  FILE* f = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(f, nullptr);
+  char buf[512] = {0};
+  const bool got = std::fgets(buf, sizeof buf, f) != nullptr;
+  const int rc = ::pclose(f);
+  if (rc != 0 && !got) GTEST_SKIP() << "zarr-python is not available";
+  ASSERT_TRUE(got);
+  const auto mean = qlty::zarr::Array::open(large.prefix() + "_mean.zarr").read().to(torch::kDouble);
+  const auto sd = qlty::zarr::Array::open(large.prefix() + "_std.zarr").read().to(torch::kDouble);
+  std::ostringstream want;
+  want << "(3, 3, 37, 50) float32 ";
+  const std::string line(buf);
+  ASSERT_EQ(line.rfind(want.str(), 0), 0u) << line;
+  double ms = 0, ss = 0;
+  ASSERT_EQ(std::sscanf(buf + want.str().size(), "%lf %lf", &ms, &ss), 2) << line;
+  EXPECT_NEAR(ms, mean.sum().item<double>(), 1e-9 * (1 + std::abs(ms)));
+  EXPECT_NEAR(ss, sd.sum().item<double>(), 1e-9 * (1 + std::abs(ss)));
+#endif
 }
 
 TEST(LargeQuilt, Stitch3DWithVariancesThroughATinyCache) {
@@ -102,7 +130,8 @@ TEST(LargeQuilt, WithoutStdOnlySumAndWeightAreKept) {
   EXPECT_TRUE(torch::allclose(std::get<0>(large.return_mean()), std::get<0>(q.stitch(p)), 1e-5, 1e-5));
   EXPECT_FALSE(qlty::detail::path_exists(dir / "m_acc.zarr/sum_sq"));
   // Nothing staged is left behind after a checkpoint.
-  for (const auto& f : qlty::detail::list_dir(dir / "m_acc.zarr/sum")) EXPECT_EQ(f.find(".ckpt."), std::string::npos) << f;
+  for (const auto& f : qlty::detail::list_dir(dir / "m_acc.zarr/sum"))
+    EXPECT_EQ(f.find(".ckpt."), std::string::npos) << f;
 }
 
 TEST(LargeQuilt, NormalizeDividesBySumOverChannels) {
@@ -185,7 +214,11 @@ TEST(LargeQuilt, BadInputIsAClearErrorAndKeepsTheCheckpoint) {
   qlty::LargeNCYXQuilt a(dir / "b", 1, 16, 16, 8, 4, 1, 0.1, o);
   a.stitch(torch::ones({2, 8, 8}), 0);
   using qlty_test::expect_error;
-  expect_error<c10::IndexError>([&] { a.stitch(torch::ones({2, 8, 8}), a.N_chunks()); }, {"index must be in [0, 9)", "got 9"});
+  expect_error<c10::IndexError>(
+      [&] {
+        a.stitch(torch::ones({2, 8, 8}), a.N_chunks());
+      },
+      {"index must be in [0, 9)", "got 9"});
   expect_error<c10::IndexError>([&] { a.stitch(torch::ones({2, 8, 8}), -1); }, {"index must be in"});
   expect_error<c10::ValueError>([&] { a.stitch(torch::ones({2, 8, 7}), 1); }, {"must have shape (C, [8, 8])"});
   expect_error<c10::ValueError>([&] { a.stitch(torch::ones({3, 8, 8}), 1); }, {"has 3 channels, but 2"});
@@ -244,12 +277,13 @@ TEST(LargeQuilt, KillNineAtRandomPointsThenResumeGivesIdenticalBytes) {
   const auto t0 = std::chrono::steady_clock::now();
   ASSERT_EQ(run_worker(dir / "clean", -1), 0);
   // Kill between the end of start-up (loading LibTorch takes most of a second) and the end of a clean run.
-  const int clean_ms = static_cast<int>(
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  const int clean_ms =
+      static_cast<int>(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   std::mt19937 rng(11);
   int kills = 0, rounds = 0;
   while (true) {
-    const int rc = run_worker(dir / "killed", std::uniform_int_distribution<int>(700, std::max(800, clean_ms * 19 / 20))(rng));
+    const int rc =
+        run_worker(dir / "killed", std::uniform_int_distribution<int>(700, std::max(800, clean_ms * 19 / 20))(rng));
     ++rounds;
     if (rc == 0) break;
     ASSERT_EQ(rc, -SIGKILL) << "the worker failed on its own";

@@ -56,10 +56,14 @@ int run(const std::string& cmd) {
 torch::Tensor formula(DataType t, c10::IntArrayRef shape) {
   auto v = (torch::arange(c10::multiply_integers(shape), torch::kLong) * 7 + 3).remainder(97).view(shape);
   switch (qlty::detail::type_info(t).kind) {
-    case 'b': return v.remainder(5) < 2;
-    case 'u': return v.to(qlty::zarr::scalar_type(t));
-    case 'i': return (v - 40).to(qlty::zarr::scalar_type(t));
-    default: return ((v - 40).to(torch::kDouble) / 4.0).to(qlty::zarr::scalar_type(t));
+    case 'b':
+      return v.remainder(5) < 2;
+    case 'u':
+      return v.to(qlty::zarr::scalar_type(t));
+    case 'i':
+      return (v - 40).to(qlty::zarr::scalar_type(t));
+    default:
+      return ((v - 40).to(torch::kDouble) / 4.0).to(qlty::zarr::scalar_type(t));
   }
 }
 
@@ -74,11 +78,16 @@ bool same(const torch::Tensor& a, const torch::Tensor& b) {
 
 torch::Scalar fill_scalar(const FillValue& f) {
   switch (f.kind) {
-    case FillValue::Kind::Null: return 0;
-    case FillValue::Kind::Bool: return f.b;
-    case FillValue::Kind::Int: return f.i;
-    case FillValue::Kind::UInt: return static_cast<int64_t>(f.u);
-    case FillValue::Kind::Float: return f.f;
+    case FillValue::Kind::Null:
+      return 0;
+    case FillValue::Kind::Bool:
+      return f.b;
+    case FillValue::Kind::Int:
+      return f.i;
+    case FillValue::Kind::UInt:
+      return static_cast<int64_t>(f.u);
+    case FillValue::Kind::Float:
+      return f.f;
   }
   return 0;
 }
@@ -105,8 +114,15 @@ const DataType kTypes[] = {DataType::Bool,   DataType::Int8,    DataType::Int16,
                            DataType::UInt64, DataType::Float16, DataType::Float32, DataType::Float64};
 
 std::vector<Codec> codecs_v2() {
-  return {Codec::blosc(), Codec::blosc("zstd", 3, 2), Codec::blosc("blosclz", 9, 0), Codec::blosc("lz4hc", 1, -1),
-          Codec::blosc("zlib", 5, 1, 256), Codec::zlib(1), Codec::gzip(5), Codec::zstd(3), Codec::lz4(1)};
+  return {Codec::blosc(),
+          Codec::blosc("zstd", 3, 2),
+          Codec::blosc("blosclz", 9, 0),
+          Codec::blosc("lz4hc", 1, -1),
+          Codec::blosc("zlib", 5, 1, 256),
+          Codec::zlib(1),
+          Codec::gzip(5),
+          Codec::zstd(3),
+          Codec::lz4(1)};
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -135,10 +151,13 @@ TEST_P(ZarrRoundTrip, RandomBoxesMatchAnInMemoryReference) {
       o.codecs = chains[ci];
       o.zarr_format = format;
       o.separator = (n++ % 2) ? '/' : '.';
-      o.fill_value = qlty::detail::type_info(t).kind == 'f' ? FillValue(-2.5) : qlty::detail::type_info(t).kind == 'b' ? FillValue(true) : FillValue(3);
+      o.fill_value = qlty::detail::type_info(t).kind == 'f'   ? FillValue(-2.5)
+                     : qlty::detail::type_info(t).kind == 'b' ? FillValue(true)
+                                                              : FillValue(3);
       const std::string path = dir / ("a" + std::to_string(n));
       auto a = Array::create(path, o);
-      auto ref = torch::full({9, 10, 11}, fill_scalar(a.metadata().fill), torch::TensorOptions().dtype(a.scalar_type()));
+      auto ref =
+          torch::full({9, 10, 11}, fill_scalar(a.metadata().fill), torch::TensorOptions().dtype(a.scalar_type()));
       // Nothing written: all fill value.
       EXPECT_TRUE(same(a.read(), ref)) << path;
       for (int k = 0; k < 4; ++k) {
@@ -147,10 +166,13 @@ TEST_P(ZarrRoundTrip, RandomBoxesMatchAnInMemoryReference) {
           off[d] = std::uniform_int_distribution<int64_t>(0, ref.size(d) - 1)(rng);
           shape[d] = std::uniform_int_distribution<int64_t>(1, ref.size(d) - off[d])(rng);
         }
-        auto data = formula(t, shape) ;
+        auto data = formula(t, shape);
         if (k % 2) data = data.to(torch::kDouble).to(a.scalar_type());  // conversion path
         a.write(off, data);
-        ref.slice(0, off[0], off[0] + shape[0]).slice(1, off[1], off[1] + shape[1]).slice(2, off[2], off[2] + shape[2]).copy_(data);
+        ref.slice(0, off[0], off[0] + shape[0])
+            .slice(1, off[1], off[1] + shape[1])
+            .slice(2, off[2], off[2] + shape[2])
+            .copy_(data);
       }
       auto b = Array::open(path);  // reopen: metadata parsed back
       ASSERT_TRUE(same(b.read(), ref)) << path << " " << qlty::zarr::name(t);
@@ -160,7 +182,9 @@ TEST_P(ZarrRoundTrip, RandomBoxesMatchAnInMemoryReference) {
           off[d] = std::uniform_int_distribution<int64_t>(0, ref.size(d) - 1)(rng);
           shape[d] = std::uniform_int_distribution<int64_t>(0, ref.size(d) - off[d])(rng);
         }
-        auto want = ref.slice(0, off[0], off[0] + shape[0]).slice(1, off[1], off[1] + shape[1]).slice(2, off[2], off[2] + shape[2]);
+        auto want = ref.slice(0, off[0], off[0] + shape[0])
+                        .slice(1, off[1], off[1] + shape[1])
+                        .slice(2, off[2], off[2] + shape[2]);
         ASSERT_TRUE(same(b.read(off, shape), want)) << path;
       }
       EXPECT_TRUE(same(b.read({0, 0, 0}, {9, 10, 11}, torch::kDouble), ref.to(torch::kDouble)));
@@ -202,8 +226,9 @@ TEST(Zarr, UnsignedTypesConvertAndCheckRanges) {
 TEST(Zarr, FortranOrderAndBigEndianChunksRead) {
   TempDir dir;
   // A 2x3 int32 array in one F-order, big-endian chunk: the bytes hand-made.
-  write_text(dir / "f/.zarray",
-             R"({"chunks":[2,3],"compressor":null,"dtype":">i4","fill_value":0,"filters":null,"order":"F","shape":[2,3],"zarr_format":2})");
+  write_text(
+      dir / "f/.zarray",
+      R"({"chunks":[2,3],"compressor":null,"dtype":">i4","fill_value":0,"filters":null,"order":"F","shape":[2,3],"zarr_format":2})");
   std::vector<uint8_t> bytes;
   for (int v : {1, 4, 2, 5, 3, 6}) {  // column-major of [[1,2,3],[4,5,6]]
     for (int s = 24; s >= 0; s -= 8) bytes.push_back(static_cast<uint8_t>(v >> s));
@@ -372,18 +397,23 @@ TEST(Zarr, V3RefusesWhatItCannotHonour) {
     "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [2]}},
     "chunk_key_encoding": {"name": "default"}, "fill_value": 0, )";
   const std::pair<std::string, std::string> cases[] = {
-      {R"("codecs": [{"name": "transpose", "configuration": {"order": [0]}}, {"name": "bytes", "configuration": {"endian": "little"}}]})", "before \"bytes\""},
+      {R"("codecs": [{"name": "transpose", "configuration": {"order": [0]}}, {"name": "bytes", "configuration": {"endian": "little"}}]})",
+       "before \"bytes\""},
       {R"("codecs": [{"name": "sharding_indexed", "configuration": {}}]})", "codec \"sharding_indexed\""},
       {R"("codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "lzma"}]})", "codec \"lzma\""},
-      {R"("codecs": [{"name": "bytes", "configuration": {"endian": "little"}}], "storage_transformers": [{"name": "x"}]})", "storage transformer"},
-      {R"("codecs": [{"name": "bytes", "configuration": {"endian": "little"}}], "ext": {"must_understand": true}})", "unknown extension"},
+      {R"("codecs": [{"name": "bytes", "configuration": {"endian": "little"}}], "storage_transformers": [{"name": "x"}]})",
+       "storage transformer"},
+      {R"("codecs": [{"name": "bytes", "configuration": {"endian": "little"}}], "ext": {"must_understand": true}})",
+       "unknown extension"},
   };
   for (const auto& [tail, msg] : cases) {
     write_text(dir / "a/zarr.json", base + tail);
     expect_qlty_error([&] { Array::open(dir / "a"); }, "zarr.unsupported", msg);
   }
-  write_text(dir / "a/zarr.json",
-             base + R"("codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "lzma", "must_understand": false}]})");
+  write_text(
+      dir / "a/zarr.json",
+      base +
+          R"("codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "lzma", "must_understand": false}]})");
   EXPECT_NO_THROW(Array::open(dir / "a"));
 }
 
@@ -393,8 +423,8 @@ TEST(Zarr, V3RefusesWhatItCannotHonour) {
 std::string zarray(const std::string& compressor, const std::string& extra = "", const std::string& dtype = "<f4",
                    const std::string& shape = "[8, 8]", const std::string& chunks = "[4, 4]") {
   return R"({"chunks": )" + chunks + R"(, "compressor": )" + compressor + R"(, "dtype": ")" + dtype +
-         R"(", "fill_value": 0.0, "filters": null, "order": "C", "shape": )" + shape + R"(, "zarr_format": 2)" +
-         extra + "}";
+         R"(", "fill_value": 0.0, "filters": null, "order": "C", "shape": )" + shape + R"(, "zarr_format": 2)" + extra +
+         "}";
 }
 
 TEST(ZarrBadInput, MetadataDefectsAreTypedErrorsNamingTheFile) {
@@ -404,7 +434,8 @@ TEST(ZarrBadInput, MetadataDefectsAreTypedErrorsNamingTheFile) {
       {"", "zarr.format", "invalid JSON"},
       {"{\"chunks\": [4, 4], \"compressor\": nu", "zarr.format", "invalid JSON"},
       {"[1, 2]", "zarr.format", "expected a JSON object"},
-      {R"({"chunks": [4, 4], "compressor": null, "dtype": "<f4", "fill_value": 0, "filters": null, "order": "C", "zarr_format": 2})", "zarr.format", "missing key \"shape\""},
+      {R"({"chunks": [4, 4], "compressor": null, "dtype": "<f4", "fill_value": 0, "filters": null, "order": "C", "zarr_format": 2})",
+       "zarr.format", "missing key \"shape\""},
       {zarray("null", "", "<f4", "[8, 8]", "[4]"), "zarr.format", "2 dimensions but chunks has 1"},
       {zarray("null", "", "<f4", "[8, 8]", "[4, 0]"), "zarr.format", "chunks[1] must be >= 1"},
       {zarray("null", "", "<f4", "[8, -1]", "[4, 4]"), "zarr.format", "negative"},
@@ -415,11 +446,16 @@ TEST(ZarrBadInput, MetadataDefectsAreTypedErrorsNamingTheFile) {
       {zarray("null", ", \"dimension_separator\": \"-\""), "zarr.format", "dimension_separator"},
       {zarray("null", "", "<f4", "[8, 8]", "[4, \"4\"]"), "zarr.format", "must be an integer"},
       {zarray("null", "", "<f4", "[8, 8]", "[99999999999, 99999999999]"), "zarr.unsupported", "more than 2 GiB"},
-      {R"({"chunks": [4], "compressor": null, "dtype": "<i4", "fill_value": "NaN", "filters": null, "order": "C", "shape": [8], "zarr_format": 2})", "zarr.format", "expected an integer"},
-      {R"({"chunks": [4], "compressor": null, "dtype": "|u1", "fill_value": 300, "filters": null, "order": "C", "shape": [8], "zarr_format": 2})", "zarr.format", "out of range"},
-      {R"({"chunks": [4], "compressor": null, "dtype": "<f4", "fill_value": 0, "filters": null, "order": "X", "shape": [8], "zarr_format": 2})", "zarr.format", "order must be"},
-      {R"({"chunks": [4], "compressor": null, "dtype": "<f4", "fill_value": 0, "filters": [{"id": "delta", "dtype": "<f4"}], "order": "F", "shape": [8], "zarr_format": 2})", "zarr.unsupported", "filters"},
-      {R"({"chunks": [4], "compressor": null, "dtype": "<f4", "fill_value": 0, "filters": null, "order": "C", "shape": [8], "zarr_format": 3})", "zarr.unsupported", "zarr_format 3"},
+      {R"({"chunks": [4], "compressor": null, "dtype": "<i4", "fill_value": "NaN", "filters": null, "order": "C", "shape": [8], "zarr_format": 2})",
+       "zarr.format", "expected an integer"},
+      {R"({"chunks": [4], "compressor": null, "dtype": "|u1", "fill_value": 300, "filters": null, "order": "C", "shape": [8], "zarr_format": 2})",
+       "zarr.format", "out of range"},
+      {R"({"chunks": [4], "compressor": null, "dtype": "<f4", "fill_value": 0, "filters": null, "order": "X", "shape": [8], "zarr_format": 2})",
+       "zarr.format", "order must be"},
+      {R"({"chunks": [4], "compressor": null, "dtype": "<f4", "fill_value": 0, "filters": [{"id": "delta", "dtype": "<f4"}], "order": "F", "shape": [8], "zarr_format": 2})",
+       "zarr.unsupported", "filters"},
+      {R"({"chunks": [4], "compressor": null, "dtype": "<f4", "fill_value": 0, "filters": null, "order": "C", "shape": [8], "zarr_format": 3})",
+       "zarr.unsupported", "zarr_format 3"},
   };
   int k = 0;
   for (const auto& [text, tag, msg] : cases) {
@@ -445,8 +481,8 @@ TEST(ZarrBadInput, CorruptChunksAreTypedErrorsNamingTheFile) {
     Codec codec;
   };
   const Codec none_marker = Codec::crc32c();  // stands for "no compressor" below
-  const std::vector<C> codecs = {{"none", none_marker}, {"blosc", Codec::blosc()}, {"zlib", Codec::zlib()},
-                                 {"gzip", Codec::gzip()}, {"zstd", Codec::zstd()}, {"lz4", Codec::lz4()}};
+  const std::vector<C> codecs = {{"none", none_marker},   {"blosc", Codec::blosc()}, {"zlib", Codec::zlib()},
+                                 {"gzip", Codec::gzip()}, {"zstd", Codec::zstd()},   {"lz4", Codec::lz4()}};
   auto data = torch::randn({4, 4});
   for (const auto& c : codecs) {
     ArrayOptions o({8, 8}, {4, 4});
@@ -584,12 +620,18 @@ TEST(ZarrPython, ArraysWrittenByQltyOpenInZarrPython) {
   QLTY_SKIP_WITHOUT_ZARR_PYTHON();
   TempDir dir;
   json manifest = json::array();
-  const std::map<DataType, FillValue> fills = {
-      {DataType::Bool, true},     {DataType::Int8, -7},     {DataType::Int16, -7},
-      {DataType::Int32, FillValue::null()}, {DataType::Int64, -7}, {DataType::UInt8, 200},
-      {DataType::UInt16, 65535},  {DataType::UInt32, 4294967295u}, {DataType::UInt64, 12345678901234u},
-      {DataType::Float16, 1.5},   {DataType::Float32, std::numeric_limits<double>::quiet_NaN()},
-      {DataType::Float64, -std::numeric_limits<double>::infinity()}};
+  const std::map<DataType, FillValue> fills = {{DataType::Bool, true},
+                                               {DataType::Int8, -7},
+                                               {DataType::Int16, -7},
+                                               {DataType::Int32, FillValue::null()},
+                                               {DataType::Int64, -7},
+                                               {DataType::UInt8, 200},
+                                               {DataType::UInt16, 65535},
+                                               {DataType::UInt32, 4294967295u},
+                                               {DataType::UInt64, 12345678901234u},
+                                               {DataType::Float16, 1.5},
+                                               {DataType::Float32, std::numeric_limits<double>::quiet_NaN()},
+                                               {DataType::Float64, -std::numeric_limits<double>::infinity()}};
   std::vector<std::optional<Codec>> comps{std::nullopt};
   for (const auto& c : codecs_v2()) comps.push_back(c);
   for (DataType t : kTypes) {
@@ -599,7 +641,8 @@ TEST(ZarrPython, ArraysWrittenByQltyOpenInZarrPython) {
         o.codecs = comps[k] ? std::vector<Codec>{*comps[k]} : std::vector<Codec>{};
         o.fill_value = fills.at(t);
         o.separator = sep;
-        const std::string name = std::string(qlty::zarr::name(t)) + "_c" + std::to_string(k) + (sep == '.' ? "_flat" : "_nested");
+        const std::string name =
+            std::string(qlty::zarr::name(t)) + "_c" + std::to_string(k) + (sep == '.' ? "_flat" : "_nested");
         auto a = Array::create(dir / name, o);
         // Write everything but the missing chunk, in boxes that do not align with chunks.
         auto e = expected_interop(t, a.metadata().fill);
@@ -673,7 +716,8 @@ TEST(ZarrConcurrency, ProcessesWritingDisjointChunksAndAddingToOneRegion) {
   // A clean count: a fresh array with only adders.
   Array::create(dir / "q", o);
   cmd.clear();
-  for (int p = 0; p < P; ++p) cmd += std::string(QLTY_ZARR_WORKER) + " add " + (dir / "q") + " " + std::to_string(N) + " & ";
+  for (int p = 0; p < P; ++p)
+    cmd += std::string(QLTY_ZARR_WORKER) + " add " + (dir / "q") + " " + std::to_string(N) + " & ";
   ASSERT_EQ(run("(" + cmd + "wait) 2>&1"), 0);
   auto q = Array::open(dir / "q").read();
   EXPECT_EQ(q.slice(0, 0, 5).slice(1, 0, 5).min().item<int>(), P * N);
@@ -713,8 +757,7 @@ TEST(ZarrConcurrency, KillDuringWritesLeavesOldOrNewChunks) {
   RecordProperty("temp_files_left", temps);
 #ifdef QLTY_ZARR_PYTHON
   if (have_zarr_python())
-    EXPECT_EQ(run(std::string(QLTY_ZARR_PYTHON) +
-                  " -c \"import zarr,numpy as np,sys; z=zarr.open('" + (dir / "k") +
+    EXPECT_EQ(run(std::string(QLTY_ZARR_PYTHON) + " -c \"import zarr,numpy as np,sys; z=zarr.open('" + (dir / "k") +
                   "',mode='r'); a=z[...]; c=a.reshape(4,8,4,8).transpose(0,2,1,3).reshape(16,64); "
                   "sys.exit(0 if (c.min(1)==c.max(1)).all() and z.nchunks_initialized==16 else 1)\""),
               0);

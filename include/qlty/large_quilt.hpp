@@ -223,7 +223,8 @@ class LargeQuilt {
     check_index(index, "stitch");
     const torch::Tensor p = squeeze_patch(patch, "patch");
     std::optional<torch::Tensor> v;
-    TORCH_CHECK_VALUE(!patch_var || opt_.track_std, name(), ".stitch: patch_var needs track_std (it only enters the std)");
+    TORCH_CHECK_VALUE(!patch_var || opt_.track_std, name(),
+                      ".stitch: patch_var needs track_std (it only enters the std)");
     if (patch_var) {
       v = squeeze_patch(*patch_var, "patch_var");
       TORCH_CHECK_VALUE(v->sizes() == p.sizes(), name(), ".stitch: patch_var must have the patch's shape ", p.sizes(),
@@ -245,51 +246,51 @@ class LargeQuilt {
     const float* P = p.data_ptr<float>();
     const float* V = v ? v->data_ptr<float>() : nullptr;
     const float* Wt = weight_.data_ptr<float>();
-    for_chunks(o, [&](const std::array<int64_t, D>& cidx, const std::array<int64_t, D>& lo,
-                      const std::array<int64_t, D>& hi) {
-      // One pass over the overlap of window and chunk: sum += w p, sum_sq += (w p) p, var_sum += w var,
-      // weight += w; the same float operations, in the same order, as the in-memory quilt's stitch.
-      float* S = static_cast<float*>(chunk(kSum, o[0], cidx).data_ptr());
-      float* Q = opt_.track_std ? static_cast<float*>(chunk(kSumSq, o[0], cidx).data_ptr()) : nullptr;
-      float* R = V ? static_cast<float*>(chunk(kVarSum, o[0], cidx).data_ptr()) : nullptr;
-      float* Wc = static_cast<float*>(chunk(kWeight, o[0], cidx).data_ptr());
-      std::array<int64_t, 3> l{0, 0, 0}, h{1, 1, 1}, wo{0, 0, 0}, co{0, 0, 0};
-      for (int a = 0; a < D; ++a) {
-        l[3 - D + a] = lo[a];
-        h[3 - D + a] = hi[a];
-        wo[3 - D + a] = o[1 + a];
-        co[3 - D + a] = cidx[a] * chunk_[a];
-      }
-      const int64_t L = h[2] - l[2];
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t z = l[0]; z < h[0]; ++z)
-          for (int64_t y = l[1]; y < h[1]; ++y) {
-            const int64_t pw = ((z - wo[0]) * wd[1] + (y - wo[1])) * wd[2] + (l[2] - wo[2]);
-            const int64_t pc = ((z - co[0]) * cd[1] + (y - co[1])) * cd[2] + (l[2] - co[2]);
-            const float* w = Wt + pw;
-            const float* x = P + c * wn + pw;
-            float* s = S + c * cn + pc;
-            if (Q) {
-              float* q = Q + c * cn + pc;
-              for (int64_t i = 0; i < L; ++i) {
-                const float wx = w[i] * x[i];
-                s[i] += wx;
-                q[i] += wx * x[i];
-              }
-            } else {
-              for (int64_t i = 0; i < L; ++i) s[i] += w[i] * x[i];
-            }
-            if (R) {
-              const float* vv = V + c * wn + pw;
-              float* r = R + c * cn + pc;
-              for (int64_t i = 0; i < L; ++i) r[i] += w[i] * vv[i];
-            }
-            if (c == 0) {
-              float* ww = Wc + pc;
-              for (int64_t i = 0; i < L; ++i) ww[i] += w[i];
-            }
+    for_chunks(
+        o, [&](const std::array<int64_t, D>& cidx, const std::array<int64_t, D>& lo, const std::array<int64_t, D>& hi) {
+          // One pass over the overlap of window and chunk: sum += w p, sum_sq += (w p) p, var_sum += w var,
+          // weight += w; the same float operations, in the same order, as the in-memory quilt's stitch.
+          float* S = static_cast<float*>(chunk(kSum, o[0], cidx).data_ptr());
+          float* Q = opt_.track_std ? static_cast<float*>(chunk(kSumSq, o[0], cidx).data_ptr()) : nullptr;
+          float* R = V ? static_cast<float*>(chunk(kVarSum, o[0], cidx).data_ptr()) : nullptr;
+          float* Wc = static_cast<float*>(chunk(kWeight, o[0], cidx).data_ptr());
+          std::array<int64_t, 3> l{0, 0, 0}, h{1, 1, 1}, wo{0, 0, 0}, co{0, 0, 0};
+          for (int a = 0; a < D; ++a) {
+            l[3 - D + a] = lo[a];
+            h[3 - D + a] = hi[a];
+            wo[3 - D + a] = o[1 + a];
+            co[3 - D + a] = cidx[a] * chunk_[a];
           }
-    });
+          const int64_t L = h[2] - l[2];
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t z = l[0]; z < h[0]; ++z)
+              for (int64_t y = l[1]; y < h[1]; ++y) {
+                const int64_t pw = ((z - wo[0]) * wd[1] + (y - wo[1])) * wd[2] + (l[2] - wo[2]);
+                const int64_t pc = ((z - co[0]) * cd[1] + (y - co[1])) * cd[2] + (l[2] - co[2]);
+                const float* w = Wt + pw;
+                const float* x = P + c * wn + pw;
+                float* s = S + c * cn + pc;
+                if (Q) {
+                  float* q = Q + c * cn + pc;
+                  for (int64_t i = 0; i < L; ++i) {
+                    const float wx = w[i] * x[i];
+                    s[i] += wx;
+                    q[i] += wx * x[i];
+                  }
+                } else {
+                  for (int64_t i = 0; i < L; ++i) s[i] += w[i] * x[i];
+                }
+                if (R) {
+                  const float* vv = V + c * wn + pw;
+                  float* r = R + c * cn + pc;
+                  for (int64_t i = 0; i < L; ++i) r[i] += w[i] * vv[i];
+                }
+                if (c == 0) {
+                  float* ww = Wc + pc;
+                  for (int64_t i = 0; i < L; ++i) ww[i] += w[i];
+                }
+              }
+        });
     stitched_[index] = 1;
     ++since_checkpoint_;
     maybe_checkpoint();
@@ -515,8 +516,8 @@ class LargeQuilt {
     if (arrays_[kSum]) C_ = arrays_[kSum]->shape()[1];
     if (auto s = detail::read_file(acc_path("stitched"), 1ull << 40, "stitched list")) {
       if (static_cast<int64_t>(s->size()) != N_chunks())
-        throw Error("checkpoint", acc_path("stitched") + ": lists " + std::to_string(s->size()) + " patches, expected " +
-                                      std::to_string(N_chunks()));
+        throw Error("checkpoint", acc_path("stitched") + ": lists " + std::to_string(s->size()) +
+                                      " patches, expected " + std::to_string(N_chunks()));
       for (size_t i = 0; i < s->size(); ++i) stitched_[i] = (*s)[i] != 0;
     }
   }
@@ -524,8 +525,10 @@ class LargeQuilt {
   /// Finishes a complete journal left by a crash; removes staged files no complete journal names.
   void recover() {
     if (auto j = detail::read_file(acc_path("journal"), 1ull << 40, "journal")) {
-      if (auto entries = detail::journal_decode(*j)) apply(*entries);
-      else ::unlink(acc_path("journal").c_str());
+      if (auto entries = detail::journal_decode(*j))
+        apply(*entries);
+      else
+        ::unlink(acc_path("journal").c_str());
     }
     remove_staged();
   }
@@ -538,7 +541,8 @@ class LargeQuilt {
         detail::throw_io("rename", staged, errno);
     }
     if (opt_.durable) detail::sync_filesystem(acc_path());
-    if (::unlink(acc_path("journal").c_str()) != 0 && errno != ENOENT) detail::throw_io("unlink", acc_path("journal"), errno);
+    if (::unlink(acc_path("journal").c_str()) != 0 && errno != ENOENT)
+      detail::throw_io("unlink", acc_path("journal"), errno);
     if (opt_.durable) detail::fsync_dir(acc_path());
   }
 
@@ -591,7 +595,8 @@ class LargeQuilt {
     for (int a = 0; ok && a < D; ++a) ok = p.size(1 + a) == geom_.window()[a];
     TORCH_CHECK_VALUE(ok, name(), ".stitch: ", what, " must have shape (C, ",
                       c10::IntArrayRef(geom_.window().data(), D), ") or (1, C, ...), got ", t.sizes());
-    TORCH_CHECK_TYPE(p.is_floating_point(), name(), ".stitch: ", what, " must be floating point, got ", p.scalar_type());
+    TORCH_CHECK_TYPE(p.is_floating_point(), name(), ".stitch: ", what, " must be floating point, got ",
+                     p.scalar_type());
     return p.to(torch::kCPU, torch::kFloat32).contiguous();
   }
 
@@ -661,9 +666,9 @@ class LargeQuilt {
   /// Writes an entry's chunk to a new staged file next to its target; returns the staged path (relative).
   std::string stage(const Entry& e, uint64_t seq) const {
     const std::string rel = target(e);
-    const std::string staged = detail::join_path(detail::parent_path(rel), "." + detail::base_name(rel) + ".ckpt." +
-                                                                              std::to_string(::getpid()) + "." +
-                                                                              std::to_string(seq) + ".tmp");
+    const std::string staged = detail::join_path(
+        detail::parent_path(rel),
+        "." + detail::base_name(rel) + ".ckpt." + std::to_string(::getpid()) + "." + std::to_string(seq) + ".tmp");
     const auto bytes = arrays_[e.array]->encode_chunk(e.data);
     detail::write_new_file(acc_path(staged), bytes.data(), bytes.size(), false);
     return staged;
@@ -779,7 +784,7 @@ class LargeQuilt {
   std::unordered_map<uint64_t, Entry> cache_;
   std::list<uint64_t> lru_;
   int64_t cached_bytes_ = 0, pooled_bytes_ = 0, dirty_count_ = 0, since_checkpoint_ = 0, checkpoints_ = 0, spills_ = 0;
-  uint64_t seq_ = 0;                                                     // names of staged files
+  uint64_t seq_ = 0;                                                           // names of staged files
   std::unordered_map<uint64_t, std::pair<std::string, std::string>> spilled_;  // key -> (target, staged)
   std::array<std::vector<torch::Tensor>, 2> pool_;  // free chunk buffers: with channels, weight
   int64_t next_ = 0;

@@ -40,18 +40,30 @@ inline const char* name(DataType t) { return detail::type_info(t).v3; }
 /// type (uint64 values above 2^63-1 cannot be read).
 inline torch::ScalarType scalar_type(DataType t) {
   switch (t) {
-    case DataType::Bool: return torch::kBool;
-    case DataType::Int8: return torch::kChar;
-    case DataType::Int16: return torch::kShort;
-    case DataType::Int32: return torch::kInt;
-    case DataType::Int64: return torch::kLong;
-    case DataType::UInt8: return torch::kByte;
-    case DataType::UInt16: return torch::kInt;
-    case DataType::UInt32: return torch::kLong;
-    case DataType::UInt64: return torch::kLong;
-    case DataType::Float16: return torch::kHalf;
-    case DataType::Float32: return torch::kFloat;
-    case DataType::Float64: return torch::kDouble;
+    case DataType::Bool:
+      return torch::kBool;
+    case DataType::Int8:
+      return torch::kChar;
+    case DataType::Int16:
+      return torch::kShort;
+    case DataType::Int32:
+      return torch::kInt;
+    case DataType::Int64:
+      return torch::kLong;
+    case DataType::UInt8:
+      return torch::kByte;
+    case DataType::UInt16:
+      return torch::kInt;
+    case DataType::UInt32:
+      return torch::kLong;
+    case DataType::UInt64:
+      return torch::kLong;
+    case DataType::Float16:
+      return torch::kHalf;
+    case DataType::Float32:
+      return torch::kFloat;
+    case DataType::Float64:
+      return torch::kDouble;
   }
   return torch::kFloat;
 }
@@ -59,16 +71,26 @@ inline torch::ScalarType scalar_type(DataType t) {
 /// @brief The Zarr data type that stores a torch dtype exactly.
 inline DataType data_type(torch::ScalarType s) {
   switch (s) {
-    case torch::kBool: return DataType::Bool;
-    case torch::kChar: return DataType::Int8;
-    case torch::kShort: return DataType::Int16;
-    case torch::kInt: return DataType::Int32;
-    case torch::kLong: return DataType::Int64;
-    case torch::kByte: return DataType::UInt8;
-    case torch::kHalf: return DataType::Float16;
-    case torch::kFloat: return DataType::Float32;
-    case torch::kDouble: return DataType::Float64;
-    default: break;
+    case torch::kBool:
+      return DataType::Bool;
+    case torch::kChar:
+      return DataType::Int8;
+    case torch::kShort:
+      return DataType::Int16;
+    case torch::kInt:
+      return DataType::Int32;
+    case torch::kLong:
+      return DataType::Int64;
+    case torch::kByte:
+      return DataType::UInt8;
+    case torch::kHalf:
+      return DataType::Float16;
+    case torch::kFloat:
+      return DataType::Float32;
+    case torch::kDouble:
+      return DataType::Float64;
+    default:
+      break;
   }
   TORCH_CHECK_TYPE(false, "qlty::zarr::data_type: dtype ", s,
                    " has no Zarr data type (expected bool, int8-64, uint8, float16/32/64)");
@@ -129,30 +151,23 @@ inline std::mutex& chunk_mutex(size_t stripe) {
   return table[stripe % 1024];
 }
 
+template <typename U>
+void byteswap_as(uint8_t* p, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    U v;
+    std::memcpy(&v, p + sizeof(U) * i, sizeof(U));
+    if constexpr (sizeof(U) == 2) v = __builtin_bswap16(v);
+    if constexpr (sizeof(U) == 4) v = __builtin_bswap32(v);
+    if constexpr (sizeof(U) == 8) v = __builtin_bswap64(v);
+    std::memcpy(p + sizeof(U) * i, &v, sizeof(U));
+  }
+}
+
 inline void byteswap(void* data, int64_t n, int size) {
   auto* p = static_cast<uint8_t*>(data);
-  if (size == 2) {
-    for (int64_t i = 0; i < n; ++i) {
-      uint16_t v;
-      std::memcpy(&v, p + 2 * i, 2);
-      v = __builtin_bswap16(v);
-      std::memcpy(p + 2 * i, &v, 2);
-    }
-  } else if (size == 4) {
-    for (int64_t i = 0; i < n; ++i) {
-      uint32_t v;
-      std::memcpy(&v, p + 4 * i, 4);
-      v = __builtin_bswap32(v);
-      std::memcpy(p + 4 * i, &v, 4);
-    }
-  } else if (size == 8) {
-    for (int64_t i = 0; i < n; ++i) {
-      uint64_t v;
-      std::memcpy(&v, p + 8 * i, 8);
-      v = __builtin_bswap64(v);
-      std::memcpy(p + 8 * i, &v, 8);
-    }
-  }
+  if (size == 2) byteswap_as<uint16_t>(p, n);
+  if (size == 4) byteswap_as<uint32_t>(p, n);
+  if (size == 8) byteswap_as<uint64_t>(p, n);
 }
 
 /// Creates the folder for a node; refuses to replace anything that exists unless `overwrite` (and then only a
@@ -202,8 +217,7 @@ class Array {
     TORCH_CHECK_VALUE(o.attributes.is_object(), where, ": attributes must be a JSON object, got ", o.attributes.dump());
     if (o.zarr_format == 2) {
       TORCH_CHECK_VALUE(o.codecs.size() <= 1, where, ": Zarr v2 takes at most one compressor, got ", o.codecs.size());
-      for (const auto& c : o.codecs)
-        TORCH_CHECK_VALUE(c.id != Codec::Id::Crc32c, where, ": crc32c is a Zarr v3 codec");
+      for (const auto& c : o.codecs) TORCH_CHECK_VALUE(c.id != Codec::Id::Crc32c, where, ": crc32c is a Zarr v3 codec");
     } else {
       for (const auto& c : o.codecs)
         TORCH_CHECK_VALUE(c.id != Codec::Id::Zlib && c.id != Codec::Id::Lz4, where, ": codec ", c.name(),
@@ -318,8 +332,8 @@ class Array {
     } else {
       std::lock_guard<std::mutex> g(s_->mutex);
       s_->meta.attributes = attributes;
-      qlty::detail::atomic_write(qlty::detail::join_path(s_->path, "zarr.json"),
-                                 qlty::detail::dump_metadata(s_->meta), s_->durable);
+      qlty::detail::atomic_write(qlty::detail::join_path(s_->path, "zarr.json"), qlty::detail::dump_metadata(s_->meta),
+                                 s_->durable);
     }
   }
 
@@ -393,7 +407,8 @@ class Array {
   void write_chunk(c10::IntArrayRef idx, const torch::Tensor& data) {
     check_chunk_index(idx, "write_chunk");
     TORCH_CHECK_VALUE(data.sizes() == c10::IntArrayRef(s_->meta.chunks), "qlty::zarr::Array::write_chunk(", s_->path,
-                      "): data must have the chunk shape [", c10::IntArrayRef(s_->meta.chunks), "], got ", data.sizes());
+                      "): data must have the chunk shape [", c10::IntArrayRef(s_->meta.chunks), "], got ",
+                      data.sizes());
     store_chunk(std::vector<int64_t>(idx.begin(), idx.end()), to_storage(data, "write_chunk"));
   }
 
@@ -401,7 +416,8 @@ class Array {
   /// chunk_path. For callers that stage chunk files themselves (the disk-cached quilts' journal).
   std::vector<uint8_t> encode_chunk(const torch::Tensor& data) const {
     TORCH_CHECK_VALUE(data.sizes() == c10::IntArrayRef(s_->meta.chunks), "qlty::zarr::Array::encode_chunk(", s_->path,
-                      "): data must have the chunk shape [", c10::IntArrayRef(s_->meta.chunks), "], got ", data.sizes());
+                      "): data must have the chunk shape [", c10::IntArrayRef(s_->meta.chunks), "], got ",
+                      data.sizes());
     return encode(to_storage(data, "encode_chunk"), "encode_chunk");
   }
 
@@ -411,7 +427,8 @@ class Array {
     auto text = qlty::detail::read_file(f, 64 << 20, "attributes file");
     if (!text) return json::object();
     json j = qlty::detail::parse_json(std::string(text->begin(), text->end()), f);
-    if (!j.is_object()) qlty::detail::bad_meta(f, "attributes must be a JSON object, got " + std::string(j.type_name()));
+    if (!j.is_object())
+      qlty::detail::bad_meta(f, "attributes must be a JSON object, got " + std::string(j.type_name()));
     return j;
   }
 
@@ -439,7 +456,8 @@ class Array {
     ChunkLocks(const Array& a, const std::vector<std::vector<int64_t>>& chunks) : file_(&a.lock_file()) {
       for (const auto& c : chunks) linear_.push_back(a.linear_index(c));
       std::sort(linear_.begin(), linear_.end());
-      for (auto l : linear_) stripes_.push_back((a.s_->path_hash ^ (static_cast<size_t>(l) * 0x9E3779B97F4A7C15ull)) % 1024);
+      for (auto l : linear_)
+        stripes_.push_back((a.s_->path_hash ^ (static_cast<size_t>(l) * 0x9E3779B97F4A7C15ull)) % 1024);
       std::sort(stripes_.begin(), stripes_.end());
       stripes_.erase(std::unique(stripes_.begin(), stripes_.end()), stripes_.end());
       for (auto s : stripes_) detail_::chunk_mutex(s).lock();
@@ -513,8 +531,8 @@ class Array {
                       "(", s_->path, "): offset and shape must have ", m.shape.size(), " entries, got [", offset,
                       "] and [", shape, "]");
     for (size_t a = 0; a < m.shape.size(); ++a)
-      TORCH_CHECK_INDEX(offset[a] >= 0 && shape[a] >= 0 && offset[a] + shape[a] <= m.shape[a], "qlty::zarr::Array::",
-                        who, "(", s_->path, "): the box at [", offset, "] of shape [", shape,
+      TORCH_CHECK_INDEX(offset[a] >= 0 && shape[a] >= 0 && offset[a] + shape[a] <= m.shape[a],
+                        "qlty::zarr::Array::", who, "(", s_->path, "): the box at [", offset, "] of shape [", shape,
                         "] is outside the array's shape [", c10::IntArrayRef(m.shape), "] on axis ", a);
   }
 
@@ -560,20 +578,28 @@ class Array {
   // Storage tensors hold the stored bytes: same element size, signed types for unsigned ones.
   torch::ScalarType storage_type() const {
     switch (s_->meta.dtype) {
-      case DataType::UInt16: return torch::kShort;
-      case DataType::UInt32: return torch::kInt;
-      case DataType::UInt64: return torch::kLong;
-      default: return zarr::scalar_type(s_->meta.dtype);
+      case DataType::UInt16:
+        return torch::kShort;
+      case DataType::UInt32:
+        return torch::kInt;
+      case DataType::UInt64:
+        return torch::kLong;
+      default:
+        return zarr::scalar_type(s_->meta.dtype);
     }
   }
 
   torch::Scalar natural_fill() const {
     const FillValue& f = s_->meta.fill;
     switch (f.kind) {
-      case FillValue::Kind::Null: return 0;
-      case FillValue::Kind::Bool: return f.b;
-      case FillValue::Kind::Int: return f.i;
-      case FillValue::Kind::Float: return f.f;
+      case FillValue::Kind::Null:
+        return 0;
+      case FillValue::Kind::Bool:
+        return f.b;
+      case FillValue::Kind::Int:
+        return f.i;
+      case FillValue::Kind::Float:
+        return f.f;
       case FillValue::Kind::UInt:
         TORCH_CHECK_VALUE(f.u <= static_cast<uint64_t>(INT64_MAX), "qlty::zarr::Array(", s_->path, "): fill value ",
                           f.u, " does not fit int64");
@@ -585,22 +611,29 @@ class Array {
     const FillValue& f = s_->meta.fill;
     if (f.kind != FillValue::Kind::UInt) return natural_fill();
     switch (s_->meta.dtype) {
-      case DataType::UInt16: return static_cast<int64_t>(static_cast<int16_t>(f.u));
-      case DataType::UInt32: return static_cast<int64_t>(static_cast<int32_t>(f.u));
-      case DataType::UInt64: return static_cast<int64_t>(f.u);
-      default: return static_cast<int64_t>(f.u);
+      case DataType::UInt16:
+        return static_cast<int64_t>(static_cast<int16_t>(f.u));
+      case DataType::UInt32:
+        return static_cast<int64_t>(static_cast<int32_t>(f.u));
+      case DataType::UInt64:
+        return static_cast<int64_t>(f.u);
+      default:
+        return static_cast<int64_t>(f.u);
     }
   }
 
   torch::Tensor to_natural(const torch::Tensor& t) const {
     switch (s_->meta.dtype) {
-      case DataType::UInt16: return t.to(torch::kInt).bitwise_and_(0xFFFF);
-      case DataType::UInt32: return t.to(torch::kLong).bitwise_and_(static_cast<int64_t>(0xFFFFFFFF));
+      case DataType::UInt16:
+        return t.to(torch::kInt).bitwise_and_(0xFFFF);
+      case DataType::UInt32:
+        return t.to(torch::kLong).bitwise_and_(static_cast<int64_t>(0xFFFFFFFF));
       case DataType::UInt64:
         TORCH_CHECK_VALUE(t.numel() == 0 || t.min().item<int64_t>() >= 0, "qlty::zarr::Array::read(", s_->path,
                           "): a uint64 value above 2^63-1 cannot be read as int64");
         return t;
-      default: return t;
+      default:
+        return t;
     }
   }
 
@@ -617,10 +650,17 @@ class Array {
                         l.min().item<double>(), ", ", l.max().item<double>(), "]");
     };
     switch (dt) {
-      case DataType::UInt16: check_range(65535); return t.to(torch::kInt).to(torch::kShort);
-      case DataType::UInt32: check_range(4294967295LL); return t.to(torch::kLong).to(torch::kInt);
-      case DataType::UInt64: check_range(-1); return t.to(torch::kLong);
-      default: return t.to(storage_type());
+      case DataType::UInt16:
+        check_range(65535);
+        return t.to(torch::kInt).to(torch::kShort);
+      case DataType::UInt32:
+        check_range(4294967295LL);
+        return t.to(torch::kLong).to(torch::kInt);
+      case DataType::UInt64:
+        check_range(-1);
+        return t.to(torch::kLong);
+      default:
+        return t.to(storage_type());
     }
   }
 
@@ -723,8 +763,7 @@ class Array {
           auto old = load_chunk(idx);
           buf = old ? old->contiguous() : torch::Tensor();
         }
-        if (!buf.defined())
-          buf = torch::full(m.chunks, storage_fill(), torch::TensorOptions().dtype(storage_type()));
+        if (!buf.defined()) buf = torch::full(m.chunks, storage_fill(), torch::TensorOptions().dtype(storage_type()));
         slice(buf, idx, origin, offset, shape).copy_(part);
         store_chunk(idx, buf);
       }
@@ -748,7 +787,8 @@ class Group {
     detail_::prepare_node_folder(p, overwrite, "Group::create");
     Group g(p, zarr_format);
     g.set_attributes(attributes, zarr_format == 2 && attributes.empty());
-    if (zarr_format == 2) qlty::detail::atomic_write(qlty::detail::join_path(p, ".zgroup"), json{{"zarr_format", 2}}.dump(4), false);
+    if (zarr_format == 2)
+      qlty::detail::atomic_write(qlty::detail::join_path(p, ".zgroup"), json{{"zarr_format", 2}}.dump(4), false);
     return g;
   }
 
@@ -756,8 +796,7 @@ class Group {
   static Group open(const std::string& path) {
     const std::string p = detail_::strip_slashes(path);
     const NodeType t = node_type(p);
-    if (t == NodeType::Group)
-      return Group(p, qlty::detail::path_exists(qlty::detail::join_path(p, ".zgroup")) ? 2 : 3);
+    if (t == NodeType::Group) return Group(p, qlty::detail::path_exists(qlty::detail::join_path(p, ".zgroup")) ? 2 : 3);
     throw Error("zarr.missing", p + (t == NodeType::Array ? ": is a Zarr array, not a group" : ": no Zarr group here"));
   }
 

@@ -21,7 +21,9 @@
 
 namespace qlty::detail {
 
-inline std::string errno_text(int err) { return std::string(std::strerror(err)) + " (errno " + std::to_string(err) + ")"; }
+inline std::string errno_text(int err) {
+  return std::string(std::strerror(err)) + " (errno " + std::to_string(err) + ")";
+}
 
 [[noreturn]] inline void throw_io(const std::string& what, const std::string& path, int err) {
   throw Error("io", path + ": " + what + " failed: " + errno_text(err));
@@ -190,33 +192,7 @@ inline void write_new_file(const std::string& path, const void* data, size_t siz
 /// failure the temporary file is removed and `path` is untouched.
 inline void atomic_write(const std::string& path, const void* data, size_t size, bool durable) {
   const std::string tmp = temp_name(path);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  if (fd < 0 && errno == ENOENT) {  // a nested chunk key whose folder does not exist yet
-    make_dirs(parent_path(path));
-    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  }
-  if (fd < 0) throw_io("create", tmp, errno);
-  auto fail = [&](const char* what, int err) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw_io(what, path, err);
-  };
-  const auto* p = static_cast<const uint8_t*>(data);
-  size_t done = 0;
-  while (done < size) {
-    const ssize_t w = ::write(fd, p + done, size - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail("write", errno);
-    }
-    done += static_cast<size_t>(w);
-  }
-  if (durable && ::fsync(fd) != 0) fail("fsync", errno);
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw_io("close", path, err);
-  }
+  write_new_file(tmp, data, size, durable);  // creates a nested chunk key's folder when needed
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());

@@ -66,12 +66,18 @@ struct Codec {
 
   const char* name() const {
     switch (id) {
-      case Id::Blosc: return "blosc";
-      case Id::Zlib: return "zlib";
-      case Id::Gzip: return "gzip";
-      case Id::Zstd: return "zstd";
-      case Id::Lz4: return "lz4";
-      case Id::Crc32c: return "crc32c";
+      case Id::Blosc:
+        return "blosc";
+      case Id::Zlib:
+        return "zlib";
+      case Id::Gzip:
+        return "gzip";
+      case Id::Zstd:
+        return "zstd";
+      case Id::Lz4:
+        return "lz4";
+      case Id::Crc32c:
+        return "crc32c";
     }
     return "?";
   }
@@ -82,10 +88,14 @@ struct Codec {
       case Id::Blosc:
         return cname == o.cname && clevel == o.clevel && shuffle == o.shuffle && blocksize == o.blocksize;
       case Id::Zlib:
-      case Id::Gzip: return level == o.level;
-      case Id::Zstd: return level == o.level && checksum == o.checksum;
-      case Id::Lz4: return acceleration == o.acceleration;
-      case Id::Crc32c: return true;
+      case Id::Gzip:
+        return level == o.level;
+      case Id::Zstd:
+        return level == o.level && checksum == o.checksum;
+      case Id::Lz4:
+        return acceleration == o.acceleration;
+      case Id::Crc32c:
+        return true;
     }
     return false;
   }
@@ -160,7 +170,9 @@ inline uint32_t get_le32(const uint8_t* p) {
 
 /// Checks a codec's parameters before any data is written with it (messages name `where`).
 inline void validate_codec(const Codec& c, const std::string& where) {
-  auto bad = [&](const std::string& what) { throw Error("zarr.unsupported", where + ": codec " + c.name() + ": " + what); };
+  auto bad = [&](const std::string& what) {
+    throw Error("zarr.unsupported", where + ": codec " + c.name() + ": " + what);
+  };
   switch (c.id) {
     case Codec::Id::Blosc:
       if (blosc_compname_to_compcode(c.cname.c_str()) < 0)
@@ -181,13 +193,16 @@ inline void validate_codec(const Codec& c, const std::string& where) {
     case Codec::Id::Lz4:
       if (c.acceleration < 1) bad("acceleration must be >= 1, got " + std::to_string(c.acceleration));
       break;
-    case Codec::Id::Crc32c: break;
+    case Codec::Id::Crc32c:
+      break;
   }
 }
 
 /// Encodes n bytes of elements of `typesize` bytes.
 inline ByteBuffer encode(const Codec& c, const uint8_t* src, size_t n, size_t typesize, const std::string& file) {
-  auto fail = [&](const std::string& what) -> ByteBuffer { throw Error("io", file + ": " + c.name() + " encoding failed: " + what); };
+  auto fail = [&](const std::string& what) -> ByteBuffer {
+    throw Error("io", file + ": " + c.name() + " encoding failed: " + what);
+  };
   ByteBuffer out;
   switch (c.id) {
     case Codec::Id::Blosc: {
@@ -266,7 +281,8 @@ inline size_t decoded_size(const Codec& c, const uint8_t* src, size_t n, size_t 
         corrupt(file, "blosc header does not match the chunk's " + std::to_string(n) + " bytes");
       size_t nb = 0, cbytes = 0, bs = 0;
       blosc_cbuffer_sizes(src, &nb, &cbytes, &bs);
-      if (cbytes > n) corrupt(file, "blosc header says " + std::to_string(cbytes) + " bytes, the chunk has " + std::to_string(n));
+      if (cbytes > n)
+        corrupt(file, "blosc header says " + std::to_string(cbytes) + " bytes, the chunk has " + std::to_string(n));
       return nbytes;
     }
     case Codec::Id::Zstd: {
@@ -282,7 +298,8 @@ inline size_t decoded_size(const Codec& c, const uint8_t* src, size_t n, size_t 
       if (n < 4) corrupt(file, "crc32c chunk of " + std::to_string(n) + " bytes is shorter than its checksum");
       return n - 4;
     case Codec::Id::Zlib:
-    case Codec::Id::Gzip: return bound;
+    case Codec::Id::Gzip:
+      return bound;
   }
   return bound;
 }
@@ -301,7 +318,8 @@ inline size_t decode_into(const Codec& c, const uint8_t* src, size_t n, uint8_t*
       if (s != dst_size) mismatch(s);
       if (dst_size == 0) return 0;
       const int r = blosc_decompress_ctx(src, dst, dst_size, 1);
-      if (r < 0 || static_cast<size_t>(r) != dst_size) corrupt(file, "blosc data is corrupt (blosc_decompress_ctx returned " + std::to_string(r) + ")");
+      if (r < 0 || static_cast<size_t>(r) != dst_size)
+        corrupt(file, "blosc data is corrupt (blosc_decompress_ctx returned " + std::to_string(r) + ")");
       return dst_size;
     }
     case Codec::Id::Zstd: {
@@ -349,7 +367,8 @@ inline size_t decode_into(const Codec& c, const uint8_t* src, size_t n, uint8_t*
         r = inflate(&z, Z_FINISH);
         if (z.avail_out == 0) {
           inflateEnd(&z);
-          corrupt(file, std::string(c.name()) + " chunk decodes to more than the expected " + std::to_string(dst_size) + " bytes");
+          corrupt(file, std::string(c.name()) + " chunk decodes to more than the expected " + std::to_string(dst_size) +
+                            " bytes");
         }
       }
       const size_t produced = z.total_out;
@@ -367,7 +386,7 @@ inline size_t decode_into(const Codec& c, const uint8_t* src, size_t n, uint8_t*
 
 /// Applies a chain of codecs in order (the first is nearest the raw bytes).
 inline ByteBuffer encode_chain(const std::vector<Codec>& chain, const uint8_t* src, size_t n, size_t typesize,
-                          const std::string& file) {
+                               const std::string& file) {
   if (chain.empty()) return ByteBuffer(src, src + n);
   ByteBuffer cur = encode(chain[0], src, n, typesize, file);
   for (size_t i = 1; i < chain.size(); ++i) cur = encode(chain[i], cur.data(), cur.size(), typesize, file);
@@ -375,8 +394,8 @@ inline ByteBuffer encode_chain(const std::vector<Codec>& chain, const uint8_t* s
 }
 
 /// Undoes a chain into exactly dst_size bytes at dst. Intermediate results are bounded by `bound` bytes.
-inline void decode_chain(const std::vector<Codec>& chain, const uint8_t* src, size_t n, uint8_t* dst,
-                         size_t dst_size, size_t bound, const std::string& file) {
+inline void decode_chain(const std::vector<Codec>& chain, const uint8_t* src, size_t n, uint8_t* dst, size_t dst_size,
+                         size_t bound, const std::string& file) {
   if (chain.empty()) {
     if (n != dst_size)
       corrupt(file, "uncompressed chunk has " + std::to_string(n) + " bytes, expected " + std::to_string(dst_size));
@@ -395,7 +414,8 @@ inline void decode_chain(const std::vector<Codec>& chain, const uint8_t* src, si
       continue;
     }
     const size_t s = decoded_size(c, p, len, bound, file);
-    if (s > bound) corrupt(file, std::string(c.name()) + " layer claims " + std::to_string(s) + " bytes, more than possible");
+    if (s > bound)
+      corrupt(file, std::string(c.name()) + " layer claims " + std::to_string(s) + " bytes, more than possible");
     ByteBuffer next(s);
     next.resize(decode_into(c, p, len, next.data(), s, file, c.id != Codec::Id::Zlib && c.id != Codec::Id::Gzip));
     cur.swap(next);

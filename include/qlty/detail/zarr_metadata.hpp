@@ -51,11 +51,16 @@ struct FillValue {
   bool operator==(const FillValue& o) const {
     if (kind != o.kind) return false;
     switch (kind) {
-      case Kind::Null: return true;
-      case Kind::Bool: return b == o.b;
-      case Kind::Int: return i == o.i;
-      case Kind::UInt: return u == o.u;
-      case Kind::Float: return (std::isnan(f) && std::isnan(o.f)) || f == o.f;
+      case Kind::Null:
+        return true;
+      case Kind::Bool:
+        return b == o.b;
+      case Kind::Int:
+        return i == o.i;
+      case Kind::UInt:
+        return u == o.u;
+      case Kind::Float:
+        return (std::isnan(f) && std::isnan(o.f)) || f == o.f;
     }
     return false;
   }
@@ -76,9 +81,9 @@ struct TypeInfo {
 };
 
 inline const TypeInfo& type_info(DataType t) {
-  static const TypeInfo table[] = {{"bool", 'b', 1},    {"int8", 'i', 1},    {"int16", 'i', 2},   {"int32", 'i', 4},
-                                   {"int64", 'i', 8},   {"uint8", 'u', 1},   {"uint16", 'u', 2},  {"uint32", 'u', 4},
-                                   {"uint64", 'u', 8},  {"float16", 'f', 2}, {"float32", 'f', 4}, {"float64", 'f', 8}};
+  static const TypeInfo table[] = {{"bool", 'b', 1},   {"int8", 'i', 1},    {"int16", 'i', 2},   {"int32", 'i', 4},
+                                   {"int64", 'i', 8},  {"uint8", 'u', 1},   {"uint16", 'u', 2},  {"uint32", 'u', 4},
+                                   {"uint64", 'u', 8}, {"float16", 'f', 2}, {"float32", 'f', 4}, {"float64", 'f', 8}};
   return table[static_cast<int>(t)];
 }
 
@@ -98,10 +103,10 @@ struct ArrayMetadata {
   DataType dtype = DataType::Float32;
   bool big_endian = false;
   FillValue fill;
-  bool fortran_order = false;      // v2 "order": "F"
+  bool fortran_order = false;  // v2 "order": "F"
   char separator = '.';
-  bool v3_default_keys = true;     // v3 chunk_key_encoding "default" (keys start with "c")
-  std::vector<Codec> codecs;       // bytes-to-bytes chain, nearest the raw bytes first
+  bool v3_default_keys = true;               // v3 chunk_key_encoding "default" (keys start with "c")
+  std::vector<Codec> codecs;                 // bytes-to-bytes chain, nearest the raw bytes first
   std::vector<std::string> dimension_names;  // v3; empty = absent
   json attributes = json::object();          // v3 only (v2 keeps them in .zattrs)
 
@@ -190,7 +195,8 @@ inline void check_grid(const ArrayMetadata& m, const std::string& file) {
   int64_t nbytes = m.itemsize();
   for (size_t a = 0; a < m.shape.size(); ++a) {
     if (m.shape[a] < 0) bad_meta(file, "shape[" + std::to_string(a) + "] is negative: " + std::to_string(m.shape[a]));
-    if (m.chunks[a] < 1) bad_meta(file, "chunks[" + std::to_string(a) + "] must be >= 1, got " + std::to_string(m.chunks[a]));
+    if (m.chunks[a] < 1)
+      bad_meta(file, "chunks[" + std::to_string(a) + "] must be >= 1, got " + std::to_string(m.chunks[a]));
     if (m.chunks[a] > kMaxChunkBytes || (nbytes *= m.chunks[a]) > kMaxChunkBytes)
       unsupported(file, "a chunk of more than 2 GiB");
   }
@@ -227,7 +233,8 @@ inline FillValue parse_fill(const json& v, DataType t, const std::string& file, 
   }
   if (info.kind == 'b') {
     if (v.is_boolean()) return FillValue(v.get<bool>());
-    if (v.is_number_integer() && (v.get<int64_t>() == 0 || v.get<int64_t>() == 1)) return FillValue(v.get<int64_t>() == 1);
+    if (v.is_number_integer() && (v.get<int64_t>() == 0 || v.get<int64_t>() == 1))
+      return FillValue(v.get<int64_t>() == 1);
     bad_meta(file, what + ": expected true or false");
   }
   if (info.kind == 'f') {
@@ -241,7 +248,10 @@ inline FillValue parse_fill(const json& v, DataType t, const std::string& file, 
         uint64_t bits = 0;
         for (size_t k = 2; k < s.size(); ++k) {
           const char c = s[k];
-          const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+          const int d = c >= '0' && c <= '9'   ? c - '0'
+                        : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                               : -1;
           if (d < 0) bad_meta(file, what + ": not a hexadecimal bit pattern");
           bits = bits << 4 | static_cast<uint64_t>(d);
         }
@@ -295,12 +305,17 @@ inline FillValue parse_fill(const json& v, DataType t, const std::string& file, 
 inline json fill_json(const FillValue& f, DataType t) {
   const auto& info = type_info(t);
   switch (f.kind) {
-    case FillValue::Kind::Null: return nullptr;
-    case FillValue::Kind::Bool: return f.b;
-    default: break;
+    case FillValue::Kind::Null:
+      return nullptr;
+    case FillValue::Kind::Bool:
+      return f.b;
+    default:
+      break;
   }
   if (info.kind == 'f') {
-    const double d = f.kind == FillValue::Kind::Float ? f.f : f.kind == FillValue::Kind::Int ? double(f.i) : double(f.u);
+    const double d = f.kind == FillValue::Kind::Float ? f.f
+                     : f.kind == FillValue::Kind::Int ? double(f.i)
+                                                      : double(f.u);
     if (std::isnan(d)) return "NaN";
     if (std::isinf(d)) return d > 0 ? "Infinity" : "-Infinity";
     return d;
@@ -315,15 +330,19 @@ inline FillValue normalize_fill(const FillValue& f, DataType t, const std::strin
   if (f.kind == FillValue::Kind::Null) return f;
   const json j = [&]() -> json {
     switch (f.kind) {
-      case FillValue::Kind::Bool: return type_info(t).kind == 'b' ? json(f.b) : json(f.b ? 1 : 0);
-      case FillValue::Kind::Int: return f.i;
-      case FillValue::Kind::UInt: return f.u;
+      case FillValue::Kind::Bool:
+        return type_info(t).kind == 'b' ? json(f.b) : json(f.b ? 1 : 0);
+      case FillValue::Kind::Int:
+        return f.i;
+      case FillValue::Kind::UInt:
+        return f.u;
       case FillValue::Kind::Float: {
         if (std::isnan(f.f)) return "NaN";
         if (std::isinf(f.f)) return f.f > 0 ? "Infinity" : "-Infinity";
         return f.f;
       }
-      default: return nullptr;
+      default:
+        return nullptr;
     }
   }();
   try {
@@ -374,12 +393,21 @@ inline Codec parse_v2_compressor(const json& c, const std::string& file) {
 inline json v2_compressor_json(const Codec& c) {
   switch (c.id) {
     case Codec::Id::Blosc:
-      return {{"id", "blosc"}, {"cname", c.cname}, {"clevel", c.clevel}, {"shuffle", c.shuffle}, {"blocksize", c.blocksize}};
-    case Codec::Id::Zlib: return {{"id", "zlib"}, {"level", c.level}};
-    case Codec::Id::Gzip: return {{"id", "gzip"}, {"level", c.level}};
-    case Codec::Id::Zstd: return {{"id", "zstd"}, {"level", c.level}};
-    case Codec::Id::Lz4: return {{"id", "lz4"}, {"acceleration", c.acceleration}};
-    case Codec::Id::Crc32c: break;
+      return {{"id", "blosc"},
+              {"cname", c.cname},
+              {"clevel", c.clevel},
+              {"shuffle", c.shuffle},
+              {"blocksize", c.blocksize}};
+    case Codec::Id::Zlib:
+      return {{"id", "zlib"}, {"level", c.level}};
+    case Codec::Id::Gzip:
+      return {{"id", "gzip"}, {"level", c.level}};
+    case Codec::Id::Zstd:
+      return {{"id", "zstd"}, {"level", c.level}};
+    case Codec::Id::Lz4:
+      return {{"id", "lz4"}, {"acceleration", c.acceleration}};
+    case Codec::Id::Crc32c:
+      break;
   }
   return nullptr;
 }
@@ -392,14 +420,21 @@ inline json v3_codec_json(const Codec& c, DataType t) {
       int shuffle = c.shuffle == -1 ? (type_info(t).size == 1 ? 2 : 1) : c.shuffle;
       return {{"name", "blosc"},
               {"configuration",
-               {{"cname", c.cname}, {"clevel", c.clevel}, {"shuffle", v3_shuffle_name(shuffle)},
-                {"typesize", type_info(t).size}, {"blocksize", c.blocksize}}}};
+               {{"cname", c.cname},
+                {"clevel", c.clevel},
+                {"shuffle", v3_shuffle_name(shuffle)},
+                {"typesize", type_info(t).size},
+                {"blocksize", c.blocksize}}}};
     }
-    case Codec::Id::Gzip: return {{"name", "gzip"}, {"configuration", {{"level", c.level}}}};
-    case Codec::Id::Zstd: return {{"name", "zstd"}, {"configuration", {{"level", c.level}, {"checksum", c.checksum}}}};
-    case Codec::Id::Crc32c: return {{"name", "crc32c"}};
+    case Codec::Id::Gzip:
+      return {{"name", "gzip"}, {"configuration", {{"level", c.level}}}};
+    case Codec::Id::Zstd:
+      return {{"name", "zstd"}, {"configuration", {{"level", c.level}, {"checksum", c.checksum}}}};
+    case Codec::Id::Crc32c:
+      return {{"name", "crc32c"}};
     case Codec::Id::Zlib:
-    case Codec::Id::Lz4: break;
+    case Codec::Id::Lz4:
+      break;
   }
   return nullptr;
 }
@@ -441,9 +476,9 @@ inline ArrayMetadata parse_v3(const std::string& text, const std::string& file) 
   if (fmt != 3) unsupported(file, "zarr_format " + std::to_string(fmt) + " in a zarr.json (expected 3)");
   const std::string node = as_string(key(j, "node_type", file), "node_type", file);
   if (node != "array") bad_meta(file, "node_type is \"" + node + "\", not \"array\"");
-  static const char* known[] = {"zarr_format", "node_type",  "shape",      "data_type", "chunk_grid",
-                                "chunk_key_encoding", "fill_value", "codecs", "attributes",
-                                "dimension_names", "storage_transformers"};
+  static const char* known[] = {"zarr_format",         "node_type",  "shape",  "data_type",  "chunk_grid",
+                                "chunk_key_encoding",  "fill_value", "codecs", "attributes", "dimension_names",
+                                "storage_transformers"};
   for (const auto& [k, v] : j.items()) {
     bool ok = false;
     for (const char* kk : known) ok = ok || k == kk;
@@ -510,7 +545,8 @@ inline ArrayMetadata parse_v3(const std::string& text, const std::string& file) 
     }
     if (!have_bytes) {
       if (optional) continue;
-      unsupported(file, "codec \"" + name + "\" before \"bytes\" (array-to-array codecs and sharding are not supported)");
+      unsupported(file,
+                  "codec \"" + name + "\" before \"bytes\" (array-to-array codecs and sharding are not supported)");
     }
     Codec k;
     if (name == "gzip") {
@@ -525,10 +561,14 @@ inline ArrayMetadata parse_v3(const std::string& text, const std::string& file) 
       int shuffle = 1;
       if (const auto it = conf.find("shuffle"); it != conf.end()) {
         const std::string s = as_string(*it, "blosc shuffle", file);
-        if (s == "noshuffle") shuffle = 0;
-        else if (s == "shuffle") shuffle = 1;
-        else if (s == "bitshuffle") shuffle = 2;
-        else bad_meta(file, "blosc shuffle must be noshuffle, shuffle or bitshuffle, got \"" + s + "\"");
+        if (s == "noshuffle")
+          shuffle = 0;
+        else if (s == "shuffle")
+          shuffle = 1;
+        else if (s == "bitshuffle")
+          shuffle = 2;
+        else
+          bad_meta(file, "blosc shuffle must be noshuffle, shuffle or bitshuffle, got \"" + s + "\"");
       }
       const auto cn = conf.find("cname");
       k = Codec::blosc(cn == conf.end() ? "lz4" : as_string(*cn, "blosc cname", file), conf_int("clevel", 5), shuffle,
@@ -588,7 +628,8 @@ inline std::string dump_metadata(const ArrayMetadata& m) {
          {"data_type", type_info(m.dtype).v3},
          {"chunk_grid", {{"name", "regular"}, {"configuration", {{"chunk_shape", m.chunks}}}}},
          {"chunk_key_encoding",
-          {{"name", m.v3_default_keys ? "default" : "v2"}, {"configuration", {{"separator", std::string(1, m.separator)}}}}},
+          {{"name", m.v3_default_keys ? "default" : "v2"},
+           {"configuration", {{"separator", std::string(1, m.separator)}}}}},
          {"fill_value", m.fill.kind == FillValue::Kind::Null ? json(0) : fill_json(m.fill, m.dtype)},
          {"codecs", codecs},
          {"attributes", m.attributes}};
