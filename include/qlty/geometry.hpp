@@ -139,6 +139,7 @@ class Geometry {
   torch::Tensor border_tensor() const {
     auto t = torch::zeros(c10::IntArrayRef(window_.data(), D), torch::kFloat32);
     std::vector<at::indexing::TensorIndex> idx;
+    idx.reserve(D);  // moving a TensorIndex built from a Slice reads an uninitialised bool (LibTorch 1.13; UBSan)
     for (int a = 0; a < D; ++a) idx.emplace_back(at::indexing::Slice(border_[a], window_[a] - border_[a]));
     t.index_put_(idx, 1.0f);
     return t;
