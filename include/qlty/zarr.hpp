@@ -684,53 +684,45 @@ class Array {
       for (int64_t i = 0; i < t.numel(); ++i) p[i] = p[i] != 0;
     }
     if (!m.fortran_order) return t.view(m.chunks);
-    std::vector<int64_t> rev(m.chunks.rbegin(), m.chunks.rend()), perm(m.chunks.size());
+    return t.view(std::vector<int64_t>(m.chunks.rbegin(), m.chunks.rend())).permute(reversed_axes());
+  }
+
+  /// Axes in reverse order: the permutation between a chunk and its Fortran-order storage.
+  std::vector<int64_t> reversed_axes() const {
+    std::vector<int64_t> perm(s_->meta.chunks.size());
     for (size_t a = 0; a < perm.size(); ++a) perm[a] = static_cast<int64_t>(perm.size() - 1 - a);
-    return t.view(rev).permute(perm);
+    return perm;
+  }
+
+  /// A storage tensor of the chunk shape laid out as stored: contiguous, in the array's order and byte order.
+  torch::Tensor stored_layout(const torch::Tensor& chunk) const {
+    const auto& m = s_->meta;
+    torch::Tensor c = (m.fortran_order ? chunk.permute(reversed_axes()) : chunk).contiguous();
+    if (m.big_endian) {
+      c = c.clone();
+      detail_::byteswap(c.data_ptr(), c.numel(), static_cast<int>(m.itemsize()));
+    }
+    return c;
   }
 
   /// The stored bytes of a storage tensor of the chunk shape.
   std::vector<uint8_t> encode(const torch::Tensor& chunk, const std::string& file) const {
-    const auto& m = s_->meta;
-    torch::Tensor c = chunk;
-    if (m.fortran_order) {
-      std::vector<int64_t> perm(m.chunks.size());
-      for (size_t a = 0; a < perm.size(); ++a) perm[a] = static_cast<int64_t>(perm.size() - 1 - a);
-      c = c.permute(perm);
-    }
-    c = c.contiguous();
-    if (m.big_endian) {
-      c = c.clone();
-      detail_::byteswap(c.data_ptr(), c.numel(), static_cast<int>(m.itemsize()));
-    }
-    const auto* p = static_cast<const uint8_t*>(c.data_ptr());
-    return qlty::detail::encode_chain(m.codecs, p, static_cast<size_t>(c.numel() * m.itemsize()),
-                                      static_cast<size_t>(m.itemsize()), file);
+    const auto c = stored_layout(chunk);
+    const auto itemsize = static_cast<size_t>(s_->meta.itemsize());
+    return qlty::detail::encode_chain(s_->meta.codecs, static_cast<const uint8_t*>(c.data_ptr()),
+                                      static_cast<size_t>(c.numel()) * itemsize, itemsize, file);
   }
 
-  /// Encodes a storage tensor of the chunk shape and writes it atomically.
+  /// Encodes a storage tensor of the chunk shape and writes it atomically (uncompressed: straight from it).
   void store_chunk(const std::vector<int64_t>& idx, const torch::Tensor& chunk) const {
-    const auto& m = s_->meta;
-    const std::string file = qlty::detail::join_path(s_->path, m.chunk_key(idx.data()));
-    torch::Tensor c = chunk;
-    if (m.fortran_order) {
-      std::vector<int64_t> perm(m.chunks.size());
-      for (size_t a = 0; a < perm.size(); ++a) perm[a] = static_cast<int64_t>(perm.size() - 1 - a);
-      c = c.permute(perm);
-    }
-    c = c.contiguous();
-    if (m.big_endian) {
-      c = c.clone();
-      detail_::byteswap(c.data_ptr(), c.numel(), static_cast<int>(m.itemsize()));
-    }
-    const auto* p = static_cast<const uint8_t*>(c.data_ptr());
-    const size_t n = static_cast<size_t>(c.numel() * m.itemsize());
-    if (m.codecs.empty()) {
-      qlty::detail::atomic_write(file, p, n, s_->durable);
-    } else {
-      const auto bytes = qlty::detail::encode_chain(m.codecs, p, n, static_cast<size_t>(m.itemsize()), file);
+    const std::string file = qlty::detail::join_path(s_->path, s_->meta.chunk_key(idx.data()));
+    if (!s_->meta.codecs.empty()) {
+      const auto bytes = encode(chunk, file);
       qlty::detail::atomic_write(file, bytes.data(), bytes.size(), s_->durable);
+      return;
     }
+    const auto c = stored_layout(chunk);
+    qlty::detail::atomic_write(file, c.data_ptr(), static_cast<size_t>(c.numel() * s_->meta.itemsize()), s_->durable);
   }
 
   void write_impl(c10::IntArrayRef offset, const torch::Tensor& data, bool take_locks, const char* who) {
