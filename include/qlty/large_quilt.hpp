@@ -105,15 +105,6 @@ inline std::optional<std::vector<std::pair<std::string, std::vector<uint8_t>>>> 
   return out;
 }
 
-inline void sync_filesystem(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw_io("open folder", dir, errno);
-  const int rc = ::syncfs(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) throw_io("syncfs", dir, err);
-}
-
 }  // namespace detail
 
 /// @brief The disk-cached quilt in D = 2 or 3 dimensions (see the file comment).
@@ -139,9 +130,7 @@ class LargeQuilt {
     // thousands of tiny files, and a row of windows still fits a modest cache.
     std::array<int64_t, D> unit{};
     for (int a = 0; a < D; ++a) {
-      const int64_t s = geom_.step()[a], w = geom_.window()[a];
-      unit[a] = std::max<int64_t>(s, 1);
-      (void)w;
+      unit[a] = std::max<int64_t>(geom_.step()[a], 1);
       chunk_[a] = std::min(S[a], unit[a]);
     }
     auto bytes = [&] {
@@ -437,7 +426,7 @@ class LargeQuilt {
         }
         renames.emplace_back(sp.first, std::vector<uint8_t>(sp.second.begin(), sp.second.end()));
       }
-      if (opt_.durable) detail::sync_filesystem(acc_path());
+      if (opt_.durable) detail::sync_folder(acc_path(), true);
       const auto journal = detail::journal_encode(renames);
       detail::atomic_write(acc_path("journal"), journal.data(), journal.size(), opt_.durable);
     } catch (...) {
@@ -540,10 +529,10 @@ class LargeQuilt {
       if (::rename(staged.c_str(), acc_path(target).c_str()) != 0 && errno != ENOENT)
         detail::throw_io("rename", staged, errno);
     }
-    if (opt_.durable) detail::sync_filesystem(acc_path());
+    if (opt_.durable) detail::sync_folder(acc_path(), true);
     if (::unlink(acc_path("journal").c_str()) != 0 && errno != ENOENT)
       detail::throw_io("unlink", acc_path("journal"), errno);
-    if (opt_.durable) detail::fsync_dir(acc_path());
+    if (opt_.durable) detail::sync_folder(acc_path());
   }
 
   /// Deletes staged checkpoint files (names containing ".ckpt.") under the accumulator folder.
@@ -708,7 +697,7 @@ class LargeQuilt {
 
   /// A chunk for reading: the cached one, or read from disk without caching it.
   torch::Tensor peek(int array, int64_t n, const std::array<int64_t, D>& cidx) const {
-    if (!arrays_[array]) return torch::zeros_like(peek(kSum, n, cidx));
+    TORCH_INTERNAL_ASSERT(arrays_[array].has_value(), name(), ": accumulator ", array_names()[array], " missing");
     const auto it = cache_.find(key(array, n, cidx));
     if (it != cache_.end()) return it->second.data[0];
     const auto sp = spilled_.find(key(array, n, cidx));

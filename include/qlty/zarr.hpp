@@ -282,7 +282,7 @@ class Array {
     }
     Array a = open(path, options.durable);
     const auto& m = a.metadata();
-    ArrayOptions want = options;
+    const ArrayOptions& want = options;
     const FillValue fill = qlty::detail::normalize_fill(options.fill_value, options.dtype, path);
     const bool same = m.zarr_format == want.zarr_format && m.shape == want.shape && m.chunks == want.chunks &&
                       m.dtype == want.dtype && m.codecs == want.codecs &&

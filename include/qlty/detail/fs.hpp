@@ -146,13 +146,14 @@ inline std::string temp_name(const std::string& path) {
                                           ".tmp");
 }
 
-inline void fsync_dir(const std::string& dir) {
+/// Flushes a folder's entries (fsync) or, with `whole_filesystem`, everything written to its filesystem (syncfs).
+inline void sync_folder(const std::string& dir, bool whole_filesystem = false) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) throw_io("open folder", dir, errno);
-  const int rc = ::fsync(fd);
+  const int rc = whole_filesystem ? ::syncfs(fd) : ::fsync(fd);
   const int err = errno;
   ::close(fd);
-  if (rc != 0 && err != EINVAL) throw_io("fsync", dir, err);
+  if (rc != 0 && !(err == EINVAL && !whole_filesystem)) throw_io(whole_filesystem ? "syncfs" : "fsync", dir, err);
 }
 
 /// Writes `data` to a new file `path` (which must not exist), creating its folder if needed; with `durable`, fsyncs
@@ -198,7 +199,7 @@ inline void atomic_write(const std::string& path, const void* data, size_t size,
     ::unlink(tmp.c_str());
     throw_io("rename", path, err);
   }
-  if (durable) fsync_dir(parent_path(path));
+  if (durable) sync_folder(parent_path(path));
 }
 
 inline void atomic_write(const std::string& path, const std::string& text, bool durable) {

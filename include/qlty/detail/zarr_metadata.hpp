@@ -439,6 +439,12 @@ inline json v3_codec_json(const Codec& c, DataType t) {
   return nullptr;
 }
 
+inline char parse_separator(const json& v, const std::string& what, const std::string& file) {
+  const std::string sep = as_string(v, what, file);
+  if (sep != "." && sep != "/") bad_meta(file, what + " must be \".\" or \"/\", got \"" + sep + "\"");
+  return sep[0];
+}
+
 // ---- whole documents
 
 inline ArrayMetadata parse_v2(const std::string& text, const std::string& file) {
@@ -461,9 +467,7 @@ inline ArrayMetadata parse_v2(const std::string& text, const std::string& file) 
   if (!filters.is_null() && !(filters.is_array() && filters.empty()))
     unsupported(file, "filters " + filters.dump() + " (only null is supported)");
   if (const auto it = j.find("dimension_separator"); it != j.end() && !it->is_null()) {
-    const std::string sep = as_string(*it, "dimension_separator", file);
-    if (sep != "." && sep != "/") bad_meta(file, "dimension_separator must be \".\" or \"/\", got \"" + sep + "\"");
-    m.separator = sep[0];
+    m.separator = parse_separator(*it, "dimension_separator", file);
   }
   return m;
 }
@@ -506,9 +510,7 @@ inline ArrayMetadata parse_v3(const std::string& text, const std::string& file) 
   m.separator = m.v3_default_keys ? '/' : '.';
   if (const auto it = cke.find("configuration"); it != cke.end()) {
     if (const auto s = it->find("separator"); it->is_object() && s != it->end()) {
-      const std::string sep = as_string(*s, "separator", file);
-      if (sep != "." && sep != "/") bad_meta(file, "separator must be \".\" or \"/\", got \"" + sep + "\"");
-      m.separator = sep[0];
+      m.separator = parse_separator(*s, "separator", file);
     }
   }
   m.fill = parse_fill(key(j, "fill_value", file), m.dtype, file, true);
