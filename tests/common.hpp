@@ -5,6 +5,9 @@
 #include <torch/torch.h>
 #include <qlty/qlty.hpp>
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -103,6 +106,10 @@ inline std::pair<torch::Tensor, torch::Tensor> reference_stitch(const torch::Ten
   return {result, wsum};
 }
 
+/// An exception's message without LibTorch's backtrace.
+inline std::string message_of(const c10::Error& e) { return e.what_without_backtrace(); }
+inline std::string message_of(const std::exception& e) { return e.what(); }
+
 /// Runs f and checks it throws E with every piece of `parts` in its message.
 template <typename E, typename F>
 void expect_error(F&& f, const std::vector<std::string>& parts) {
@@ -110,11 +117,24 @@ void expect_error(F&& f, const std::vector<std::string>& parts) {
     f();
     ADD_FAILURE() << "no exception; expected one mentioning " << parts.front();
   } catch (const E& e) {
-    const std::string msg = e.what_without_backtrace();
+    const std::string msg = message_of(e);
     for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
   } catch (const std::exception& e) {
     ADD_FAILURE() << "wrong exception type: " << e.what();
   }
 }
+
+/// A fresh folder under the system's temp folder (TMPDIR or /tmp), removed with its contents at the end of the test.
+struct TempDir {
+  std::string path;
+  explicit TempDir(const std::string& tag = "qlty") {
+    std::string t = (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") + ("/" + tag + "_XXXXXX");
+    path = ::mkdtemp(t.data());
+  }
+  ~TempDir() { qlty::detail::remove_tree(path); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string operator/(const std::string& name) const { return path + "/" + name; }
+};
 
 }  // namespace qlty_test

@@ -17,14 +17,8 @@ namespace {
 
 using torch::indexing::Slice;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string t = "/tmp/qlty_large_XXXXXX";
-    path = ::mkdtemp(t.data());
-  }
-  ~TempDir() { qlty::detail::remove_tree(path); }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
+struct TempDir : qlty_test::TempDir {
+  TempDir() : qlty_test::TempDir("qlty_large") {}
 };
 
 template <int D>

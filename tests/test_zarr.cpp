@@ -25,15 +25,8 @@ using qlty::zarr::Group;
 using torch::indexing::Slice;
 using json = nlohmann::json;
 
-/// A fresh folder under the system's temp folder, removed with its contents at the end of the test.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string t = (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") + std::string("/qlty_zarr_XXXXXX");
-    path = ::mkdtemp(t.data());
-  }
-  ~TempDir() { qlty::detail::remove_tree(path); }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
+struct TempDir : qlty_test::TempDir {
+  TempDir() : qlty_test::TempDir("qlty_zarr") {}
 };
 
 void write_text(const std::string& path, const std::string& text) {

@@ -14,7 +14,8 @@ namespace qlty {
 /// Tags: `zarr.format` (a file that is not valid), `zarr.unsupported` (valid but not supported),
 /// `zarr.missing` (no array or group there), `zarr.exists` (creating where one exists), `io` (the operating
 /// system refused: permissions, full disk), `lock` (a lock could not be taken), `checkpoint` (a resume whose
-/// settings differ from the stored ones).
+/// settings differ from the stored ones), `model` (a model that throws or returns the wrong shape in a blockwise
+/// run), `input` (an input file the `qlty` program cannot use).
 class Error : public std::runtime_error {
  public:
   Error(std::string tag, const std::string& message)

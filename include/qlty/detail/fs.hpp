@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -144,6 +145,40 @@ inline std::string temp_name(const std::string& path) {
   return join_path(parent_path(path), "." + base_name(path) + "." + std::to_string(::getpid()) + "." +
                                           std::to_string(counter++) + "." + std::to_string(rng() & 0xffffffff) +
                                           ".tmp");
+}
+
+/// The process id in a name made by temp_name, or 0 when the name is not one.
+inline pid_t temp_owner(const std::string& name) {
+  if (name.size() < 6 || name[0] != '.' || name.compare(name.size() - 4, 4, ".tmp") != 0) return 0;
+  // .<base>.<pid>.<counter>.<random>.tmp: the pid is the fourth field from the end
+  size_t end = name.size() - 4;
+  for (int i = 0; i < 2; ++i) {
+    end = name.rfind('.', end - 1);
+    if (end == std::string::npos || end == 0) return 0;
+  }
+  const size_t begin = name.rfind('.', end - 1);
+  if (begin == std::string::npos || begin + 1 >= end) return 0;
+  pid_t pid = 0;
+  for (size_t i = begin + 1; i < end; ++i) {
+    if (name[i] < '0' || name[i] > '9') return 0;
+    pid = pid * 10 + (name[i] - '0');
+  }
+  return pid;
+}
+
+/// Removes, under `dir` and its subfolders, the temporary files (temp_name) of processes that no longer run:
+/// what a killed writer left. Returns how many.
+inline int64_t remove_stale_temps(const std::string& dir) {
+  int64_t removed = 0;
+  for (const auto& name : list_dir(dir)) {
+    const std::string p = join_path(dir, name);
+    if (is_directory(p)) {
+      removed += remove_stale_temps(p);
+    } else if (const pid_t pid = temp_owner(name); pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) {
+      if (::unlink(p.c_str()) == 0) ++removed;
+    }
+  }
+  return removed;
 }
 
 /// Flushes a folder's entries (fsync) or, with `whole_filesystem`, everything written to its filesystem (syncfs).

@@ -1,0 +1,352 @@
+// The `qlty` program end to end: infer on .npy, TIFF and Zarr inputs, 2D and 3D, equals the in-memory quilt
+// pipeline and zarr-python opens the output; kill -9 at random points and reruns give identical bytes; other
+// settings, bad arguments and bad models give clear messages and non-zero exit codes; convert round trips; info and
+// demo run.
+#include "common.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "../tools/qlty/io.hpp"
+#include "models.hpp"
+
+namespace {
+
+struct TempDir : qlty_test::TempDir {
+  TempDir() : qlty_test::TempDir("qlty_cli") {}
+};
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+/// Starts `qlty args...` with stdout and stderr going to files in `dir`; returns its pid.
+pid_t start(const std::vector<std::string>& args, const std::string& dir) {
+  const std::string out = dir + "/stdout", err = dir + "/stderr";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(o, 1);
+    ::dup2(e, 2);
+    std::vector<char*> argv{const_cast<char*>(QLTY_CLI)};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::setenv("OMP_NUM_THREADS", "2", 1);
+    ::execv(QLTY_CLI, argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+int wait_for(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/// Runs `qlty args...` to the end.
+Result run(const std::vector<std::string>& args, const std::string& dir) {
+  Result r;
+  r.code = wait_for(start(args, dir));
+  r.out = slurp(dir + "/stdout");
+  r.err = slurp(dir + "/stderr");
+  return r;
+}
+
+void expect_fails(const Result& r, const std::vector<std::string>& parts) {
+  EXPECT_NE(r.code, 0) << r.out << r.err;
+  for (const auto& p : parts) EXPECT_NE(r.err.find(p), std::string::npos) << "'" << p << "' not in: " << r.err;
+}
+
+/// A .npy file written byte by byte (independent of the program's writer).
+void write_npy_by_hand(const std::string& path, const torch::Tensor& x, const std::string& descr) {
+  std::string shape;
+  for (auto s : x.sizes()) shape += std::to_string(s) + ",";
+  std::string h = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + shape + "), }";
+  h.append(63 - (10 + h.size()) % 64, ' ');
+  h += "\n";
+  std::ofstream f(path, std::ios::binary);
+  f.write("\x93NUMPY\x01\x00", 8);
+  const char len[2] = {static_cast<char>(h.size() & 0xff), static_cast<char>(h.size() >> 8)};
+  f.write(len, 2);
+  f << h;
+  auto c = x.contiguous();
+  f.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
+}
+
+/// The in-memory pipeline on x (N, C, *S) for a model file.
+torch::Tensor reference(const torch::Tensor& x, const std::string& model_file, const std::vector<int64_t>& window,
+                        const std::vector<int64_t>& step, int64_t border, double bw) {
+  torch::NoGradGuard no_grad;
+  auto m = torch::jit::load(model_file);
+  auto f = x.to(torch::kFloat);
+  if (x.dim() == 4) {
+    qlty::NCYXQuilt q(x.size(2), x.size(3), window, step, border, bw);
+    return std::get<0>(q.stitch(m.forward({q.unstitch(f)}).toTensor()));
+  }
+  qlty::NCZYXQuilt q(x.size(2), x.size(3), x.size(4), window, step, border, bw);
+  return std::get<0>(q.stitch(m.forward({q.unstitch(f)}).toTensor()));
+}
+
+torch::Tensor read_output(const std::string& out) { return qlty::zarr::Array::open(out + "/0").read(); }
+
+/// zarr-python (Debian's python3-zarr) opens the output group and sums its prediction.
+void expect_zarr_python_reads(const std::string& out, const torch::Tensor& mean) {
+#ifdef QLTY_ZARR_PYTHON
+  const std::string script = out + ".py";
+  std::ofstream(script) << "import sys, zarr\n"
+                           "g = zarr.open_group(sys.argv[1], mode='r')\n"
+                           "a = g['0']\n"
+                           "ms = g.attrs['multiscales'][0]\n"
+                           "assert ms['version'] == '0.4' and ms['datasets'][0]['path'] == '0', ms\n"
+                           "assert len(ms['axes']) == a.ndim, (ms['axes'], a.shape)\n"
+                           "print(list(a.shape), repr(float(a[...].astype('float64').sum())))\n";
+  const std::string cmd = std::string(QLTY_ZARR_PYTHON) + " " + script + " " + out + " > " + out + ".txt 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << slurp(out + ".txt");
+  std::istringstream in(slurp(out + ".txt"));
+  std::string shape;
+  double sum = 0;
+  std::getline(in, shape, ']');
+  in.ignore(1) >> sum;
+  EXPECT_EQ(shape + "]", c10::str(mean.sizes())) << slurp(out + ".txt");
+  EXPECT_NEAR(sum, mean.to(torch::kDouble).sum().item<double>(), 1e-9 * mean.numel());
+#else
+  (void)out;
+  (void)mean;
+#endif
+}
+
+TEST(Cli, InferOnNpyTiffAndZarrEqualsInMemory) {
+  TempDir dir;
+  const std::string model2 = dir / "m2.pt", model3 = dir / "m3.pt";
+  qlty_test::conv_model(2, 3, 2, model2);
+  qlty_test::conv_model(3, 1, 2, model3);
+  torch::manual_seed(8);
+
+  // A volume as .npy (Z, Y, X) float32.
+  auto vol = torch::randn({30, 26, 21});
+  write_npy_by_hand(dir / "vol.npy", vol, "<f4");
+  auto r = run({"infer", "-m", model3, "-i", dir / "vol.npy", "-o", dir / "vol.zarr", "-w", "10", "-s", "7", "-b", "2",
+                "--border-weight", "0.2", "--block", "8", "--chunks", "8", "--std", "--argmax", "--batch-size", "5"},
+               dir.path);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("qlty infer: wrote"), std::string::npos) << r.out;
+  auto ref = reference(vol.view({1, 1, 30, 26, 21}), model3, {10, 10, 10}, {7, 7, 7}, 2, 0.2);
+  auto got = read_output(dir / "vol.zarr");
+  EXPECT_LT((got - ref).abs().max().item<double>(), 2e-6);
+  expect_zarr_python_reads(dir / "vol.zarr", got);
+
+  // An RGB image as TIFF: (1, 3, Y, X) uint8; windows per axis.
+  auto rgb = torch::randint(0, 256, {1, 3, 45, 38}, torch::kByte);
+  qlty::tool::write_tiff(dir / "rgb.tif", rgb);
+  r = run({"infer", "-m", model2, "-i", dir / "rgb.tif", "-o", dir / "rgb.zarr", "-w", "16,12", "-s", "10,9", "-b",
+           "3", "--quiet"},
+          dir.path);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  ref = reference(rgb, model2, {16, 12}, {10, 9}, 3, 0.1);
+  got = read_output(dir / "rgb.zarr");
+  EXPECT_LT((got - ref).abs().max().item<double>(), 2e-6);
+  expect_zarr_python_reads(dir / "rgb.zarr", got);
+
+  // A uint16 stack as TIFF (pages = Z), values above 32767, written with libtiff directly.
+  auto stack = torch::randint(30000, 65536, {3, 5, 7}, torch::kInt);
+  {
+    TIFF* t = TIFFOpen((dir / "stack.tif").c_str(), "w");
+    ASSERT_NE(t, nullptr);
+    for (int64_t z = 0; z < 3; ++z) {
+      TIFFSetField(t, TIFFTAG_IMAGEWIDTH, 7);
+      TIFFSetField(t, TIFFTAG_IMAGELENGTH, 5);
+      TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, 16);
+      TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, 1);
+      TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, SAMPLEFORMAT_UINT);
+      TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
+      for (int64_t y = 0; y < 5; ++y) {
+        std::vector<uint16_t> row(7);
+        for (int64_t x = 0; x < 7; ++x) row[x] = static_cast<uint16_t>(stack[z][y][x].item<int>());
+        ASSERT_EQ(TIFFWriteScanline(t, row.data(), static_cast<uint32_t>(y), 0), 1);
+      }
+      TIFFWriteDirectory(t);
+    }
+    TIFFClose(t);
+  }
+  EXPECT_TRUE(torch::equal(qlty::tool::read_tiff(dir / "stack.tif"), stack));
+
+  // N = 2 volumes with 1 channel as a Zarr array.
+  auto multi = torch::randn({2, 1, 14, 15, 16});
+  qlty::zarr::Array::create(dir / "multi.zarr", qlty::zarr::ArrayOptions({2, 1, 14, 15, 16}, {1, 1, 5, 5, 5}))
+      .write({0, 0, 0, 0, 0}, multi);
+  r = run({"infer", "-m", model3, "-i", dir / "multi.zarr", "-o", dir / "multi.out.zarr", "-w", "8", "-s", "5"},
+          dir.path);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  ref = reference(multi, model3, {8, 8, 8}, {5, 5, 5}, 0, 0.1);
+  got = read_output(dir / "multi.out.zarr");
+  EXPECT_LT((got - ref).abs().max().item<double>(), 2e-6);
+
+  // info on the output.
+  r = run({"info", dir / "vol.zarr"}, dir.path);
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* part : {"OME-Zarr image (NGFF 0.4), axes tczyx", "0: Zarr v2 array, shape [1, 2, 30, 26, 21]",
+                           "std: Zarr v2 array", "labels/argmax/0: Zarr v2 array, shape [1, 1, 30, 26, 21]",
+                           "blocks done (complete)"})
+    EXPECT_NE(r.out.find(part), std::string::npos) << part << " not in " << r.out;
+}
+
+/// Every file under a folder (hidden files included), by relative path.
+void files_under(const std::string& root, const std::string& rel, std::map<std::string, std::string>& out) {
+  for (const auto& f : qlty::detail::list_dir(root + "/" + rel)) {
+    const std::string r = rel.empty() ? f : rel + "/" + f;
+    if (qlty::detail::is_directory(root + "/" + r))
+      files_under(root, r, out);
+    else
+      out[r] = slurp(root + "/" + r);
+  }
+}
+
+TEST(Cli, KillNineAtRandomPointsThenRerunGivesIdenticalBytes) {
+  TempDir dir;
+  auto vol = torch::randn({40, 40, 40});
+  write_npy_by_hand(dir / "vol.npy", vol, "<f4");
+  auto args = [&](const std::string& out) {
+    return std::vector<std::string>{"infer", "-i", dir / "vol.npy", "-o", out, "-w", "12", "-s", "9", "-b", "2",
+                                    "--block", "8", "--chunks", "8", "--std", "--batch-size", "3", "--threads", "1"};
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = run(args(dir / "whole.zarr"), dir.path);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const double clean_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  std::mt19937 rng(1234);
+  int kills = 0, runs = 0;
+  while (true) {
+    ASSERT_LT(++runs, 40) << "no progress";
+    const pid_t pid = start(args(dir / "killed.zarr"), dir.path);
+    if (kills < 6) {
+      std::uniform_real_distribution<double> at(0.3 * clean_s, 0.9 * clean_s);
+      std::this_thread::sleep_for(std::chrono::duration<double>(at(rng)));
+      if (::kill(pid, SIGKILL) == 0) {
+        const int code = wait_for(pid);
+        if (code == 128 + SIGKILL) {
+          ++kills;
+          continue;
+        }
+        ASSERT_EQ(code, 0) << slurp(dir / "stderr");
+        break;
+      }
+    }
+    ASSERT_EQ(wait_for(pid), 0) << slurp(dir / "stderr");
+    break;
+  }
+  EXPECT_GE(kills, 3);
+  std::map<std::string, std::string> want, got;
+  files_under(dir / "whole.zarr", "", want);
+  files_under(dir / "killed.zarr", "", got);
+  for (const auto& [name, bytes] : got) {
+    EXPECT_EQ(name.find(".tmp"), std::string::npos) << "stale temporary file " << name;
+    if (want.count(name)) EXPECT_TRUE(want[name] == bytes) << name << " differs";
+  }
+  for (const auto& [name, bytes] : want) EXPECT_TRUE(got.count(name)) << name << " missing";
+}
+
+TEST(Cli, ClearErrorsAndExitCodes) {
+  TempDir dir;
+  write_npy_by_hand(dir / "img.npy", torch::randn({20, 24}), "<f4");
+  write_npy_by_hand(dir / "line.npy", torch::randn({20}), "<f4");
+  write_npy_by_hand(dir / "f8be.npy", torch::randn({4, 4}).to(torch::kDouble), ">f8");
+  std::ofstream(dir / "junk.npy") << "not numpy";
+  std::ofstream(dir / "junk.tif") << "not a tiff";
+  const std::string img = dir / "img.npy";
+  auto infer = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = {"infer", "-o", dir / "out.zarr"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return run(a, dir.path);
+  };
+  expect_fails(infer({"-i", dir / "nothing.npy", "-w", "8"}), {"[qlty.io]", "nothing.npy"});
+  expect_fails(infer({"-i", dir / "nothing.zarr", "-w", "8"}), {"[qlty.input]", "nothing.zarr: no such file"});
+  expect_fails(infer({"-i", dir / "line.npy", "-w", "8"}), {"line.npy", "got 1 axes (shape [20])"});
+  expect_fails(infer({"-i", dir / "f8be.npy", "-w", "2"}), {"f8be.npy", "dtype '>f8'"});
+  expect_fails(infer({"-i", dir / "junk.npy", "-w", "8"}), {"junk.npy", "no NumPy magic bytes"});
+  expect_fails(infer({"-i", dir / "junk.tif", "-w", "8"}), {"junk.tif", "not a readable TIFF"});
+  expect_fails(infer({"-i", img}), {"--window is required"});
+  expect_fails(infer({"-i", img, "-w", "30"}), {"window along Y must not exceed the image size 20, got 30"});
+  expect_fails(infer({"-i", img, "-w", "8,8,8"}), {"window must have 1 or 2 entries, got 3"});
+  expect_fails(infer({"-i", img, "-w", "8", "--device", "tpu:9"}), {"--device", "tpu:9"});
+  expect_fails(infer({"-i", img, "-w", "8", "--batch-size", "0"}), {"--batch-size"});
+  expect_fails(infer({"-i", img, "-w", "8", "-m", dir / "none.pt"}), {"none.pt"});
+  expect_fails(infer({"-i", img, "-w", "8", "-m", img}), {"[qlty.model]", "not a TorchScript model"});
+
+  qlty_test::script_model("    return x[:, :, 1:, :]", dir / "shrink.pt");
+  expect_fails(infer({"-i", img, "-w", "8", "-m", dir / "shrink.pt"}),
+               {"[qlty.model]", "returned shape [1, 1, 7, 8]", "expected [1, C', 8, 8]"});
+  qlty_test::script_model("    if x.size(0) > 1:\n        raise Exception('boom')\n    return x", dir / "boom.pt");
+  expect_fails(infer({"-i", img, "-w", "8", "-s", "4", "-m", dir / "boom.pt", "--overwrite"}),
+               {"[qlty.model]", "block 0 (image 0, y 0..20, x 0..24)", "boom"});
+
+  // A resume with other settings; then the same settings finish it.
+  auto r =
+      infer({"-i", img, "-w", "8", "-s", "6", "--block", "8,24", "--chunks", "8", "--max-blocks", "1", "--overwrite"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("run the same command again"), std::string::npos) << r.out;
+  r = run({"info", dir / "out.zarr"}, dir.path);
+  EXPECT_NE(r.out.find("1 of 3 blocks done (rerun the same command to finish)"), std::string::npos) << r.out;
+  expect_fails(infer({"-i", img, "-w", "8", "-s", "5", "--block", "8,24", "--chunks", "8"}),
+               {"[qlty.checkpoint]", "step: [6,6] there, [5,5] now"});
+  r = infer({"-i", img, "-w", "8", "-s", "6", "--block", "8,24", "--chunks", "8"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("2 of 3 blocks computed, 1 already done"), std::string::npos) << r.out;
+
+  // An output where a foreign folder is.
+  qlty::detail::make_dirs(dir / "photos/2024");
+  expect_fails(run({"infer", "-i", img, "-w", "8", "-o", dir / "photos", "--overwrite"}, dir.path),
+               {"[qlty.zarr.exists]", "not a Zarr node"});
+  EXPECT_TRUE(qlty::detail::is_directory(dir / "photos/2024"));
+  expect_fails(run({"frobnicate"}, dir.path), {"frobnicate"});
+  expect_fails(run({"info", dir / "nowhere"}, dir.path), {"nowhere: no such file"});
+}
+
+TEST(Cli, ConvertRoundTripsAndDemoChecksItself) {
+  TempDir dir;
+  auto vol = torch::randint(0, 60000, {9, 11, 13}, torch::kInt);
+  write_npy_by_hand(dir / "v.npy", vol.to(torch::kShort), "<u2");
+  auto r = run({"convert", dir / "v.npy", dir / "v.zarr", "--chunks", "4", "--codec", "zstd"}, dir.path);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto z = qlty::zarr::Array::open(dir / "v.zarr");
+  EXPECT_EQ(z.chunks(), (std::vector<int64_t>{4, 4, 4}));
+  EXPECT_TRUE(torch::equal(z.read(), vol));
+  r = run({"convert", dir / "v.zarr", dir / "v.tif"}, dir.path);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(torch::equal(qlty::tool::read_tiff(dir / "v.tif"), vol));
+  r = run({"convert", dir / "v.tif", dir / "back.npy"}, dir.path);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(torch::equal(qlty::tool::open_npy(dir / "back.npy").read({0, 0, 0, 0, 0}, {1, 1, 9, 11, 13}).view({9, 11, 13}),
+                           vol));
+  expect_fails(run({"convert", dir / "v.tif", dir / "v.zarr"}, dir.path), {"v.zarr: exists", "--overwrite"});
+  r = run({"info", dir / "v.tif"}, dir.path);
+  EXPECT_NE(r.out.find("TIFF, as (N, C, Z, Y, X) [1, 1, 9, 11, 13], Int"), std::string::npos) << r.out;
+
+  r = run({"demo", "-o", dir / "demo", "--size", "40", "--window", "20", "--step", "14", "--border", "3", "--block",
+           "16", "--quiet"},
+          dir.path);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("interior max |difference|"), std::string::npos) << r.out;
+  EXPECT_EQ(slurp(dir / "demo/preview.png").substr(1, 3), "PNG");
+}
+
+}  // namespace

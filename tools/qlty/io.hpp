@@ -1,0 +1,357 @@
+#pragma once
+// The `qlty` program's inputs and outputs: Zarr arrays, TIFF images and stacks (libtiff), NumPy .npy files
+// (memory-mapped), as qlty::BlockInput (N, C, *S).
+//
+// Ranks: 2 = an image (Y, X), 3 = a volume (Z, Y, X), 4 = (N, C, Y, X), 5 = (N, C, Z, Y, X). A TIFF file with one
+// page is an image, with several pages a volume; samples per pixel (RGB) become channels.
+
+#include <qlty/blockwise.hpp>
+#include <qlty/error.hpp>
+#include <qlty/zarr.hpp>
+
+#include <tiffio.h>
+#include <torch/torch.h>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace qlty::tool {
+
+inline bool ends_with(const std::string& s, const std::string& suffix) {
+  if (s.size() < suffix.size()) return false;
+  return std::equal(suffix.rbegin(), suffix.rend(), s.rbegin(),
+                    [](char a, char b) { return std::tolower(a) == std::tolower(b); });
+}
+inline bool is_tiff(const std::string& p) { return ends_with(p, ".tif") || ends_with(p, ".tiff"); }
+inline bool is_npy(const std::string& p) { return ends_with(p, ".npy"); }
+
+/// An input of rank 2-5 as (N, C, *S): ranks 2 and 3 get N = C = 1 in front.
+inline BlockInput as_block_input(std::vector<int64_t> shape, BlockInput::Reader read, const std::string& name) {
+  if (shape.size() < 2 || shape.size() > 5)
+    throw Error("input", name + ": expected an image (Y, X), a volume (Z, Y, X), (N, C, Y, X) or (N, C, Z, Y, X), got " +
+                             std::to_string(shape.size()) + " axes (shape [" + c10::str(c10::IntArrayRef(shape)) + "])");
+  if (shape.size() >= 4) return BlockInput(shape, std::move(read), name);
+  std::vector<int64_t> full = {1, 1};
+  full.insert(full.end(), shape.begin(), shape.end());
+  return BlockInput(
+      full,
+      [read](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
+        return read({off.begin() + 2, off.end()}, {ext.begin() + 2, ext.end()}).unsqueeze(0).unsqueeze(0);
+      },
+      name);
+}
+
+// ---------------------------------------------------------------------------------------------------- .npy
+
+struct NpyHeader {
+  torch::ScalarType dtype;
+  bool widen_u16 = false;  // stored uint16, read as int32
+  std::vector<int64_t> shape;
+  size_t data_offset = 0;
+};
+
+/// Parses the header of a .npy file (versions 1-3): little-endian or single-byte types, C order.
+inline NpyHeader parse_npy_header(const uint8_t* p, size_t n, const std::string& path) {
+  auto bad = [&](const std::string& what) { throw Error("input", path + ": not a supported .npy file: " + what); };
+  if (n < 10 || std::memcmp(p, "\x93NUMPY", 6) != 0) bad("no NumPy magic bytes");
+  const int major = p[6];
+  size_t hlen = 0, start = 0;
+  if (major == 1) {
+    hlen = p[8] | (size_t(p[9]) << 8);
+    start = 10;
+  } else if (major == 2 || major == 3) {
+    if (n < 12) bad("truncated header");
+    hlen = p[8] | (size_t(p[9]) << 8) | (size_t(p[10]) << 16) | (size_t(p[11]) << 24);
+    start = 12;
+  } else {
+    bad("format version " + std::to_string(major));
+  }
+  if (start + hlen > n) bad("truncated header");
+  const std::string h(reinterpret_cast<const char*>(p + start), hlen);
+  auto value_of = [&](const std::string& key) {
+    const auto k = h.find("'" + key + "'");
+    if (k == std::string::npos) bad("no '" + key + "' in the header");
+    auto v = h.find(':', k);
+    if (v == std::string::npos) bad("malformed header");
+    ++v;
+    while (v < h.size() && h[v] == ' ') ++v;
+    return v;
+  };
+  NpyHeader out;
+  out.data_offset = start + hlen;
+  auto d = value_of("descr");
+  if (h[d] != '\'') bad("malformed descr");
+  const std::string descr = h.substr(d + 1, h.find('\'', d + 1) - d - 1);
+  static const std::vector<std::pair<std::string, torch::ScalarType>> types = {
+      {"|b1", torch::kBool}, {"|u1", torch::kByte}, {"|i1", torch::kChar},  {"<i2", torch::kShort},
+      {"<u2", torch::kShort}, {"<i4", torch::kInt},  {"<i8", torch::kLong}, {"<f2", torch::kHalf},
+      {"<f4", torch::kFloat}, {"<f8", torch::kDouble}};
+  bool found = false;
+  for (const auto& [name, t] : types)
+    if (descr == name) {
+      out.dtype = t;
+      out.widen_u16 = name == "<u2";
+      found = true;
+    }
+  if (!found) bad("dtype '" + descr + "' (supported: bool, uint8, int8, int16, uint16, int32, int64, float16, float32, "
+                  "float64, little-endian)");
+  auto f = value_of("fortran_order");
+  if (h.compare(f, 5, "False") != 0) bad("Fortran order (save a C-ordered array: np.ascontiguousarray)");
+  auto s = value_of("shape");
+  if (h[s] != '(') bad("malformed shape");
+  const auto e = h.find(')', s);
+  std::string dims = h.substr(s + 1, e - s - 1);
+  size_t i = 0;
+  while (i < dims.size()) {
+    while (i < dims.size() && (dims[i] == ' ' || dims[i] == ',')) ++i;
+    if (i >= dims.size()) break;
+    size_t j = i;
+    while (j < dims.size() && std::isdigit(static_cast<unsigned char>(dims[j]))) ++j;
+    if (j == i) bad("malformed shape (" + dims + ")");
+    out.shape.push_back(std::stoll(dims.substr(i, j - i)));
+    i = j;
+  }
+  return out;
+}
+
+/// A .npy file, memory-mapped: boxes are read from the page cache, the file is never loaded whole.
+inline BlockInput open_npy(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) detail::throw_io("open", path, errno);
+  struct stat st {};
+  ::fstat(fd, &st);
+  const size_t size = static_cast<size_t>(st.st_size);
+  void* map = size ? ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+  const int err = errno;
+  ::close(fd);
+  if (map == MAP_FAILED) {
+    if (size == 0) throw Error("input", path + ": not a supported .npy file: the file is empty");
+    detail::throw_io("mmap", path, err);
+  }
+  std::shared_ptr<void> keep(map, [size](void* p) { ::munmap(p, size); });
+  const auto h = parse_npy_header(static_cast<const uint8_t*>(map), size, path);
+  const size_t bytes = static_cast<size_t>(c10::multiply_integers(h.shape)) * c10::elementSize(h.dtype);
+  if (h.data_offset + bytes > size)
+    throw Error("input", path + ": truncated: the header promises " + std::to_string(bytes) + " bytes of data, the file has " +
+                             std::to_string(size - h.data_offset));
+  auto t = torch::from_blob(static_cast<uint8_t*>(map) + h.data_offset, h.shape, [keep](void*) {},
+                            torch::TensorOptions().dtype(h.dtype));
+  const bool widen = h.widen_u16;
+  return as_block_input(
+      h.shape,
+      [t, widen](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
+        auto v = t;
+        for (size_t a = 0; a < ext.size(); ++a) v = v.narrow(static_cast<int64_t>(a), off[a], ext[a]);
+        return widen ? v.to(torch::kInt).bitwise_and_(0xFFFF) : v;
+      },
+      path);
+}
+
+/// Writes a CPU tensor as a .npy file (little-endian, C order).
+inline void write_npy(const std::string& path, const torch::Tensor& x) {
+  static const std::vector<std::pair<torch::ScalarType, const char*>> names = {
+      {torch::kBool, "|b1"}, {torch::kByte, "|u1"}, {torch::kChar, "|i1"},  {torch::kShort, "<i2"},
+      {torch::kInt, "<i4"},  {torch::kLong, "<i8"}, {torch::kHalf, "<f2"}, {torch::kFloat, "<f4"},
+      {torch::kDouble, "<f8"}};
+  const char* descr = nullptr;
+  for (const auto& [t, n] : names)
+    if (t == x.scalar_type()) descr = n;
+  TORCH_CHECK_TYPE(descr, "qlty::tool::write_npy: no .npy type for ", x.scalar_type());
+  std::string shape = "(";
+  for (auto s : x.sizes()) shape += std::to_string(s) + ", ";
+  if (x.dim() > 1) shape.erase(shape.size() - 2, 1);
+  if (x.dim() > 1) shape.pop_back();
+  shape += ")";
+  std::string h = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
+  const size_t total = 10 + h.size() + 1;
+  h.append((64 - total % 64) % 64, ' ');
+  h.push_back('\n');
+  std::string head = "\x93NUMPY";
+  head.push_back(1);
+  head.push_back(0);
+  head.push_back(static_cast<char>(h.size() & 0xff));
+  head.push_back(static_cast<char>(h.size() >> 8));
+  head += h;
+  auto c = x.contiguous().cpu();
+  std::string bytes = head;
+  bytes.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
+  detail::atomic_write(path, bytes.data(), bytes.size(), false);
+}
+
+// ---------------------------------------------------------------------------------------------------- TIFF
+
+struct TiffCloser {
+  void operator()(TIFF* t) const {
+    if (t) TIFFClose(t);
+  }
+};
+using TiffPtr = std::unique_ptr<TIFF, TiffCloser>;
+
+/// Reads a TIFF image or multi-page stack whole: (Y, X) or (Z, Y, X), or with C samples per pixel (1, C, [Z,] Y, X).
+inline torch::Tensor read_tiff(const std::string& path) {
+  TIFFSetWarningHandler(nullptr);
+  if (!detail::path_exists(path)) throw Error("input", path + ": no such file");
+  TiffPtr tif(TIFFOpen(path.c_str(), "r"));
+  if (!tif) throw Error("input", path + ": not a readable TIFF file");
+  std::vector<torch::Tensor> pages;
+  do {
+    uint32_t w = 0, h = 0;
+    uint16_t spp = 1, bps = 8, fmt = SAMPLEFORMAT_UINT, planar = PLANARCONFIG_CONTIG;
+    TIFFGetField(tif.get(), TIFFTAG_IMAGEWIDTH, &w);
+    TIFFGetField(tif.get(), TIFFTAG_IMAGELENGTH, &h);
+    TIFFGetFieldDefaulted(tif.get(), TIFFTAG_SAMPLESPERPIXEL, &spp);
+    TIFFGetFieldDefaulted(tif.get(), TIFFTAG_BITSPERSAMPLE, &bps);
+    TIFFGetFieldDefaulted(tif.get(), TIFFTAG_SAMPLEFORMAT, &fmt);
+    TIFFGetFieldDefaulted(tif.get(), TIFFTAG_PLANARCONFIG, &planar);
+    torch::ScalarType t;
+    bool widen = false;
+    if (fmt == SAMPLEFORMAT_IEEEFP && bps == 32) t = torch::kFloat;
+    else if (fmt == SAMPLEFORMAT_IEEEFP && bps == 64) t = torch::kDouble;
+    else if (fmt == SAMPLEFORMAT_UINT && bps == 8) t = torch::kByte;
+    else if (fmt == SAMPLEFORMAT_UINT && bps == 16) t = torch::kShort, widen = true;
+    else if (fmt == SAMPLEFORMAT_INT && bps == 8) t = torch::kChar;
+    else if (fmt == SAMPLEFORMAT_INT && bps == 16) t = torch::kShort;
+    else if (fmt == SAMPLEFORMAT_INT && bps == 32) t = torch::kInt;
+    else
+      throw Error("input", path + ": page " + std::to_string(pages.size()) + ": " + std::to_string(bps) +
+                               "-bit samples of format " + std::to_string(fmt) +
+                               " are not supported (8/16-bit integers, 32-bit signed integers, 32/64-bit floats)");
+    if (!pages.empty() && (pages[0].size(-1) != w || pages[0].size(-2) != h || pages[0].size(0) != spp))
+      throw Error("input", path + ": page " + std::to_string(pages.size()) + " has another size or sample count (" +
+                               std::to_string(spp) + " x " + std::to_string(h) + " x " + std::to_string(w) +
+                               ") than page 0 (" + c10::str(pages[0].sizes()) + ")");
+    auto page = torch::empty({h, w, spp}, torch::TensorOptions().dtype(t));  // contiguous samples
+    auto* dst = static_cast<uint8_t*>(page.data_ptr());
+    const size_t px = c10::elementSize(t);
+    auto fail = [&](const char* what) {
+      throw Error("input", path + ": page " + std::to_string(pages.size()) + ": " + what + " failed (damaged file?)");
+    };
+    if (TIFFIsTiled(tif.get())) {
+      uint32_t tw = 0, th = 0;
+      TIFFGetField(tif.get(), TIFFTAG_TILEWIDTH, &tw);
+      TIFFGetField(tif.get(), TIFFTAG_TILELENGTH, &th);
+      const size_t samples = planar == PLANARCONFIG_CONTIG ? spp : 1;
+      std::vector<uint8_t> buf(TIFFTileSize(tif.get()));
+      for (uint16_t s = 0; s < (planar == PLANARCONFIG_CONTIG ? 1 : spp); ++s)
+        for (uint32_t y = 0; y < h; y += th)
+          for (uint32_t x = 0; x < w; x += tw) {
+            if (TIFFReadTile(tif.get(), buf.data(), x, y, 0, s) < 0) fail("reading a tile");
+            for (uint32_t r = 0; r < th && y + r < h; ++r)
+              for (uint32_t c = 0; c < tw && x + c < w; ++c)
+                for (size_t k = 0; k < samples; ++k)
+                  std::memcpy(dst + ((size_t(y + r) * w + x + c) * spp + (samples == 1 ? s : k)) * px,
+                              buf.data() + ((size_t(r) * tw + c) * samples + k) * px, px);
+          }
+    } else {
+      std::vector<uint8_t> line(TIFFScanlineSize(tif.get()));
+      for (uint16_t s = 0; s < (planar == PLANARCONFIG_CONTIG ? 1 : spp); ++s)
+        for (uint32_t y = 0; y < h; ++y) {
+          if (TIFFReadScanline(tif.get(), line.data(), y, s) < 0) fail("reading a scanline");
+          if (planar == PLANARCONFIG_CONTIG) {
+            std::memcpy(dst + size_t(y) * w * spp * px, line.data(), size_t(w) * spp * px);
+          } else {
+            for (uint32_t x = 0; x < w; ++x)
+              std::memcpy(dst + ((size_t(y) * w + x) * spp + s) * px, line.data() + size_t(x) * px, px);
+          }
+        }
+    }
+    auto chw = page.permute({2, 0, 1});
+    pages.push_back(widen ? chw.to(torch::kInt).bitwise_and_(0xFFFF) : chw.contiguous());
+  } while (TIFFReadDirectory(tif.get()));
+  auto v = torch::stack(pages, 1);  // (C, Z, Y, X)
+  if (v.size(0) == 1) {
+    v = v.squeeze(0);
+    return v.size(0) == 1 ? v.squeeze(0) : v;
+  }
+  return v.size(1) == 1 ? v.squeeze(1).unsqueeze(0) : v.unsqueeze(0);
+}
+
+/// Writes (Y, X), (Z, Y, X) or (1, C, [Z,] Y, X) as a TIFF image or stack (one page per Z, C samples per pixel).
+inline void write_tiff(const std::string& path, torch::Tensor x) {
+  if (x.dim() >= 4) {
+    TORCH_CHECK_VALUE(x.size(0) == 1, "qlty convert: TIFF holds one image or volume, got N = ", x.size(0),
+                      " in shape ", x.sizes());
+    x = x.select(0, 0);  // (C, [Z,] Y, X)
+    if (x.dim() == 3) x = x.unsqueeze(1);
+  } else if (x.dim() == 3) {
+    x = x.unsqueeze(0);
+  } else {
+    TORCH_CHECK_VALUE(x.dim() == 2, "qlty convert: TIFF needs 2 to 5 axes, got shape ", x.sizes());
+    x = x.unsqueeze(0).unsqueeze(0);
+  }
+  // x: (C, Z, Y, X)
+  uint16_t bps = 0, fmt = 0;
+  switch (x.scalar_type()) {
+    case torch::kByte: bps = 8, fmt = SAMPLEFORMAT_UINT; break;
+    case torch::kChar: bps = 8, fmt = SAMPLEFORMAT_INT; break;
+    case torch::kShort: bps = 16, fmt = SAMPLEFORMAT_INT; break;
+    case torch::kInt: bps = 32, fmt = SAMPLEFORMAT_INT; break;
+    case torch::kFloat: bps = 32, fmt = SAMPLEFORMAT_IEEEFP; break;
+    case torch::kDouble: bps = 64, fmt = SAMPLEFORMAT_IEEEFP; break;
+    default: x = x.to(torch::kFloat), bps = 32, fmt = SAMPLEFORMAT_IEEEFP;
+  }
+  const std::string tmp = detail::temp_name(path);
+  TiffPtr tif(TIFFOpen(tmp.c_str(), x.numel() * x.element_size() > (int64_t(3) << 30) ? "w8" : "w"));
+  if (!tif) detail::throw_io("create TIFF", tmp, errno);
+  const auto C = x.size(0), Z = x.size(1), H = x.size(2), W = x.size(3);
+  for (int64_t z = 0; z < Z; ++z) {
+    auto page = x.select(1, z).permute({1, 2, 0}).contiguous();  // (Y, X, C)
+    TIFFSetField(tif.get(), TIFFTAG_IMAGEWIDTH, uint32_t(W));
+    TIFFSetField(tif.get(), TIFFTAG_IMAGELENGTH, uint32_t(H));
+    TIFFSetField(tif.get(), TIFFTAG_SAMPLESPERPIXEL, uint16_t(C));
+    TIFFSetField(tif.get(), TIFFTAG_BITSPERSAMPLE, bps);
+    TIFFSetField(tif.get(), TIFFTAG_SAMPLEFORMAT, fmt);
+    TIFFSetField(tif.get(), TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG);
+    TIFFSetField(tif.get(), TIFFTAG_PHOTOMETRIC, C == 3 ? PHOTOMETRIC_RGB : PHOTOMETRIC_MINISBLACK);
+    TIFFSetField(tif.get(), TIFFTAG_COMPRESSION, COMPRESSION_NONE);
+    TIFFSetField(tif.get(), TIFFTAG_ROWSPERSTRIP, TIFFDefaultStripSize(tif.get(), 0));
+    if (Z > 1) {
+      TIFFSetField(tif.get(), TIFFTAG_SUBFILETYPE, FILETYPE_PAGE);
+      TIFFSetField(tif.get(), TIFFTAG_PAGENUMBER, uint16_t(z), uint16_t(Z));
+    }
+    const auto* p = static_cast<uint8_t*>(page.data_ptr());
+    const size_t row = size_t(W) * C * x.element_size();
+    for (int64_t y = 0; y < H; ++y)
+      if (TIFFWriteScanline(tif.get(), const_cast<uint8_t*>(p + y * row), uint32_t(y), 0) < 0)
+        detail::throw_io("write TIFF", tmp, EIO);
+    if (!TIFFWriteDirectory(tif.get())) detail::throw_io("write TIFF", tmp, EIO);
+  }
+  tif.reset();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) detail::throw_io("rename", path, errno);
+}
+
+/// Opens an input file or folder by its kind: a Zarr array, a .npy file or a TIFF file.
+inline BlockInput open_input(const std::string& path) {
+  if (is_npy(path)) return open_npy(path);
+  if (is_tiff(path)) {
+    auto t = read_tiff(path);
+    return as_block_input(
+        t.sizes().vec(),
+        [t](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
+          auto v = t;
+          for (size_t a = 0; a < ext.size(); ++a) v = v.narrow(static_cast<int64_t>(a), off[a], ext[a]);
+          return v;
+        },
+        path);
+  }
+  const auto kind = zarr::node_type(path);
+  if (kind == zarr::NodeType::Group && zarr::node_type(detail::join_path(path, "0")) == zarr::NodeType::Array)
+    return open_input(detail::join_path(path, "0"));  // an OME-Zarr image: its full-resolution array
+  if (kind != zarr::NodeType::Array) {
+    if (!detail::path_exists(path)) throw Error("input", path + ": no such file or folder");
+    throw Error("input", path + ": not a Zarr array, a .npy file or a TIFF file (.tif, .tiff)");
+  }
+  auto a = zarr::Array::open(path);
+  return as_block_input(
+      a.shape(), [a](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) { return a.read(off, ext); },
+      path);
+}
+
+}  // namespace qlty::tool

@@ -1,0 +1,478 @@
+// `qlty`: sliding-window inference of a TorchScript model over whole images and volumes (infer), a self-checking
+// demo on a phantom (demo), a description of arrays and outputs (info), and TIFF/.npy <-> Zarr conversion (convert).
+#include <CLI/CLI.hpp>
+#include <qlty/qlty.hpp>
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "builtin.hpp"
+#include "io.hpp"
+
+namespace {
+
+using qlty::tool::BuiltinNet;
+
+/// Prints a progress bar to a terminal (stderr), at most ten times a second.
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool enabled) : enabled_(enabled && ::isatty(2)) {}
+  void operator()(const qlty::BlockwiseProgress& p) {
+    if (!enabled_) return;
+    const auto now = std::chrono::steady_clock::now();
+    const bool last = p.blocks_done == p.blocks_total;
+    if (!last && now - shown_ < std::chrono::milliseconds(100)) return;
+    shown_ = now;
+    const double frac = p.windows_planned ? double(p.windows_done) / double(p.windows_planned) : 1.0;
+    const double rate = p.seconds > 0 ? double(p.windows_done) / p.seconds : 0.0;
+    const int width = 30, filled = static_cast<int>(frac * width);
+    std::string bar(filled, '#');
+    bar.append(width - filled, ' ');
+    std::string eta = "--";
+    if (rate > 0 && frac < 1) eta = duration(double(p.windows_planned - p.windows_done) / rate);
+    std::fprintf(stderr, "\r%3d%% |%s| %lld/%lld windows, %.1f windows/s, ETA %s, blocks %lld/%lld   ",
+                 static_cast<int>(frac * 100), bar.c_str(), static_cast<long long>(p.windows_done),
+                 static_cast<long long>(p.windows_planned), rate, eta.c_str(), static_cast<long long>(p.blocks_done),
+                 static_cast<long long>(p.blocks_total));
+    drawn_ = true;
+  }
+  void finish() {
+    if (drawn_) std::fprintf(stderr, "\n");
+    drawn_ = false;
+  }
+  static std::string duration(double s) {
+    char b[32];
+    if (s < 60)
+      std::snprintf(b, sizeof b, "%.0fs", s);
+    else if (s < 3600)
+      std::snprintf(b, sizeof b, "%dm%02ds", int(s) / 60, int(s) % 60);
+    else
+      std::snprintf(b, sizeof b, "%dh%02dm", int(s) / 3600, int(s) % 3600 / 60);
+    return b;
+  }
+
+ private:
+  bool enabled_, drawn_ = false;
+  std::chrono::steady_clock::time_point shown_{};
+};
+
+/// A model file's identity for the manifest: its name, size and CRC32C.
+std::string file_id(const std::string& path) {
+  auto bytes = qlty::detail::read_file(path, uint64_t(1) << 40, "model file");
+  if (!bytes) throw qlty::Error("model", path + ": no such file");
+  return "file:" + qlty::detail::base_name(path) + ":" + std::to_string(bytes->size()) + ":" +
+         qlty::detail::hex32(qlty::detail::crc32c(bytes->data(), bytes->size()));
+}
+
+torch::Device parse_device(const std::string& s) {
+  std::optional<torch::Device> d;
+  try {
+    d = torch::Device(s);
+  } catch (const c10::Error&) {
+    throw CLI::ValidationError("--device", "expected cpu, cuda or cuda:N, got \"" + s + "\"");
+  }
+  if (d->is_cuda() && !torch::cuda::is_available())
+    throw CLI::ValidationError("--device", "\"" + s + "\" asked for, but CUDA is not available on this machine");
+  return *d;
+}
+
+struct InferArgs {
+  std::string model, input, output, device = "cpu", preview;
+  std::vector<int64_t> window, step, border = {0}, block, chunks;
+  double border_weight = 0.1;
+  int64_t batch_size = 8, threads = 0, block_mib = 1024, max_blocks = -1;
+  bool std = false, argmax = false, overwrite = false, quiet = false;
+};
+
+/// A middle slice (or the image) of input channel 0, output channels 0-2 and std channel 0 of image 0, side by side.
+void write_preview(const std::string& png, const qlty::BlockInput& input, const std::string& output, bool with_std) {
+  const auto& s = input.shape();
+  const int D = input.spatial_dims();
+  std::vector<int64_t> off(s.size(), 0), ext(s.begin(), s.end());
+  ext[0] = ext[1] = 1;
+  if (D == 3) off[2] = s[2] / 2, ext[2] = 1;
+  auto plane = [&](const torch::Tensor& t) { return t.reshape({t.size(-2), t.size(-1)}); };
+  std::vector<torch::Tensor> panels = {plane(input.read(off, ext))};
+  auto mean = qlty::zarr::Array::open(qlty::detail::join_path(output, "0"));
+  for (int64_t c = 0; c < std::min<int64_t>(3, mean.shape()[1]); ++c) {
+    auto o = off, e = ext;
+    o[1] = c;
+    panels.push_back(plane(mean.read(o, e)));
+  }
+  if (with_std) panels.push_back(plane(qlty::zarr::Array::open(qlty::detail::join_path(output, "std")).read(off, ext)));
+  qlty::tool::write_png(png, qlty::tool::preview_strip(panels));
+}
+
+int run_infer(const InferArgs& a) {
+  if (a.threads > 0) at::set_num_threads(static_cast<int>(a.threads));
+  const torch::Device device = parse_device(a.device);
+  auto input = qlty::tool::open_input(a.input);
+  const int D = input.spatial_dims();
+
+  qlty::BlockModel model;
+  torch::jit::Module script;
+  BuiltinNet builtin{nullptr};
+  qlty::BlockwiseOptions o;
+  if (!a.model.empty()) {
+    o.model_id = file_id(a.model);
+    try {
+      script = torch::jit::load(a.model, device);
+    } catch (const c10::Error& e) {
+      throw qlty::Error("model", a.model + ": not a TorchScript model this LibTorch can load: " +
+                                     e.what_without_backtrace());
+    }
+    script.eval();
+    model = [&script](const torch::Tensor& x) { return script.forward({x}).toTensor(); };
+  } else {
+    o.model_id = qlty::tool::kBuiltinModelId;
+    builtin = BuiltinNet(D);
+    builtin->to(device);
+    builtin->eval();
+    model = [&builtin](const torch::Tensor& x) { return builtin->forward(x); };
+  }
+  o.window = a.window;
+  o.step = a.step.empty() ? std::vector<int64_t>() : a.step;
+  if (a.step.empty()) {  // three quarters of the window
+    std::vector<int64_t> st;
+    for (auto w : a.window) st.push_back(std::max<int64_t>(1, w * 3 / 4));
+    o.step = st;
+  }
+  o.border = a.border;
+  o.border_weight = a.border_weight;
+  o.batch_size = a.batch_size;
+  o.device = device;
+  o.block = a.block;
+  o.chunks = a.chunks;
+  o.block_bytes = a.block_mib << 20;
+  o.write_std = a.std;
+  o.write_argmax = a.argmax;
+  o.overwrite = a.overwrite;
+  o.max_blocks = a.max_blocks;
+  ProgressBar bar(!a.quiet);
+  o.progress = [&bar](const qlty::BlockwiseProgress& p) { bar(p); };
+  qlty::BlockwiseSummary s;
+  try {
+    s = qlty::infer_blockwise(model, input, a.output, o);
+  } catch (...) {
+    bar.finish();
+    throw;
+  }
+  bar.finish();
+  if (!a.preview.empty() && s.complete) write_preview(a.preview, input, a.output, a.std);
+  if (!a.quiet) {
+    int64_t wvox = 1;
+    for (int ax = 0; ax < D; ++ax) wvox *= a.window.size() == 1 ? a.window[0] : a.window.at(ax);
+    const double rate = s.seconds > 0 ? double(s.windows_computed) / s.seconds : 0.0;
+    std::printf("qlty infer: %s %s: %lld windows in %.2f s (%.1f windows/s, %.0f MB/s of windows), %lld of %lld blocks "
+                "computed, %lld already done; block %s, chunks %s\n",
+                s.complete ? "wrote" : "partly wrote", a.output.c_str(), static_cast<long long>(s.windows_computed),
+                s.seconds, rate, rate * double(wvox * input.shape()[1] * 4) / 1e6,
+                static_cast<long long>(s.blocks_computed), static_cast<long long>(s.blocks_total),
+                static_cast<long long>(s.blocks_skipped), c10::str(c10::IntArrayRef(s.block)).c_str(),
+                c10::str(c10::IntArrayRef(s.chunks)).c_str());
+    if (!a.preview.empty() && s.complete) std::printf("qlty infer: preview %s\n", a.preview.c_str());
+    if (!s.complete) std::printf("qlty infer: run the same command again to finish\n");
+  }
+  return 0;
+}
+
+struct DemoArgs {
+  std::string output = "qlty-demo";
+  int64_t size = 128, window = 48, step = 36, border = 6, block = 64, threads = 0;
+  double noise = 0.1;
+  bool quiet = false;
+};
+
+int run_demo(const DemoArgs& a) {
+  TORCH_CHECK_VALUE(a.size >= a.window, "qlty demo: --size must be at least --window (", a.window, "), got ", a.size);
+  if (a.threads > 0) at::set_num_threads(static_cast<int>(a.threads));
+  using qlty::detail::join_path;
+  qlty::detail::make_dirs(a.output);
+  const std::string phantom = join_path(a.output, "phantom.zarr"), pred = join_path(a.output, "prediction.zarr"),
+                    png = join_path(a.output, "preview.png");
+  auto volume = qlty::tool::shepp_logan_3d(a.size, a.noise, 7).view({1, 1, a.size, a.size, a.size});
+  qlty::zarr::ArrayOptions ao({1, 1, a.size, a.size, a.size}, {1, 1, 32, 32, 32});
+  ao.overwrite = true;
+  qlty::zarr::Array::create(phantom, ao).write({0, 0, 0, 0, 0}, volume);
+  if (!a.quiet)
+    std::printf("qlty demo: 3D Shepp-Logan phantom, %lld^3 voxels with noise %.2f -> %s\n",
+                static_cast<long long>(a.size), a.noise, phantom.c_str());
+
+  InferArgs ia;
+  ia.input = phantom;
+  ia.output = pred;
+  ia.window = {a.window};
+  ia.step = {a.step};
+  ia.border = {a.border};
+  ia.border_weight = 0.0;  // border pixels, which see the window's zero padding, do not count where others exist
+  ia.block = {a.block};
+  ia.chunks = {32};
+  ia.std = true;
+  ia.overwrite = true;
+  ia.preview = png;
+  ia.quiet = a.quiet;
+  run_infer(ia);
+
+  // The network on the whole volume at once, against the tiled result away from the volume's faces.
+  torch::NoGradGuard no_grad;
+  BuiltinNet net(3);
+  auto whole = net->forward(volume);
+  auto tiled = qlty::zarr::Array::open(join_path(pred, "0")).read();
+  using torch::indexing::Slice;
+  const auto in = Slice(a.border, a.size - a.border);
+  auto diff = (whole - tiled).index({Slice(), Slice(), in, in, in}).abs().max().item<double>();
+  const double scale = whole.abs().max().item<double>();
+  auto sd = qlty::zarr::Array::open(join_path(pred, "std")).read();
+  std::printf("qlty demo: tiled vs whole-volume network, interior max |difference| = %.3g (%.2g of the output's "
+              "range); std of overlapping windows: mean %.3g, max %.3g\n",
+              diff, diff / scale, sd.mean().item<double>(), sd.max().item<double>());
+  if (!a.quiet)
+    std::printf("qlty demo: prediction %s (OME-Zarr: input | smoothed | edges | std in %s); inspect with `qlty info "
+                "%s`\n",
+                pred.c_str(), png.c_str(), pred.c_str());
+  if (diff > 1e-4 * std::max(scale, 1.0)) {
+    std::fprintf(stderr, "qlty demo: FAILED: the tiled result differs from the whole-volume result\n");
+    return 1;
+  }
+  return 0;
+}
+
+std::string describe_array(const qlty::zarr::Array& a) {
+  const auto& m = a.metadata();
+  std::string codecs;
+  for (const auto& c : m.codecs) codecs += (codecs.empty() ? "" : ", ") +
+              (m.zarr_format == 2 ? qlty::detail::v2_compressor_json(c) : qlty::detail::v3_codec_json(c, m.dtype)).dump();
+  int64_t stored = 0, total = 1;
+  for (auto g : a.chunk_grid()) total *= g;
+  std::function<void(const std::string&)> count = [&](const std::string& dir) {
+    for (const auto& f : qlty::detail::list_dir(dir)) {
+      if (f[0] == '.' || f == "zarr.json") continue;
+      const auto p = qlty::detail::join_path(dir, f);
+      if (qlty::detail::is_directory(p))
+        count(p);
+      else
+        ++stored;
+    }
+  };
+  count(a.path());
+  return c10::str("Zarr v", m.zarr_format, " array, shape ", c10::IntArrayRef(m.shape), ", chunks ",
+                  c10::IntArrayRef(m.chunks), ", ", qlty::zarr::name(m.dtype), ", codecs [", codecs, "], ", stored,
+                  " of ", total, " chunks stored");
+}
+
+int run_info(const std::string& path) {
+  using qlty::Error;
+  namespace zarr = qlty::zarr;
+  namespace tool = qlty::tool;
+  if (tool::is_npy(path) || tool::is_tiff(path)) {
+    auto in = tool::open_input(path);
+    auto t = in.read(std::vector<int64_t>(in.shape().size(), 0), std::vector<int64_t>(in.shape().size(), 1));
+    std::printf("%s: %s, as (N, C, %s) [%s], %s\n", path.c_str(), tool::is_npy(path) ? "NumPy array" : "TIFF",
+                in.spatial_dims() == 3 ? "Z, Y, X" : "Y, X", c10::str(c10::IntArrayRef(in.shape())).c_str(),
+                c10::toString(t.scalar_type()));
+    return 0;
+  }
+  const auto kind = zarr::node_type(path);
+  if (kind == zarr::NodeType::Array) {
+    std::printf("%s: %s\n", path.c_str(), describe_array(zarr::Array::open(path)).c_str());
+    return 0;
+  }
+  if (kind != zarr::NodeType::Group) {
+    if (!qlty::detail::path_exists(path)) throw Error("input", path + ": no such file or folder");
+    throw Error("input", path + ": not a Zarr array or group, a .npy file or a TIFF file");
+  }
+  auto g = zarr::Group::open(path);
+  const auto attrs = g.attributes();
+  std::printf("%s: Zarr v%d group\n", path.c_str(), g.zarr_format());
+  if (attrs.contains("multiscales")) {
+    std::string axes;
+    for (const auto& ax : attrs["multiscales"][0]["axes"]) axes += ax.value("name", "?");
+    std::printf("  OME-Zarr image (NGFF %s), axes %s\n", attrs["multiscales"][0].value("version", "?").c_str(),
+                axes.c_str());
+  }
+  std::function<void(const std::string&, const std::string&)> walk = [&](const std::string& dir,
+                                                                           const std::string& rel) {
+    for (const auto& f : qlty::detail::list_dir(dir)) {
+      if (f[0] == '.') continue;
+      const auto p = qlty::detail::join_path(dir, f), r = rel.empty() ? f : rel + "/" + f;
+      const auto t = zarr::node_type(p);
+      if (t == zarr::NodeType::Array)
+        std::printf("  %s: %s\n", r.c_str(), describe_array(zarr::Array::open(p)).c_str());
+      else if (t == zarr::NodeType::Group)
+        walk(p, r);
+    }
+  };
+  walk(path, "");
+  if (qlty::detail::path_exists(qlty::detail::manifest_path(path))) {
+    auto s = qlty::blockwise_status(path);
+    const auto& l = s.manifest["layout"];
+    std::printf("  qlty inference output: %lld of %lld blocks done%s; window %s, step %s, border %s, border weight "
+                "%s, block %s, model %s\n",
+                static_cast<long long>(s.blocks_done), static_cast<long long>(s.blocks_total),
+                s.blocks_done == s.blocks_total ? " (complete)" : " (rerun the same command to finish)",
+                l["window"].dump().c_str(), l["step"].dump().c_str(), l["border"].dump().c_str(),
+                l["border_weight"].dump().c_str(), l["block"].dump().c_str(), l["model"].dump().c_str());
+  }
+  return 0;
+}
+
+struct ConvertArgs {
+  std::string input, output, codec = "blosc";
+  std::vector<int64_t> chunks;
+  bool overwrite = false, quiet = false;
+};
+
+int run_convert(const ConvertArgs& a) {
+  using qlty::Error;
+  namespace zarr = qlty::zarr;
+  namespace tool = qlty::tool;
+  if (!a.overwrite && qlty::detail::path_exists(a.output))
+    throw Error("zarr.exists", a.output + ": exists (pass --overwrite to replace it)");
+  torch::Tensor data;
+  if (tool::is_tiff(a.input)) {
+    data = tool::read_tiff(a.input);
+  } else if (tool::is_npy(a.input)) {
+    auto in = tool::open_npy(a.input);
+    data = in.read(std::vector<int64_t>(in.shape().size(), 0), in.shape());
+    if (in.shape().size() > data.dim()) data = data.squeeze(0).squeeze(0);
+  } else if (zarr::node_type(a.input) == zarr::NodeType::Array) {
+    data = zarr::Array::open(a.input).read();
+  } else {
+    throw Error("input", a.input + (qlty::detail::path_exists(a.input) ? ": not a TIFF file, a .npy file or a Zarr array"
+                                                                 : ": no such file or folder"));
+  }
+  if (tool::is_tiff(a.output)) {
+    tool::write_tiff(a.output, data);
+  } else if (tool::is_npy(a.output)) {
+    tool::write_npy(a.output, data.contiguous());
+  } else {
+    std::vector<int64_t> chunks;
+    const int64_t spatial = data.dim() >= 4 ? data.dim() - 2 : data.dim();
+    for (int64_t ax = 0; ax < data.dim(); ++ax) {
+      const int64_t s = ax - (data.dim() - spatial);
+      int64_t c = s < 0 ? 1 : (spatial == 2 ? 256 : 64);
+      if (s >= 0 && !a.chunks.empty()) c = a.chunks.size() == 1 ? a.chunks[0] : a.chunks.at(s);
+      chunks.push_back(std::min(c, data.size(ax)));
+    }
+    zarr::ArrayOptions o(data.sizes().vec(), chunks, zarr::data_type(data.scalar_type()));
+    if (a.codec == "none")
+      o.codecs = {};
+    else if (a.codec == "zstd")
+      o.codecs = {zarr::Codec::zstd(3)};
+    else if (a.codec == "zlib")
+      o.codecs = {zarr::Codec::zlib(5)};
+    o.overwrite = a.overwrite;
+    zarr::Array::create(a.output, o).write(std::vector<int64_t>(data.dim(), 0), data);
+  }
+  if (!a.quiet)
+    std::printf("qlty convert: %s -> %s, shape [%s], %s\n", a.input.c_str(), a.output.c_str(),
+                c10::str(data.sizes()).c_str(), c10::toString(data.scalar_type()));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"qlty: sliding-window inference over whole images and volumes, on CPU or GPU, in bounded memory, "
+               "resumable"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::to_string(QLTY_VERSION_MAJOR) + "." + std::to_string(QLTY_VERSION_MINOR) + "." +
+                                          std::to_string(QLTY_VERSION_PATCH));
+
+  InferArgs ia;
+  auto* infer = app.add_subcommand("infer", "run a TorchScript model (or the built-in network) over every window of "
+                                            "an input and write the blended result as OME-Zarr; rerun to resume");
+  infer->add_option("--model,-m", ia.model, "TorchScript model file (torch.jit.save); default: the built-in "
+                                            "smoothing and edge-detecting network")
+      ->check(CLI::ExistingFile);
+  infer->add_option("--input,-i", ia.input, "Zarr array, OME-Zarr image, TIFF image or stack, or .npy file; axes "
+                                            "(Y, X), (Z, Y, X), (N, C, Y, X) or (N, C, Z, Y, X)")
+      ->required();
+  infer->add_option("--output,-o", ia.output, "output OME-Zarr group (a folder)")->required();
+  infer->add_option("--window,-w", ia.window, "window size: one number or one per spatial axis")->required()->delimiter(',');
+  infer->add_option("--step,-s", ia.step, "step between windows (default: 3/4 of the window)")->delimiter(',');
+  infer->add_option("--border,-b", ia.border, "border of each window weighted by --border-weight")->capture_default_str()->delimiter(',');
+  infer->add_option("--border-weight", ia.border_weight, "weight of border pixels, in [0, 1]")->capture_default_str();
+  infer->add_option("--batch-size", ia.batch_size, "windows per model call")->capture_default_str()->check(CLI::PositiveNumber);
+  infer->add_option("--device", ia.device, "cpu, cuda or cuda:N")->capture_default_str();
+  infer->add_option("--threads", ia.threads, "CPU threads (default: LibTorch's)")->check(CLI::NonNegativeNumber);
+  infer->add_flag("--std", ia.std, "also write the spread of overlapping predictions (OUT/std)");
+  infer->add_flag("--argmax", ia.argmax, "also write the argmax over channels as labels (OUT/labels/argmax)");
+  infer->add_option("--block", ia.block, "block size per spatial axis, in voxels (rounded up to whole chunks); "
+                                         "default: slabs that fit --block-memory")
+      ->delimiter(',');
+  infer->add_option("--chunks", ia.chunks, "output chunk size per spatial axis (default 64 for volumes, 256 for "
+                                           "images)")
+      ->delimiter(',');
+  infer->add_option("--block-memory", ia.block_mib, "MiB for one block's input and accumulators")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  infer->add_option("--max-blocks", ia.max_blocks, "stop after computing this many blocks (rerun to continue)");
+  infer->add_option("--preview", ia.preview, "write a PNG of the middle slice: input, output channels, std");
+  infer->add_flag("--overwrite", ia.overwrite, "replace an existing output instead of resuming it");
+  infer->add_flag("--quiet,-q", ia.quiet, "no progress bar, no summary");
+
+  DemoArgs da;
+  auto* demo = app.add_subcommand("demo", "make a noisy 3D Shepp-Logan phantom, run `infer` with the built-in network, "
+                                          "write a PNG preview and check the tiled result against the whole volume");
+  demo->add_option("--output,-o", da.output, "folder for the phantom, the prediction and the preview")->capture_default_str();
+  demo->add_option("--size", da.size, "phantom size (voxels per axis)")->capture_default_str()->check(CLI::Range(8, 2048));
+  demo->add_option("--window", da.window, "window")->capture_default_str()->check(CLI::PositiveNumber);
+  demo->add_option("--step", da.step, "step")->capture_default_str()->check(CLI::PositiveNumber);
+  demo->add_option("--border", da.border, "border")->capture_default_str()->check(CLI::NonNegativeNumber);
+  demo->add_option("--block", da.block, "block")->capture_default_str()->check(CLI::PositiveNumber);
+  demo->add_option("--noise", da.noise, "noise standard deviation")->capture_default_str()->check(CLI::NonNegativeNumber);
+  demo->add_option("--threads", da.threads, "CPU threads (default: LibTorch's)")->check(CLI::NonNegativeNumber);
+  demo->add_flag("--quiet,-q", da.quiet, "only the check's result");
+
+  std::string info_path;
+  auto* info = app.add_subcommand("info", "describe a Zarr array or group (and how much of an inference output is "
+                                          "done), a TIFF or a .npy file");
+  info->add_option("path", info_path, "what to describe")->required();
+
+  ConvertArgs ca;
+  auto* convert = app.add_subcommand("convert", "convert between TIFF (image or stack), .npy and chunked, compressed "
+                                                "Zarr arrays; the kind follows the file name");
+  convert->add_option("input", ca.input, "TIFF, .npy or Zarr array")->required();
+  convert->add_option("output", ca.output, "TIFF (.tif, .tiff), .npy or Zarr array (anything else)")->required();
+  convert->add_option("--chunks", ca.chunks, "Zarr chunk size per spatial axis (default 64 for volumes, 256 for "
+                                             "images)")
+      ->delimiter(',');
+  convert->add_option("--codec", ca.codec, "Zarr compression")->capture_default_str()
+      ->check(CLI::IsMember({"blosc", "zstd", "zlib", "none"}));
+  convert->add_flag("--overwrite", ca.overwrite, "replace an existing output");
+  convert->add_flag("--quiet,-q", ca.quiet, "no summary");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (*infer) return run_infer(ia);
+    if (*demo) return run_demo(da);
+    if (*info) return run_info(info_path);
+    if (*convert) return run_convert(ca);
+  } catch (const CLI::Error& e) {
+    std::fprintf(stderr, "qlty: error: %s: %s\n", e.get_name().c_str(), e.what());
+    return 2;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "qlty: error: %s\n", e.what_without_backtrace());
+    return 2;
+  } catch (const qlty::Error& e) {
+    std::fprintf(stderr, "qlty: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "qlty: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
