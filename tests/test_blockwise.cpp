@@ -213,6 +213,12 @@ TEST(Blockwise, OtherSettingsAreRefused) {
   EXPECT_EQ(s.blocks_skipped, 0);
   EXPECT_TRUE(s.complete);
   EXPECT_EQ(qlty::blockwise_status(dir / "out.zarr").manifest["layout"]["model"], "conv-v2");
+  // overwrite with a model of another channel count starts over with that count
+  auto three = [](const torch::Tensor& t) { return torch::cat({t, 2 * t, 3 * t}, 1); };
+  s = qlty::infer_blockwise(three, x, dir / "out.zarr", other);
+  EXPECT_EQ(s.out_channels, 3);
+  auto mean = qlty::zarr::Array::open(dir / "out.zarr/0").read();
+  EXPECT_TRUE(torch::allclose(mean.select(1, 2), 3 * mean.select(1, 0)));
 }
 
 TEST(Blockwise, BadInputsAndFailingModels) {

@@ -331,8 +331,8 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
     }
     return y.size(1);
   };
-  plan.Cout = existing && existing->contains("out_channels") ? existing->at("out_channels").get<int64_t>()
-                                                              : probe_channels();
+  const bool resuming = existing && !options.overwrite && existing->contains("out_channels");
+  plan.Cout = resuming ? existing->at("out_channels").get<int64_t>() : probe_channels();
   TORCH_CHECK_VALUE(plan.Cout >= 1, who, ": the model returns ", plan.Cout, " channels");
 
   if (!spatial_arg(options.block, "block", plan.block)) {
@@ -538,15 +538,17 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
   };
   report();
 
-  const auto fopts = torch::TensorOptions().dtype(torch::kFloat).device(options.device);
-  const auto weight_full = [&] {
+  // Blending happens on the model's device when the block's accumulators fit there, else on the CPU.
+  torch::Device blend_device = options.device;
+  const auto weight_cpu = [&] {
     auto w = torch::full({g.window[0], g.window[1], g.window[2]}, static_cast<float>(g.border_weight));
     w.narrow(0, g.border[0], g.window[0] - 2 * g.border[0])
         .narrow(1, g.border[1], g.window[1] - 2 * g.border[1])
         .narrow(2, g.border[2], g.window[2] - 2 * g.border[2])
         .fill_(1.0f);
-    return w.to(options.device);
+    return w;
   }();
+  torch::Tensor weight_full = weight_cpu.to(blend_device);
 
   torch::NoGradGuard no_grad;
   std::vector<Carried> carried;
@@ -572,9 +574,23 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
     std::array<int64_t, 3> h0{0, 0, 0};
     for (int a = 3 - D; a < 3; ++a) h0[a] = hoff[2 + a - (3 - D)];
 
-    auto acc = torch::zeros({plan.Cout, bext[0], bext[1], bext[2]}, fopts);
-    auto wsum = torch::zeros({bext[0], bext[1], bext[2]}, fopts);
-    torch::Tensor sq = options.write_std ? torch::zeros_like(acc) : torch::Tensor();
+    torch::Tensor acc, wsum, sq;
+    auto allocate = [&] {
+      const auto fopts = torch::TensorOptions().dtype(torch::kFloat).device(blend_device);
+      acc = torch::zeros({plan.Cout, bext[0], bext[1], bext[2]}, fopts);
+      wsum = torch::zeros({bext[0], bext[1], bext[2]}, fopts);
+      sq = options.write_std ? torch::zeros_like(acc) : torch::Tensor();
+    };
+    try {
+      allocate();
+    } catch (const c10::Error&) {
+      if (blend_device.is_cpu()) throw;
+      acc = wsum = sq = torch::Tensor();
+      blend_device = torch::kCPU;  // from now on: the accumulators do not fit on the device
+      weight_full = weight_cpu;
+      for (auto& c : carried) c.pred = c.pred.cpu();
+      allocate();
+    }
     // Adds a prediction whose first voxel is at `origin`, from the window starting at `start`, into the block.
     auto blend = [&](const torch::Tensor& pred, const std::array<int64_t, 3>& start,
                      const std::array<int64_t, 3>& origin) {
@@ -653,7 +669,7 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
                                                    : std::string("no tensor")) +
                                    " for windows of shape " + c10::str(windows.sizes()) + "; expected " +
                                    c10::str(c10::IntArrayRef(want)) + ", floating point");
-        pred = pred.to(options.device, torch::kFloat);
+        pred = pred.to(blend_device, torch::kFloat);
         if (D == 2) pred = pred.unsqueeze(2);
         for (int64_t j = 0; j < B; ++j) {
           const auto& s = starts[s0 + j];

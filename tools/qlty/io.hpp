@@ -36,7 +36,7 @@ inline bool is_npy(const std::string& p) { return ends_with(p, ".npy"); }
 inline BlockInput as_block_input(std::vector<int64_t> shape, BlockInput::Reader read, const std::string& name) {
   if (shape.size() < 2 || shape.size() > 5)
     throw Error("input", name + ": expected an image (Y, X), a volume (Z, Y, X), (N, C, Y, X) or (N, C, Z, Y, X), got " +
-                             std::to_string(shape.size()) + " axes (shape [" + c10::str(c10::IntArrayRef(shape)) + "])");
+                             std::to_string(shape.size()) + " axes (shape " + c10::str(c10::IntArrayRef(shape)) + ")");
   if (shape.size() >= 4) return BlockInput(shape, std::move(read), name);
   std::vector<int64_t> full = {1, 1};
   full.insert(full.end(), shape.begin(), shape.end());
@@ -121,8 +121,16 @@ inline NpyHeader parse_npy_header(const uint8_t* p, size_t n, const std::string&
   return out;
 }
 
-/// A .npy file, memory-mapped: boxes are read from the page cache, the file is never loaded whole.
-inline BlockInput open_npy(const std::string& path) {
+/// A .npy file's array, memory-mapped (the mapping lives as long as the tensor): its own shape, and whether it
+/// holds uint16 stored as int16 bits (widen_u16 turns those into int32).
+struct MappedNpy {
+  torch::Tensor data;
+  bool u16 = false;
+};
+
+inline torch::Tensor widen_u16(const torch::Tensor& t) { return t.to(torch::kInt).bitwise_and_(0xFFFF); }
+
+inline MappedNpy map_npy(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) detail::throw_io("open", path, errno);
   struct stat st {};
@@ -139,17 +147,22 @@ inline BlockInput open_npy(const std::string& path) {
   const auto h = parse_npy_header(static_cast<const uint8_t*>(map), size, path);
   const size_t bytes = static_cast<size_t>(c10::multiply_integers(h.shape)) * c10::elementSize(h.dtype);
   if (h.data_offset + bytes > size)
-    throw Error("input", path + ": truncated: the header promises " + std::to_string(bytes) + " bytes of data, the file has " +
-                             std::to_string(size - h.data_offset));
-  auto t = torch::from_blob(static_cast<uint8_t*>(map) + h.data_offset, h.shape, [keep](void*) {},
-                            torch::TensorOptions().dtype(h.dtype));
-  const bool widen = h.widen_u16;
+    throw Error("input", path + ": truncated: the header promises " + std::to_string(bytes) +
+                             " bytes of data, the file has " + std::to_string(size - h.data_offset));
+  auto t = torch::from_blob(
+      static_cast<uint8_t*>(map) + h.data_offset, h.shape, [keep](void*) {}, torch::TensorOptions().dtype(h.dtype));
+  return {t, h.widen_u16};
+}
+
+/// A .npy file as an input, memory-mapped: boxes are read from the page cache, the file is never loaded whole.
+inline BlockInput open_npy(const std::string& path) {
+  const auto m = map_npy(path);
   return as_block_input(
-      h.shape,
-      [t, widen](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
-        auto v = t;
+      m.data.sizes().vec(),
+      [m](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
+        auto v = m.data;
         for (size_t a = 0; a < ext.size(); ++a) v = v.narrow(static_cast<int64_t>(a), off[a], ext[a]);
-        return widen ? v.to(torch::kInt).bitwise_and_(0xFFFF) : v;
+        return m.u16 ? widen_u16(v) : v;
       },
       path);
 }
@@ -263,7 +276,7 @@ inline torch::Tensor read_tiff(const std::string& path) {
         }
     }
     auto chw = page.permute({2, 0, 1});
-    pages.push_back(widen ? chw.to(torch::kInt).bitwise_and_(0xFFFF) : chw.contiguous());
+    pages.push_back(widen ? widen_u16(chw) : chw.contiguous());
   } while (TIFFReadDirectory(tif.get()));
   auto v = torch::stack(pages, 1);  // (C, Z, Y, X)
   if (v.size(0) == 1) {

@@ -276,7 +276,7 @@ int run_info(const std::string& path) {
   if (tool::is_npy(path) || tool::is_tiff(path)) {
     auto in = tool::open_input(path);
     auto t = in.read(std::vector<int64_t>(in.shape().size(), 0), std::vector<int64_t>(in.shape().size(), 1));
-    std::printf("%s: %s, as (N, C, %s) [%s], %s\n", path.c_str(), tool::is_npy(path) ? "NumPy array" : "TIFF",
+    std::printf("%s: %s, as (N, C, %s) %s, %s\n", path.c_str(), tool::is_npy(path) ? "NumPy array" : "TIFF",
                 in.spatial_dims() == 3 ? "Z, Y, X" : "Y, X", c10::str(c10::IntArrayRef(in.shape())).c_str(),
                 c10::toString(t.scalar_type()));
     return 0;
@@ -341,9 +341,8 @@ int run_convert(const ConvertArgs& a) {
   if (tool::is_tiff(a.input)) {
     data = tool::read_tiff(a.input);
   } else if (tool::is_npy(a.input)) {
-    auto in = tool::open_npy(a.input);
-    data = in.read(std::vector<int64_t>(in.shape().size(), 0), in.shape());
-    if (in.shape().size() > data.dim()) data = data.squeeze(0).squeeze(0);
+    const auto m = tool::map_npy(a.input);
+    data = m.u16 ? tool::widen_u16(m.data) : m.data.clone();
   } else if (zarr::node_type(a.input) == zarr::NodeType::Array) {
     data = zarr::Array::open(a.input).read();
   } else {
@@ -451,6 +450,13 @@ int main(int argc, char** argv) {
   convert->add_flag("--overwrite", ca.overwrite, "replace an existing output");
   convert->add_flag("--quiet,-q", ca.quiet, "no summary");
 
+  const std::string first = argc > 1 ? argv[1] : "";
+  if (!first.empty() && first[0] != '-' && first != "infer" && first != "demo" && first != "info" &&
+      first != "convert") {
+    std::fprintf(stderr, "qlty: error: unknown command \"%s\" (expected infer, demo, info or convert; see qlty --help)\n",
+                 argv[1]);
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
