@@ -28,26 +28,9 @@ namespace {
 
 constexpr int64_t kS = 512, kW = 128, kStep = 96, kB = 16, kBatch = 8;
 
-std::string bench_dir() {
-  const char* d = std::getenv("QLTY_BENCH_DIR");
-  return std::string(d ? d : "/tmp") + "/qlty_bench_infer";
-}
-
-double reset_peak() {
-  std::ofstream("/proc/self/clear_refs") << "5";
-  std::ifstream s("/proc/self/status");
-  std::string line;
-  while (std::getline(s, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;
-  return 0;
-}
-double peak_mib() {
-  std::ifstream s("/proc/self/status");
-  std::string line;
-  while (std::getline(s, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;
-  return 0;
-}
+std::string bench_dir() { return qlty_bench::bench_dir("qlty_bench_infer"); }
+using qlty_bench::peak_mib;
+using qlty_bench::reset_peak;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

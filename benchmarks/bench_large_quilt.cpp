@@ -21,27 +21,9 @@
 
 namespace {
 
-std::string bench_dir() {
-  const char* d = std::getenv("QLTY_BENCH_DIR");
-  return std::string(d ? d : "/tmp") + "/qlty_bench_large";
-}
-
-/// Resets the peak resident set size; returns the current one (MiB).
-double reset_peak() {
-  std::ofstream("/proc/self/clear_refs") << "5";
-  std::ifstream s("/proc/self/status");
-  std::string line;
-  while (std::getline(s, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;
-  return 0;
-}
-double peak_mib() {
-  std::ifstream s("/proc/self/status");
-  std::string line;
-  while (std::getline(s, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;
-  return 0;
-}
+std::string bench_dir() { return qlty_bench::bench_dir("qlty_bench_large"); }
+using qlty_bench::peak_mib;
+using qlty_bench::reset_peak;
 
 // ---- W4
 

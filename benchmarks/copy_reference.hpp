@@ -1,11 +1,14 @@
 #pragma once
-// The physical limit next to which every benchmark reports: a plain copy of the same bytes, measured in the same
-// run. A benchmark's counter `of_copy` is its bytes/s divided by the copy's at the same thread count.
+// What the benchmarks share. The physical limit next to which every benchmark reports: a plain copy of the same
+// bytes, measured in the same run. A benchmark's counter `of_copy` is its bytes/s divided by the copy's at the same
+// thread count. Also: where benchmark files go, and peak memory.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -47,6 +50,31 @@ inline void copy_reference(benchmark::State& state, int64_t bytes, const std::st
     benchmark::ClobberMemory();
   });
   report(state, bytes, inv, key, true);
+}
+
+/// A folder for a benchmark's files: $QLTY_BENCH_DIR (default /tmp) / name.
+inline std::string bench_dir(const std::string& name) {
+  const char* d = std::getenv("QLTY_BENCH_DIR");
+  return std::string(d ? d : "/tmp") + "/" + name;
+}
+
+/// Resets the process's peak resident set size (VmHWM); returns the current one (MiB).
+inline double reset_peak() {
+  std::ofstream("/proc/self/clear_refs") << "5";
+  std::ifstream s("/proc/self/status");
+  std::string line;
+  while (std::getline(s, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;
+  return 0;
+}
+
+/// The peak resident set size since the last reset_peak (MiB).
+inline double peak_mib() {
+  std::ifstream s("/proc/self/status");
+  std::string line;
+  while (std::getline(s, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;
+  return 0;
 }
 
 }  // namespace qlty_bench

@@ -67,8 +67,9 @@ class BlockInput {
                         c10::IntArrayRef(shape_));
   }
 
-  /// @brief A tensor (N, C, *S) of any dtype, on any device; read as views, without copies.
-  static BlockInput from_tensor(const torch::Tensor& x) {
+  /// @brief A tensor (N, C, *S) of any dtype, on any device; read as views, without copies. `name` goes into
+  /// messages (default: the tensor's shape).
+  static BlockInput from_tensor(const torch::Tensor& x, const std::string& name = "") {
     TORCH_CHECK_VALUE(x.defined(), "qlty::BlockInput::from_tensor: x is an undefined tensor");
     auto t = x.detach();
     return BlockInput(
@@ -78,7 +79,7 @@ class BlockInput {
           for (size_t a = 0; a < shape.size(); ++a) v = v.narrow(static_cast<int64_t>(a), offset[a], shape[a]);
           return v;
         },
-        c10::str("tensor of shape ", x.sizes()));
+        name.empty() ? c10::str("tensor of shape ", x.sizes()) : name);
   }
 
   /// @brief A Zarr array (N, C, *S), read chunk-parallel.
@@ -411,7 +412,6 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
   if (!existing || options.overwrite) atomic_write(manifest_path(output), manifest.dump(2), options.durable);
 
   // The group and its arrays (idempotent: a setup interrupted after the manifest is finished here).
-  std::vector<std::string> axis_names = {"t", "c"};
   json axes = json::array({{{"name", "t"}, {"type", "time"}}, {{"name", "c"}, {"type", "channel"}}});
   for (int a = 3 - D; a < 3; ++a) axes.push_back({{"name", std::string(1, "zyx"[a])}, {"type", "space"}});
   auto multiscales = [&](const std::string& name) {

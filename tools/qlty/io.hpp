@@ -344,15 +344,8 @@ inline void write_tiff(const std::string& path, torch::Tensor x) {
 inline BlockInput open_input(const std::string& path) {
   if (is_npy(path)) return open_npy(path);
   if (is_tiff(path)) {
-    auto t = read_tiff(path);
-    return as_block_input(
-        t.sizes().vec(),
-        [t](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
-          auto v = t;
-          for (size_t a = 0; a < ext.size(); ++a) v = v.narrow(static_cast<int64_t>(a), off[a], ext[a]);
-          return v;
-        },
-        path);
+    auto t = read_tiff(path);  // (Y, X), (Z, Y, X) or (1, C, [Z,] Y, X)
+    return BlockInput::from_tensor(t.dim() < 4 ? t.unsqueeze(0).unsqueeze(0) : t, path);
   }
   const auto kind = zarr::node_type(path);
   if (kind == zarr::NodeType::Group && zarr::node_type(detail::join_path(path, "0")) == zarr::NodeType::Array)
