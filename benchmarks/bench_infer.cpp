@@ -130,12 +130,7 @@ void BM_Copy(benchmark::State& state) { qlty_bench::copy_reference(state, int64_
 }  // namespace
 
 BENCHMARK(BM_Copy)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Infer)
-    ->Args({2, 0})
-    ->Args({2, 256})
-    ->Args({1, 0})
-    ->Iterations(1)
-    ->UseManualTime()
-    ->Unit(benchmark::kSecond);
+BENCHMARK(BM_Infer)->Args({2, 0})->Args({2, 256})->Args({1, 0})->Iterations(1)->UseManualTime()->Unit(
+    benchmark::kSecond);
 
 BENCHMARK_MAIN();

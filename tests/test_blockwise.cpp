@@ -48,7 +48,7 @@ void expect_matches(const std::string& out, const Ref& ref, bool with_std, bool 
   if (with_std) {
     auto sd = qlty::zarr::Array::open(out + "/std").read();
     EXPECT_LT((sd - ref.std).abs().max().item<double>(), 2e-3);  // a difference of squares
-    EXPECT_GT(sd.max().item<double>(), 0.01);                   // overlapping windows do disagree at their edges
+    EXPECT_GT(sd.max().item<double>(), 0.01);                    // overlapping windows do disagree at their edges
   }
   if (with_argmax) {
     auto labels = qlty::zarr::Array::open(out + "/labels/argmax/0").read().to(torch::kLong);
@@ -103,8 +103,8 @@ TEST(Blockwise, Matches3DInMemoryFromZarrInput) {
   auto model = as_model(module);
   torch::manual_seed(2);
   auto x = torch::randint(0, 255, {1, 2, 30, 26, 22}, torch::kByte);  // integer input: windows become float32
-  auto in = qlty::zarr::Array::create(dir / "in.zarr", qlty::zarr::ArrayOptions({1, 2, 30, 26, 22}, {1, 1, 7, 9, 8},
-                                                                                 qlty::zarr::DataType::UInt8));
+  auto in = qlty::zarr::Array::create(
+      dir / "in.zarr", qlty::zarr::ArrayOptions({1, 2, 30, 26, 22}, {1, 1, 7, 9, 8}, qlty::zarr::DataType::UInt8));
   in.write({0, 0, 0, 0, 0}, x);
   qlty::NCZYXQuilt q(30, 26, 22, 10, 7, 2, 0.0);
   const Ref ref = reference<3>(q, x, model);
@@ -120,7 +120,8 @@ TEST(Blockwise, Matches3DInMemoryFromZarrInput) {
     o.chunks = {8};
     o.write_std = true;
     const std::string out = dir / ("out" + std::to_string(block.size()) + ".zarr");
-    auto s = qlty::infer_blockwise(model, qlty::BlockInput::from_zarr(qlty::zarr::Array::open(dir / "in.zarr")), out, o);
+    auto s =
+        qlty::infer_blockwise(model, qlty::BlockInput::from_zarr(qlty::zarr::Array::open(dir / "in.zarr")), out, o);
     EXPECT_TRUE(s.complete);
     expect_matches(out, ref, true, false);
   }
@@ -243,8 +244,11 @@ TEST(Blockwise, BadInputsAndFailingModels) {
   batch.batch_size = 0;
   expect_error<c10::ValueError>([&] { qlty::infer_blockwise(identity, x, dir / "a.zarr", batch); },
                                 {"batch_size must be >= 1, got 0"});
-  expect_error<c10::ValueError>([&] { qlty::BlockInput::from_tensor(torch::zeros({20, 20})); },
-                                {"must be 4-D (N, C, Y, X) or 5-D (N, C, Z, Y, X), got shape [20, 20]"});
+  expect_error<c10::ValueError>(
+      [&] {
+        qlty::BlockInput::from_tensor(torch::zeros({20, 20}));
+      },
+      {"must be 4-D (N, C, Y, X) or 5-D (N, C, Z, Y, X), got shape [20, 20]"});
 
   // A model with the wrong spatial shape, one that throws, one that fails on the second block.
   auto shrink = [](const torch::Tensor& t) { return t.narrow(-1, 0, 4); };

@@ -143,8 +143,29 @@ TEST(Cli, InferOnNpyTiffAndZarrEqualsInMemory) {
   // A volume as .npy (Z, Y, X) float32.
   auto vol = torch::randn({30, 26, 21});
   write_npy_by_hand(dir / "vol.npy", vol, "<f4");
-  auto r = run({"infer", "-m", model3, "-i", dir / "vol.npy", "-o", dir / "vol.zarr", "-w", "10", "-s", "7", "-b", "2",
-                "--border-weight", "0.2", "--block", "8", "--chunks", "8", "--std", "--argmax", "--batch-size", "5"},
+  auto r = run({"infer",
+                "-m",
+                model3,
+                "-i",
+                dir / "vol.npy",
+                "-o",
+                dir / "vol.zarr",
+                "-w",
+                "10",
+                "-s",
+                "7",
+                "-b",
+                "2",
+                "--border-weight",
+                "0.2",
+                "--block",
+                "8",
+                "--chunks",
+                "8",
+                "--std",
+                "--argmax",
+                "--batch-size",
+                "5"},
                dir.path);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("qlty infer: wrote"), std::string::npos) << r.out;
@@ -156,8 +177,8 @@ TEST(Cli, InferOnNpyTiffAndZarrEqualsInMemory) {
   // An RGB image as TIFF: (1, 3, Y, X) uint8; windows per axis.
   auto rgb = torch::randint(0, 256, {1, 3, 45, 38}, torch::kByte);
   qlty::tool::write_tiff(dir / "rgb.tif", rgb);
-  r = run({"infer", "-m", model2, "-i", dir / "rgb.tif", "-o", dir / "rgb.zarr", "-w", "16,12", "-s", "10,9", "-b",
-           "3", "--quiet"},
+  r = run({"infer", "-m", model2, "-i", dir / "rgb.tif", "-o", dir / "rgb.zarr", "-w", "16,12", "-s", "10,9", "-b", "3",
+           "--quiet"},
           dir.path);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_TRUE(r.out.empty()) << r.out;
@@ -203,9 +224,9 @@ TEST(Cli, InferOnNpyTiffAndZarrEqualsInMemory) {
   // info on the output.
   r = run({"info", dir / "vol.zarr"}, dir.path);
   ASSERT_EQ(r.code, 0) << r.err;
-  for (const char* part : {"OME-Zarr image (NGFF 0.4), axes tczyx", "0: Zarr v2 array, shape [1, 2, 30, 26, 21]",
-                           "std: Zarr v2 array", "labels/argmax/0: Zarr v2 array, shape [1, 1, 30, 26, 21]",
-                           "blocks done (complete)"})
+  for (const char* part :
+       {"OME-Zarr image (NGFF 0.4), axes tczyx", "0: Zarr v2 array, shape [1, 2, 30, 26, 21]", "std: Zarr v2 array",
+        "labels/argmax/0: Zarr v2 array, shape [1, 1, 30, 26, 21]", "blocks done (complete)"})
     EXPECT_NE(r.out.find(part), std::string::npos) << part << " not in " << r.out;
 }
 
@@ -225,8 +246,9 @@ TEST(Cli, KillNineAtRandomPointsThenRerunGivesIdenticalBytes) {
   auto vol = torch::randn({48, 48, 48});
   write_npy_by_hand(dir / "vol.npy", vol, "<f4");
   auto args = [&](const std::string& out) {
-    return std::vector<std::string>{"infer", "-i", dir / "vol.npy", "-o", out, "-w", "12", "-s", "9", "-b", "2",
-                                    "--block", "8", "--chunks", "8", "--std", "--batch-size", "3", "--threads", "1"};
+    return std::vector<std::string>{
+        "infer",   "-i", dir / "vol.npy", "-o", out,     "-w",           "12", "-s",        "9", "-b", "2",
+        "--block", "8",  "--chunks",      "8",  "--std", "--batch-size", "3",  "--threads", "1"};
   };
   auto r = run(args(dir / "whole.zarr"), dir.path);
   ASSERT_EQ(r.code, 0) << r.err;
@@ -342,8 +364,8 @@ TEST(Cli, ConvertRoundTripsAndDemoChecksItself) {
   EXPECT_TRUE(torch::equal(qlty::tool::read_tiff(dir / "v.tif"), vol));
   r = run({"convert", dir / "v.tif", dir / "back.npy"}, dir.path);
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_TRUE(torch::equal(qlty::tool::open_npy(dir / "back.npy").read({0, 0, 0, 0, 0}, {1, 1, 9, 11, 13}).view({9, 11, 13}),
-                           vol));
+  EXPECT_TRUE(torch::equal(
+      qlty::tool::open_npy(dir / "back.npy").read({0, 0, 0, 0, 0}, {1, 1, 9, 11, 13}).view({9, 11, 13}), vol));
   expect_fails(run({"convert", dir / "v.tif", dir / "v.zarr"}, dir.path), {"v.zarr: exists", "--overwrite"});
   r = run({"info", dir / "v.tif"}, dir.path);
   EXPECT_NE(r.out.find("TIFF, as (N, C, Z, Y, X) [1, 1, 9, 11, 13], Int"), std::string::npos) << r.out;

@@ -124,11 +124,11 @@ struct BlockwiseProgress {
 
 /// @brief Settings of a blockwise run.
 struct BlockwiseOptions {
-  PerAxis window = 64;        ///< window per spatial axis (one number or one per axis)
-  PerAxis step = 48;          ///< step per spatial axis
-  PerAxis border = 0;         ///< border per spatial axis (0: none)
-  double border_weight = 0.1;  ///< weight of border pixels when blending, in [0, 1]
-  int64_t batch_size = 8;     ///< windows per model call
+  PerAxis window = 64;                 ///< window per spatial axis (one number or one per axis)
+  PerAxis step = 48;                   ///< step per spatial axis
+  PerAxis border = 0;                  ///< border per spatial axis (0: none)
+  double border_weight = 0.1;          ///< weight of border pixels when blending, in [0, 1]
+  int64_t batch_size = 8;              ///< windows per model call
   torch::Device device = torch::kCPU;  ///< where windows go for the model, and where blending happens
   std::vector<int64_t> chunks;         ///< output chunk per spatial axis; empty: 64 (3D) or 256 (2D), clipped
   std::vector<int64_t> block;          ///< block per spatial axis, rounded up to whole chunks; empty: from block_bytes
@@ -137,12 +137,13 @@ struct BlockwiseOptions {
   bool write_std = false;                  ///< write the spread of overlapping predictions (`OUT/std`)
   bool write_argmax = false;               ///< write the argmax over channels (`OUT/labels/argmax/0`)
   std::vector<zarr::Codec> codecs = {zarr::Codec::blosc()};  ///< compression of the outputs
-  std::string model_id;     ///< names the model in the manifest (e.g. its file's checksum); a resume must match
-  bool overwrite = false;   ///< replace an existing output folder (only a qlty output or a Zarr node) instead of resuming
-  bool durable = true;      ///< flush each block to the device before marking it done (survives power loss)
-  bool prefetch = true;     ///< read the next block's input while the current one computes
+  std::string model_id;  ///< names the model in the manifest (e.g. its file's checksum); a resume must match
+  bool overwrite =
+      false;             ///< replace an existing output folder (only a qlty output or a Zarr node) instead of resuming
+  bool durable = true;   ///< flush each block to the device before marking it done (survives power loss)
+  bool prefetch = true;  ///< read the next block's input while the current one computes
   int64_t max_blocks = -1;  ///< stop after computing this many blocks (-1: all); the rest stays for a rerun
-  nlohmann::json attributes = nlohmann::json::object();  ///< extra attributes for the output group (`qlty`)
+  nlohmann::json attributes = nlohmann::json::object();    ///< extra attributes for the output group (`qlty`)
   std::function<void(const BlockwiseProgress&)> progress;  ///< called after every batch and block
 };
 
@@ -191,7 +192,7 @@ inline std::string hex32(uint32_t v) {
 /// column of blocks (fixed block coordinates on the other axes), the slab axis A runs fastest.
 struct BlockPlan {
   Grid3 g;
-  int A = 0;                   // slab axis in 3D form: 0 (Z) for volumes, 1 (Y) for images
+  int A = 0;  // slab axis in 3D form: 0 (Z) for volumes, 1 (Y) for images
   int64_t N = 0, C = 0, Cout = 0;
   std::array<int64_t, 3> block{1, 1, 1}, nblocks{1, 1, 1};
   Cover cover[3];
@@ -234,8 +235,8 @@ inline std::string describe_block(const BlockPlan& p, int64_t n, const std::arra
   return s + ")";
 }
 
-/// One window's prediction kept for the next block of the slab column: the part from `origin` on the slab axis.
-struct Carried {
+/// A window's prediction, or the part of it from `origin` on (what a slab carries to the next slab of its column).
+struct PredictionPart {
   std::array<int64_t, 3> start;   // window start
   std::array<int64_t, 3> origin;  // first voxel of `pred`
   torch::Tensor pred;             // (C', ...)
@@ -297,8 +298,7 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
                       " entries, got ", v.size(), " (", c10::IntArrayRef(v), ")");
     for (int a = 0; a < D; ++a) {
       out[3 - D + a] = v.size() == 1 ? v[0] : v[a];
-      TORCH_CHECK_VALUE(out[3 - D + a] >= 1, who, ": ", name, " must be >= 1 on every axis, got ",
-                        c10::IntArrayRef(v));
+      TORCH_CHECK_VALUE(out[3 - D + a] >= 1, who, ": ", name, " must be >= 1 on every axis, got ", c10::IntArrayRef(v));
     }
     return true;
   };
@@ -319,8 +319,8 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
     try {
       y = model(w);
     } catch (const std::exception& e) {
-      throw Error("model", output + ": the model failed on the first window (shape " + c10::str(w.sizes()) +
-                               "): " + e.what());
+      throw Error("model",
+                  output + ": the model failed on the first window (shape " + c10::str(w.sizes()) + "): " + e.what());
     }
     const bool ok = y.defined() && y.dim() == D + 2 && y.size(0) == 1 && y.sizes().slice(2) == w.sizes().slice(2);
     if (!ok) {
@@ -360,18 +360,20 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
   for (int a = 0; a < 3; ++a) plan.nblocks[a] = (g.shape[a] + plan.block[a] - 1) / plan.block[a];
 
   // The layout, its hash, and the manifest.
-  auto spatial_vec = [&](const std::array<int64_t, 3>& v) { return std::vector<int64_t>(v.begin() + (3 - D), v.end()); };
-  const json layout = {{"input_shape", shape},
-                       {"out_channels", plan.Cout},
-                       {"window", spatial_vec(g.window)},
-                       {"step", spatial_vec(g.step)},
-                       {"border", spatial_vec(g.border)},
-                       {"border_weight", options.border_weight},
-                       {"chunks", spatial_vec(chunk)},
-                       {"block", spatial_vec(plan.block)},
-                       {"outputs", {{"mean", options.write_mean}, {"std", options.write_std},
-                                    {"argmax", options.write_argmax}}},
-                       {"model", options.model_id}};
+  auto spatial_vec = [&](const std::array<int64_t, 3>& v) {
+    return std::vector<int64_t>(v.begin() + (3 - D), v.end());
+  };
+  const json layout = {
+      {"input_shape", shape},
+      {"out_channels", plan.Cout},
+      {"window", spatial_vec(g.window)},
+      {"step", spatial_vec(g.step)},
+      {"border", spatial_vec(g.border)},
+      {"border_weight", options.border_weight},
+      {"chunks", spatial_vec(chunk)},
+      {"block", spatial_vec(plan.block)},
+      {"outputs", {{"mean", options.write_mean}, {"std", options.write_std}, {"argmax", options.write_argmax}}},
+      {"model", options.model_id}};
   const std::string hash = hex32(crc32c(reinterpret_cast<const uint8_t*>(layout.dump().data()), layout.dump().size()));
   json manifest = {{"format", kBlockwiseFormat},
                    {"hash", hash},
@@ -384,7 +386,8 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
     remove_tree(output);
   } else if (existing) {
     const json old_layout = existing->value("layout", json::object());
-    if (existing->value("format", std::string()) != kBlockwiseFormat || existing->value("hash", std::string()) != hash) {
+    if (existing->value("format", std::string()) != kBlockwiseFormat ||
+        existing->value("hash", std::string()) != hash) {
       std::string diff;
       for (auto it = layout.begin(); it != layout.end(); ++it) {
         const auto o = old_layout.find(it.key());
@@ -415,13 +418,14 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
   json axes = json::array({{{"name", "t"}, {"type", "time"}}, {{"name", "c"}, {"type", "channel"}}});
   for (int a = 3 - D; a < 3; ++a) axes.push_back({{"name", std::string(1, "zyx"[a])}, {"type", "space"}});
   auto multiscales = [&](const std::string& name) {
-    return json::array({{{"version", "0.4"},
-                         {"name", name},
-                         {"axes", axes},
-                         {"datasets", json::array({{{"path", "0"},
-                                                    {"coordinateTransformations",
-                                                     json::array({{{"type", "scale"},
-                                                                   {"scale", std::vector<double>(D + 2, 1.0)}}})}}})}}});
+    return json::array(
+        {{{"version", "0.4"},
+          {"name", name},
+          {"axes", axes},
+          {"datasets",
+           json::array({{{"path", "0"},
+                         {"coordinateTransformations",
+                          json::array({{{"type", "scale"}, {"scale", std::vector<double>(D + 2, 1.0)}}})}}})}}});
   };
   json qlty_attrs = options.attributes;
   qlty_attrs["layout"] = layout;
@@ -551,7 +555,7 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
   torch::Tensor weight_full = weight_cpu.to(blend_device);
 
   torch::NoGradGuard no_grad;
-  std::vector<Carried> carried;
+  std::vector<PredictionPart> carried;
   std::future<torch::Tensor> next;
   auto start_read = [&](size_t i) {
     if (i >= tasks.size()) return;
@@ -591,25 +595,50 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
       for (auto& c : carried) c.pred = c.pred.cpu();
       allocate();
     }
-    // Adds a prediction whose first voxel is at `origin`, from the window starting at `start`, into the block.
-    auto blend = [&](const torch::Tensor& pred, const std::array<int64_t, 3>& start,
-                     const std::array<int64_t, 3>& origin) {
-      torch::Tensor a_view = acc, w_view = wsum, s_view = sq, p = pred, w = weight_full;
-      for (int a = 0; a < 3; ++a) {
-        const int64_t r0 = std::max(origin[a], b0[a]), r1 = std::min(origin[a] + pred.size(a + 1), b1[a]);
-        if (r1 <= r0) return;
-        a_view = a_view.narrow(a + 1, r0 - b0[a], r1 - r0);
-        w_view = w_view.narrow(a, r0 - b0[a], r1 - r0);
-        if (sq.defined()) s_view = s_view.narrow(a + 1, r0 - b0[a], r1 - r0);
-        p = p.narrow(a + 1, r0 - origin[a], r1 - r0);
-        w = w.narrow(a, r0 - start[a], r1 - r0);
+    // Predictions waiting to be added into the block, in window order: (pred (C', ...) whose first voxel is at
+    // `origin`, from the window starting at `start`). On the CPU one pass of blend_cpu adds a batch; elsewhere
+    // three torch ops per window.
+    std::vector<PredictionPart> pending;
+    auto flush = [&] {
+      if (blend_device.is_cpu()) {
+        std::vector<BlendPart> parts;
+        for (const auto& c : pending) {
+          const auto& p = c.pred;
+          parts.push_back({p.data_ptr<float>(),
+                           p.stride(0),
+                           p.stride(1),
+                           p.stride(2),
+                           p.stride(3),
+                           c.origin,
+                           {p.size(1), p.size(2), p.size(3)},
+                           c.start});
+        }
+        blend_cpu(acc.data_ptr<float>(), wsum.data_ptr<float>(), sq.defined() ? sq.data_ptr<float>() : nullptr,
+                  plan.Cout, b0, bext, parts, g);
+      } else {
+        for (const auto& c : pending) {
+          torch::Tensor a_view = acc, w_view = wsum, s_view = sq, p = c.pred, w = weight_full;
+          bool empty = false;
+          for (int a = 0; a < 3 && !empty; ++a) {
+            const int64_t r0 = std::max(c.origin[a], b0[a]), r1 = std::min(c.origin[a] + p.size(a + 1), b1[a]);
+            empty = r1 <= r0;
+            if (empty) break;
+            a_view = a_view.narrow(a + 1, r0 - b0[a], r1 - r0);
+            w_view = w_view.narrow(a, r0 - b0[a], r1 - r0);
+            if (sq.defined()) s_view = s_view.narrow(a + 1, r0 - b0[a], r1 - r0);
+            p = p.narrow(a + 1, r0 - c.origin[a], r1 - r0);
+            w = w.narrow(a, r0 - c.start[a], r1 - r0);
+          }
+          if (empty) continue;
+          a_view.addcmul_(p, w);
+          w_view.add_(w);
+          if (sq.defined()) s_view.addcmul_(p.square(), w);
+        }
       }
-      a_view.addcmul_(p, w);
-      w_view.add_(w);
-      if (sq.defined()) s_view.addcmul_(p.square(), w);
+      pending.clear();
     };
 
-    std::vector<Carried> carry_out;
+    std::vector<PredictionPart> carry_out;
     const int A = plan.A;
     const bool has_next = b1[A] < g.shape[A];
     const int64_t krow0 = plan.cover[A].first[b0[A]], krow1 = plan.cover[A].last[b1[A] - 1];
@@ -622,9 +651,10 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
     for (int64_t row = krow0; row <= krow1; ++row) {
       if (row < t.first_row) {  // carried from the previous block of the column, in window order
         for (; ci < carried.size() && carried[ci].start[A] == g.start(A, row); ++ci) {
-          blend(carried[ci].pred, carried[ci].start, carried[ci].origin);
+          pending.push_back(carried[ci]);
           if (has_next && carried[ci].start[A] + g.window[A] > b1[A]) carry_out.push_back(carried[ci]);  // 3 blocks
         }
+        flush();
         continue;
       }
       // The windows of this row, in global order.
@@ -658,8 +688,8 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
           const bool oom = what.find("out of memory") != std::string::npos || dynamic_cast<const std::bad_alloc*>(&e);
           throw Error("model", where + ": the model failed on windows " + std::to_string(s0) + ".." +
                                    std::to_string(s1 - 1) + " of row " + std::to_string(row) + " (batch of shape " +
-                                   c10::str(windows.sizes()) + ")" + (oom ? " (out of memory: try a smaller batch size)" : "") +
-                                   ": " + what);
+                                   c10::str(windows.sizes()) + ")" +
+                                   (oom ? " (out of memory: try a smaller batch size)" : "") + ": " + what);
         }
         std::vector<int64_t> want = {B, plan.Cout};
         for (int a = 3 - D; a < 3; ++a) want.push_back(g.window[a]);
@@ -674,13 +704,14 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
         for (int64_t j = 0; j < B; ++j) {
           const auto& s = starts[s0 + j];
           auto pj = pred[j];
-          blend(pj, s, s);
+          pending.push_back({s, s, pj});
           if (has_next && s[A] + g.window[A] > b1[A]) {
             std::array<int64_t, 3> origin = s;
             origin[A] = b1[A];
             carry_out.push_back({s, origin, pj.narrow(A + 1, b1[A] - s[A], s[A] + g.window[A] - b1[A]).clone()});
           }
         }
+        flush();
         progress.windows_done += B;
         summary.windows_computed += B;
         report();

@@ -31,9 +31,9 @@ class BuiltinNetImpl : public torch::nn::Module {
     torch::Tensor smooth_k, grad_k;
     if (dims == 2) {
       smooth_k = outer({tap, tap}).view({1, 1, 3, 3});
-      grad_k = torch::stack({outer({diff, torch::tensor({0.f, 1.f, 0.f})}),
-                             outer({torch::tensor({0.f, 1.f, 0.f}), diff})})
-                   .view({2, 1, 3, 3});
+      grad_k =
+          torch::stack({outer({diff, torch::tensor({0.f, 1.f, 0.f})}), outer({torch::tensor({0.f, 1.f, 0.f}), diff})})
+              .view({2, 1, 3, 3});
       smooth2_ = register_module("smooth", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 1, 3).padding(1).bias(false)));
       grad2_ = register_module("grad", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 2, 3).padding(1).bias(false)));
       torch::NoGradGuard g;
@@ -76,11 +76,11 @@ constexpr const char* kBuiltinModelId = "builtin:smooth-edges-v1";
 /// plus Gaussian noise of standard deviation `noise` (seeded): (size, size, size) float32.
 inline torch::Tensor shepp_logan_3d(int64_t size, double noise, uint64_t seed = 0) {
   // intensity, semi-axes a b c, centre x y z, rotation about z (degrees)
-  const double e[10][8] = {{1.0, .69, .92, .81, 0, 0, 0, 0},           {-.8, .6624, .874, .78, 0, -.0184, 0, 0},
-                           {-.2, .11, .31, .22, .22, 0, 0, -18},       {-.2, .16, .41, .28, -.22, 0, 0, 18},
-                           {.1, .21, .25, .41, 0, .35, -.15, 0},       {.1, .046, .046, .05, 0, .1, .25, 0},
-                           {.1, .046, .046, .05, 0, -.1, .25, 0},      {.1, .046, .023, .05, -.08, -.605, 0, 0},
-                           {.1, .023, .023, .02, 0, -.606, 0, 0},      {.1, .023, .046, .02, .06, -.605, 0, 0}};
+  const double e[10][8] = {{1.0, .69, .92, .81, 0, 0, 0, 0},      {-.8, .6624, .874, .78, 0, -.0184, 0, 0},
+                           {-.2, .11, .31, .22, .22, 0, 0, -18},  {-.2, .16, .41, .28, -.22, 0, 0, 18},
+                           {.1, .21, .25, .41, 0, .35, -.15, 0},  {.1, .046, .046, .05, 0, .1, .25, 0},
+                           {.1, .046, .046, .05, 0, -.1, .25, 0}, {.1, .046, .023, .05, -.08, -.605, 0, 0},
+                           {.1, .023, .023, .02, 0, -.606, 0, 0}, {.1, .023, .046, .02, .06, -.605, 0, 0}};
   auto axis = torch::linspace(-1.0, 1.0, size);
   auto grids = torch::meshgrid({axis, axis, axis}, "ij");
   auto z = grids[0], y = grids[1], x = grids[2];

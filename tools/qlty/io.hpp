@@ -35,7 +35,8 @@ inline bool is_npy(const std::string& p) { return ends_with(p, ".npy"); }
 /// An input of rank 2-5 as (N, C, *S): ranks 2 and 3 get N = C = 1 in front.
 inline BlockInput as_block_input(std::vector<int64_t> shape, BlockInput::Reader read, const std::string& name) {
   if (shape.size() < 2 || shape.size() > 5)
-    throw Error("input", name + ": expected an image (Y, X), a volume (Z, Y, X), (N, C, Y, X) or (N, C, Z, Y, X), got " +
+    throw Error("input", name +
+                             ": expected an image (Y, X), a volume (Z, Y, X), (N, C, Y, X) or (N, C, Z, Y, X), got " +
                              std::to_string(shape.size()) + " axes (shape " + c10::str(c10::IntArrayRef(shape)) + ")");
   if (shape.size() >= 4) return BlockInput(shape, std::move(read), name);
   std::vector<int64_t> full = {1, 1};
@@ -90,8 +91,8 @@ inline NpyHeader parse_npy_header(const uint8_t* p, size_t n, const std::string&
   if (h[d] != '\'') bad("malformed descr");
   const std::string descr = h.substr(d + 1, h.find('\'', d + 1) - d - 1);
   static const std::vector<std::pair<std::string, torch::ScalarType>> types = {
-      {"|b1", torch::kBool}, {"|u1", torch::kByte}, {"|i1", torch::kChar},  {"<i2", torch::kShort},
-      {"<u2", torch::kShort}, {"<i4", torch::kInt},  {"<i8", torch::kLong}, {"<f2", torch::kHalf},
+      {"|b1", torch::kBool},  {"|u1", torch::kByte},  {"|i1", torch::kChar}, {"<i2", torch::kShort},
+      {"<u2", torch::kShort}, {"<i4", torch::kInt},   {"<i8", torch::kLong}, {"<f2", torch::kHalf},
       {"<f4", torch::kFloat}, {"<f8", torch::kDouble}};
   bool found = false;
   for (const auto& [name, t] : types)
@@ -100,8 +101,10 @@ inline NpyHeader parse_npy_header(const uint8_t* p, size_t n, const std::string&
       out.widen_u16 = name == "<u2";
       found = true;
     }
-  if (!found) bad("dtype '" + descr + "' (supported: bool, uint8, int8, int16, uint16, int32, int64, float16, float32, "
-                  "float64, little-endian)");
+  if (!found)
+    bad("dtype '" + descr +
+        "' (supported: bool, uint8, int8, int16, uint16, int32, int64, float16, float32, "
+        "float64, little-endian)");
   auto f = value_of("fortran_order");
   if (h.compare(f, 5, "False") != 0) bad("Fortran order (save a C-ordered array: np.ascontiguousarray)");
   auto s = value_of("shape");
@@ -170,9 +173,9 @@ inline BlockInput open_npy(const std::string& path) {
 /// Writes a CPU tensor as a .npy file (little-endian, C order).
 inline void write_npy(const std::string& path, const torch::Tensor& x) {
   static const std::vector<std::pair<torch::ScalarType, const char*>> names = {
-      {torch::kBool, "|b1"}, {torch::kByte, "|u1"}, {torch::kChar, "|i1"},  {torch::kShort, "<i2"},
-      {torch::kInt, "<i4"},  {torch::kLong, "<i8"}, {torch::kHalf, "<f2"}, {torch::kFloat, "<f4"},
-      {torch::kDouble, "<f8"}};
+      {torch::kBool, "|b1"},  {torch::kByte, "|u1"},  {torch::kChar, "|i1"},
+      {torch::kShort, "<i2"}, {torch::kInt, "<i4"},   {torch::kLong, "<i8"},
+      {torch::kHalf, "<f2"},  {torch::kFloat, "<f4"}, {torch::kDouble, "<f8"}};
   const char* descr = nullptr;
   for (const auto& [t, n] : names)
     if (t == x.scalar_type()) descr = n;
@@ -225,13 +228,20 @@ inline torch::Tensor read_tiff(const std::string& path) {
     TIFFGetFieldDefaulted(tif.get(), TIFFTAG_PLANARCONFIG, &planar);
     torch::ScalarType t;
     bool widen = false;
-    if (fmt == SAMPLEFORMAT_IEEEFP && bps == 32) t = torch::kFloat;
-    else if (fmt == SAMPLEFORMAT_IEEEFP && bps == 64) t = torch::kDouble;
-    else if (fmt == SAMPLEFORMAT_UINT && bps == 8) t = torch::kByte;
-    else if (fmt == SAMPLEFORMAT_UINT && bps == 16) t = torch::kShort, widen = true;
-    else if (fmt == SAMPLEFORMAT_INT && bps == 8) t = torch::kChar;
-    else if (fmt == SAMPLEFORMAT_INT && bps == 16) t = torch::kShort;
-    else if (fmt == SAMPLEFORMAT_INT && bps == 32) t = torch::kInt;
+    if (fmt == SAMPLEFORMAT_IEEEFP && bps == 32)
+      t = torch::kFloat;
+    else if (fmt == SAMPLEFORMAT_IEEEFP && bps == 64)
+      t = torch::kDouble;
+    else if (fmt == SAMPLEFORMAT_UINT && bps == 8)
+      t = torch::kByte;
+    else if (fmt == SAMPLEFORMAT_UINT && bps == 16)
+      t = torch::kShort, widen = true;
+    else if (fmt == SAMPLEFORMAT_INT && bps == 8)
+      t = torch::kChar;
+    else if (fmt == SAMPLEFORMAT_INT && bps == 16)
+      t = torch::kShort;
+    else if (fmt == SAMPLEFORMAT_INT && bps == 32)
+      t = torch::kInt;
     else
       throw Error("input", path + ": page " + std::to_string(pages.size()) + ": " + std::to_string(bps) +
                                "-bit samples of format " + std::to_string(fmt) +
@@ -289,8 +299,8 @@ inline torch::Tensor read_tiff(const std::string& path) {
 /// Writes (Y, X), (Z, Y, X) or (1, C, [Z,] Y, X) as a TIFF image or stack (one page per Z, C samples per pixel).
 inline void write_tiff(const std::string& path, torch::Tensor x) {
   if (x.dim() >= 4) {
-    TORCH_CHECK_VALUE(x.size(0) == 1, "qlty convert: TIFF holds one image or volume, got N = ", x.size(0),
-                      " in shape ", x.sizes());
+    TORCH_CHECK_VALUE(x.size(0) == 1, "qlty convert: TIFF holds one image or volume, got N = ", x.size(0), " in shape ",
+                      x.sizes());
     x = x.select(0, 0);  // (C, [Z,] Y, X)
     if (x.dim() == 3) x = x.unsqueeze(1);
   } else if (x.dim() == 3) {
@@ -302,13 +312,26 @@ inline void write_tiff(const std::string& path, torch::Tensor x) {
   // x: (C, Z, Y, X)
   uint16_t bps = 0, fmt = 0;
   switch (x.scalar_type()) {
-    case torch::kByte: bps = 8, fmt = SAMPLEFORMAT_UINT; break;
-    case torch::kChar: bps = 8, fmt = SAMPLEFORMAT_INT; break;
-    case torch::kShort: bps = 16, fmt = SAMPLEFORMAT_INT; break;
-    case torch::kInt: bps = 32, fmt = SAMPLEFORMAT_INT; break;
-    case torch::kFloat: bps = 32, fmt = SAMPLEFORMAT_IEEEFP; break;
-    case torch::kDouble: bps = 64, fmt = SAMPLEFORMAT_IEEEFP; break;
-    default: x = x.to(torch::kFloat), bps = 32, fmt = SAMPLEFORMAT_IEEEFP;
+    case torch::kByte:
+      bps = 8, fmt = SAMPLEFORMAT_UINT;
+      break;
+    case torch::kChar:
+      bps = 8, fmt = SAMPLEFORMAT_INT;
+      break;
+    case torch::kShort:
+      bps = 16, fmt = SAMPLEFORMAT_INT;
+      break;
+    case torch::kInt:
+      bps = 32, fmt = SAMPLEFORMAT_INT;
+      break;
+    case torch::kFloat:
+      bps = 32, fmt = SAMPLEFORMAT_IEEEFP;
+      break;
+    case torch::kDouble:
+      bps = 64, fmt = SAMPLEFORMAT_IEEEFP;
+      break;
+    default:
+      x = x.to(torch::kFloat), bps = 32, fmt = SAMPLEFORMAT_IEEEFP;
   }
   const std::string tmp = detail::temp_name(path);
   TiffPtr tif(TIFFOpen(tmp.c_str(), x.numel() * x.element_size() > (int64_t(3) << 30) ? "w8" : "w"));

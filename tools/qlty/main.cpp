@@ -1,9 +1,9 @@
 // `qlty`: sliding-window inference of a TorchScript model over whole images and volumes (infer), a self-checking
 // demo on a phantom (demo), a description of arrays and outputs (info), and TIFF/.npy <-> Zarr conversion (convert).
-#include <CLI/CLI.hpp>
-#include <qlty/qlty.hpp>
 #include <torch/script.h>
 #include <torch/torch.h>
+#include <CLI/CLI.hpp>
+#include <qlty/qlty.hpp>
 
 #include <unistd.h>
 
@@ -127,8 +127,8 @@ int run_infer(const InferArgs& a) {
     try {
       script = torch::jit::load(a.model, device);
     } catch (const c10::Error& e) {
-      throw qlty::Error("model", a.model + ": not a TorchScript model this LibTorch can load: " +
-                                     e.what_without_backtrace());
+      throw qlty::Error("model",
+                        a.model + ": not a TorchScript model this LibTorch can load: " + e.what_without_backtrace());
     }
     script.eval();
     model = [&script](const torch::Tensor& x) { return script.forward({x}).toTensor(); };
@@ -172,13 +172,13 @@ int run_infer(const InferArgs& a) {
     int64_t wvox = 1;
     for (int ax = 0; ax < D; ++ax) wvox *= a.window.size() == 1 ? a.window[0] : a.window.at(ax);
     const double rate = s.seconds > 0 ? double(s.windows_computed) / s.seconds : 0.0;
-    std::printf("qlty infer: %s %s: %lld windows in %.2f s (%.1f windows/s, %.0f MB/s of windows), %lld of %lld blocks "
-                "computed, %lld already done; block %s, chunks %s\n",
-                s.complete ? "wrote" : "partly wrote", a.output.c_str(), static_cast<long long>(s.windows_computed),
-                s.seconds, rate, rate * double(wvox * input.shape()[1] * 4) / 1e6,
-                static_cast<long long>(s.blocks_computed), static_cast<long long>(s.blocks_total),
-                static_cast<long long>(s.blocks_skipped), c10::str(c10::IntArrayRef(s.block)).c_str(),
-                c10::str(c10::IntArrayRef(s.chunks)).c_str());
+    std::printf(
+        "qlty infer: %s %s: %lld windows in %.2f s (%.1f windows/s, %.0f MB/s of windows), %lld of %lld blocks "
+        "computed, %lld already done; block %s, chunks %s\n",
+        s.complete ? "wrote" : "partly wrote", a.output.c_str(), static_cast<long long>(s.windows_computed), s.seconds,
+        rate, rate * double(wvox * input.shape()[1] * 4) / 1e6, static_cast<long long>(s.blocks_computed),
+        static_cast<long long>(s.blocks_total), static_cast<long long>(s.blocks_skipped),
+        c10::str(c10::IntArrayRef(s.block)).c_str(), c10::str(c10::IntArrayRef(s.chunks)).c_str());
     if (!a.preview.empty() && s.complete) std::printf("qlty infer: preview %s\n", a.preview.c_str());
     if (!s.complete) std::printf("qlty infer: run the same command again to finish\n");
   }
@@ -232,13 +232,15 @@ int run_demo(const DemoArgs& a) {
   auto diff = (whole - tiled).index({Slice(), Slice(), in, in, in}).abs().max().item<double>();
   const double scale = whole.abs().max().item<double>();
   auto sd = qlty::zarr::Array::open(join_path(pred, "std")).read();
-  std::printf("qlty demo: tiled vs whole-volume network, interior max |difference| = %.3g (%.2g of the output's "
-              "range); std of overlapping windows: mean %.3g, max %.3g\n",
-              diff, diff / scale, sd.mean().item<double>(), sd.max().item<double>());
+  std::printf(
+      "qlty demo: tiled vs whole-volume network, interior max |difference| = %.3g (%.2g of the output's "
+      "range); std of overlapping windows: mean %.3g, max %.3g\n",
+      diff, diff / scale, sd.mean().item<double>(), sd.max().item<double>());
   if (!a.quiet)
-    std::printf("qlty demo: prediction %s (OME-Zarr: input | smoothed | edges | std in %s); inspect with `qlty info "
-                "%s`\n",
-                pred.c_str(), png.c_str(), pred.c_str());
+    std::printf(
+        "qlty demo: prediction %s (OME-Zarr: input | smoothed | edges | std in %s); inspect with `qlty info "
+        "%s`\n",
+        pred.c_str(), png.c_str(), pred.c_str());
   if (diff > 1e-4 * std::max(scale, 1.0)) {
     std::fprintf(stderr, "qlty demo: FAILED: the tiled result differs from the whole-volume result\n");
     return 1;
@@ -249,8 +251,10 @@ int run_demo(const DemoArgs& a) {
 std::string describe_array(const qlty::zarr::Array& a) {
   const auto& m = a.metadata();
   std::string codecs;
-  for (const auto& c : m.codecs) codecs += (codecs.empty() ? "" : ", ") +
-              (m.zarr_format == 2 ? qlty::detail::v2_compressor_json(c) : qlty::detail::v3_codec_json(c, m.dtype)).dump();
+  for (const auto& c : m.codecs)
+    codecs +=
+        (codecs.empty() ? "" : ", ") +
+        (m.zarr_format == 2 ? qlty::detail::v2_compressor_json(c) : qlty::detail::v3_codec_json(c, m.dtype)).dump();
   int64_t stored = 0, total = 1;
   for (auto g : a.chunk_grid()) total *= g;
   std::function<void(const std::string&)> count = [&](const std::string& dir) {
@@ -300,7 +304,7 @@ int run_info(const std::string& path) {
                 axes.c_str());
   }
   std::function<void(const std::string&, const std::string&)> walk = [&](const std::string& dir,
-                                                                           const std::string& rel) {
+                                                                         const std::string& rel) {
     for (const auto& f : qlty::detail::list_dir(dir)) {
       if (f[0] == '.') continue;
       const auto p = qlty::detail::join_path(dir, f), r = rel.empty() ? f : rel + "/" + f;
@@ -315,12 +319,13 @@ int run_info(const std::string& path) {
   if (qlty::detail::path_exists(qlty::detail::manifest_path(path))) {
     auto s = qlty::blockwise_status(path);
     const auto& l = s.manifest["layout"];
-    std::printf("  qlty inference output: %lld of %lld blocks done%s; window %s, step %s, border %s, border weight "
-                "%s, block %s, model %s\n",
-                static_cast<long long>(s.blocks_done), static_cast<long long>(s.blocks_total),
-                s.blocks_done == s.blocks_total ? " (complete)" : " (rerun the same command to finish)",
-                l["window"].dump().c_str(), l["step"].dump().c_str(), l["border"].dump().c_str(),
-                l["border_weight"].dump().c_str(), l["block"].dump().c_str(), l["model"].dump().c_str());
+    std::printf(
+        "  qlty inference output: %lld of %lld blocks done%s; window %s, step %s, border %s, border weight "
+        "%s, block %s, model %s\n",
+        static_cast<long long>(s.blocks_done), static_cast<long long>(s.blocks_total),
+        s.blocks_done == s.blocks_total ? " (complete)" : " (rerun the same command to finish)",
+        l["window"].dump().c_str(), l["step"].dump().c_str(), l["border"].dump().c_str(),
+        l["border_weight"].dump().c_str(), l["block"].dump().c_str(), l["model"].dump().c_str());
   }
   return 0;
 }
@@ -346,8 +351,9 @@ int run_convert(const ConvertArgs& a) {
   } else if (zarr::node_type(a.input) == zarr::NodeType::Array) {
     data = zarr::Array::open(a.input).read();
   } else {
-    throw Error("input", a.input + (qlty::detail::path_exists(a.input) ? ": not a TIFF file, a .npy file or a Zarr array"
-                                                                 : ": no such file or folder"));
+    throw Error("input",
+                a.input + (qlty::detail::path_exists(a.input) ? ": not a TIFF file, a .npy file or a Zarr array"
+                                                              : ": no such file or folder"));
   }
   if (tool::is_tiff(a.output)) {
     tool::write_tiff(a.output, data);
@@ -381,38 +387,55 @@ int run_convert(const ConvertArgs& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"qlty: sliding-window inference over whole images and volumes, on CPU or GPU, in bounded memory, "
-               "resumable"};
+  CLI::App app{
+      "qlty: sliding-window inference over whole images and volumes, on CPU or GPU, in bounded memory, "
+      "resumable"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::to_string(QLTY_VERSION_MAJOR) + "." + std::to_string(QLTY_VERSION_MINOR) + "." +
-                                          std::to_string(QLTY_VERSION_PATCH));
+  app.set_version_flag("--version", std::to_string(QLTY_VERSION_MAJOR) + "." + std::to_string(QLTY_VERSION_MINOR) +
+                                        "." + std::to_string(QLTY_VERSION_PATCH));
 
   InferArgs ia;
-  auto* infer = app.add_subcommand("infer", "run a TorchScript model (or the built-in network) over every window of "
-                                            "an input and write the blended result as OME-Zarr; rerun to resume");
-  infer->add_option("--model,-m", ia.model, "TorchScript model file (torch.jit.save); default: the built-in "
-                                            "smoothing and edge-detecting network")
+  auto* infer = app.add_subcommand("infer",
+                                   "run a TorchScript model (or the built-in network) over every window of "
+                                   "an input and write the blended result as OME-Zarr; rerun to resume");
+  infer
+      ->add_option("--model,-m", ia.model,
+                   "TorchScript model file (torch.jit.save); default: the built-in "
+                   "smoothing and edge-detecting network")
       ->check(CLI::ExistingFile);
-  infer->add_option("--input,-i", ia.input, "Zarr array, OME-Zarr image, TIFF image or stack, or .npy file; axes "
-                                            "(Y, X), (Z, Y, X), (N, C, Y, X) or (N, C, Z, Y, X)")
+  infer
+      ->add_option("--input,-i", ia.input,
+                   "Zarr array, OME-Zarr image, TIFF image or stack, or .npy file; axes "
+                   "(Y, X), (Z, Y, X), (N, C, Y, X) or (N, C, Z, Y, X)")
       ->required();
   infer->add_option("--output,-o", ia.output, "output OME-Zarr group (a folder)")->required();
-  infer->add_option("--window,-w", ia.window, "window size: one number or one per spatial axis")->required()->delimiter(',');
+  infer->add_option("--window,-w", ia.window, "window size: one number or one per spatial axis")
+      ->required()
+      ->delimiter(',');
   infer->add_option("--step,-s", ia.step, "step between windows (default: 3/4 of the window)")->delimiter(',');
-  infer->add_option("--border,-b", ia.border, "border of each window weighted by --border-weight")->capture_default_str()->delimiter(',');
+  infer->add_option("--border,-b", ia.border, "border of each window weighted by --border-weight")
+      ->capture_default_str()
+      ->delimiter(',');
   infer->add_option("--border-weight", ia.border_weight, "weight of border pixels, in [0, 1]")->capture_default_str();
-  infer->add_option("--batch-size", ia.batch_size, "windows per model call")->capture_default_str()->check(CLI::PositiveNumber);
+  infer->add_option("--batch-size", ia.batch_size, "windows per model call")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   infer->add_option("--device", ia.device, "cpu, cuda or cuda:N")->capture_default_str();
   infer->add_option("--threads", ia.threads, "CPU threads (default: LibTorch's)")->check(CLI::NonNegativeNumber);
   infer->add_flag("--std", ia.std, "also write the spread of overlapping predictions (OUT/std)");
   infer->add_flag("--argmax", ia.argmax, "also write the argmax over channels as labels (OUT/labels/argmax)");
-  infer->add_option("--block", ia.block, "block size per spatial axis, in voxels (rounded up to whole chunks); "
-                                         "default: slabs that fit --block-memory")
+  infer
+      ->add_option("--block", ia.block,
+                   "block size per spatial axis, in voxels (rounded up to whole chunks); "
+                   "default: slabs that fit --block-memory")
       ->delimiter(',');
-  infer->add_option("--chunks", ia.chunks, "output chunk size per spatial axis (default 64 for volumes, 256 for "
-                                           "images)")
+  infer
+      ->add_option("--chunks", ia.chunks,
+                   "output chunk size per spatial axis (default 64 for volumes, 256 for "
+                   "images)")
       ->delimiter(',');
-  infer->add_option("--block-memory", ia.block_mib, "MiB for one block's input and accumulators")->capture_default_str()
+  infer->add_option("--block-memory", ia.block_mib, "MiB for one block's input and accumulators")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   infer->add_option("--max-blocks", ia.max_blocks, "stop after computing this many blocks (rerun to continue)");
   infer->add_option("--preview", ia.preview, "write a PNG of the middle slice: input, output channels, std");
@@ -420,32 +443,43 @@ int main(int argc, char** argv) {
   infer->add_flag("--quiet,-q", ia.quiet, "no progress bar, no summary");
 
   DemoArgs da;
-  auto* demo = app.add_subcommand("demo", "make a noisy 3D Shepp-Logan phantom, run `infer` with the built-in network, "
-                                          "write a PNG preview and check the tiled result against the whole volume");
-  demo->add_option("--output,-o", da.output, "folder for the phantom, the prediction and the preview")->capture_default_str();
-  demo->add_option("--size", da.size, "phantom size (voxels per axis)")->capture_default_str()->check(CLI::Range(8, 2048));
+  auto* demo = app.add_subcommand("demo",
+                                  "make a noisy 3D Shepp-Logan phantom, run `infer` with the built-in network, "
+                                  "write a PNG preview and check the tiled result against the whole volume");
+  demo->add_option("--output,-o", da.output, "folder for the phantom, the prediction and the preview")
+      ->capture_default_str();
+  demo->add_option("--size", da.size, "phantom size (voxels per axis)")
+      ->capture_default_str()
+      ->check(CLI::Range(8, 2048));
   demo->add_option("--window", da.window, "window")->capture_default_str()->check(CLI::PositiveNumber);
   demo->add_option("--step", da.step, "step")->capture_default_str()->check(CLI::PositiveNumber);
   demo->add_option("--border", da.border, "border")->capture_default_str()->check(CLI::NonNegativeNumber);
   demo->add_option("--block", da.block, "block")->capture_default_str()->check(CLI::PositiveNumber);
-  demo->add_option("--noise", da.noise, "noise standard deviation")->capture_default_str()->check(CLI::NonNegativeNumber);
+  demo->add_option("--noise", da.noise, "noise standard deviation")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   demo->add_option("--threads", da.threads, "CPU threads (default: LibTorch's)")->check(CLI::NonNegativeNumber);
   demo->add_flag("--quiet,-q", da.quiet, "only the check's result");
 
   std::string info_path;
-  auto* info = app.add_subcommand("info", "describe a Zarr array or group (and how much of an inference output is "
-                                          "done), a TIFF or a .npy file");
+  auto* info = app.add_subcommand("info",
+                                  "describe a Zarr array or group (and how much of an inference output is "
+                                  "done), a TIFF or a .npy file");
   info->add_option("path", info_path, "what to describe")->required();
 
   ConvertArgs ca;
-  auto* convert = app.add_subcommand("convert", "convert between TIFF (image or stack), .npy and chunked, compressed "
-                                                "Zarr arrays; the kind follows the file name");
+  auto* convert = app.add_subcommand("convert",
+                                     "convert between TIFF (image or stack), .npy and chunked, compressed "
+                                     "Zarr arrays; the kind follows the file name");
   convert->add_option("input", ca.input, "TIFF, .npy or Zarr array")->required();
   convert->add_option("output", ca.output, "TIFF (.tif, .tiff), .npy or Zarr array (anything else)")->required();
-  convert->add_option("--chunks", ca.chunks, "Zarr chunk size per spatial axis (default 64 for volumes, 256 for "
-                                             "images)")
+  convert
+      ->add_option("--chunks", ca.chunks,
+                   "Zarr chunk size per spatial axis (default 64 for volumes, 256 for "
+                   "images)")
       ->delimiter(',');
-  convert->add_option("--codec", ca.codec, "Zarr compression")->capture_default_str()
+  convert->add_option("--codec", ca.codec, "Zarr compression")
+      ->capture_default_str()
       ->check(CLI::IsMember({"blosc", "zstd", "zlib", "none"}));
   convert->add_flag("--overwrite", ca.overwrite, "replace an existing output");
   convert->add_flag("--quiet,-q", ca.quiet, "no summary");
@@ -453,7 +487,8 @@ int main(int argc, char** argv) {
   const std::string first = argc > 1 ? argv[1] : "";
   if (!first.empty() && first[0] != '-' && first != "infer" && first != "demo" && first != "info" &&
       first != "convert") {
-    std::fprintf(stderr, "qlty: error: unknown command \"%s\" (expected infer, demo, info or convert; see qlty --help)\n",
+    std::fprintf(stderr,
+                 "qlty: error: unknown command \"%s\" (expected infer, demo, info or convert; see qlty --help)\n",
                  argv[1]);
     return 2;
   }

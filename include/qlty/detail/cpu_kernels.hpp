@@ -325,4 +325,52 @@ inline void fold_cpu(const torch::Tensor& patches, torch::Tensor& out, torch::Te
                                   [&] { fold_cpu_impl<scalar_t>(patches, out, wsum, g, weighted, normalize); });
 }
 
+/// One window's prediction, or the part of it from `origin` on, for blend_cpu: float32 (C, *extent), any strides.
+struct BlendPart {
+  const float* data;
+  int64_t sc, sz, sy, sx;
+  std::array<int64_t, 3> origin, extent, start;  // first voxel, sizes, and the window's start (for its weights)
+};
+
+/// Adds the parts, each weighted by its window's stitching weights, into a block's accumulators: acc (C, Bz, By, Bx)
+/// += w * p, wsum (Bz, By, Bx) += w, and sq += p^2 * w when given; contiguous float32, the block's first voxel at
+/// b0. The float operations are fold's. Every pixel adds the parts in their order; a task owns rows of the block, so
+/// the sums do not depend on the threads.
+inline void blend_cpu(float* acc, float* wsum, float* sq, int64_t C, const std::array<int64_t, 3>& b0,
+                      const std::array<int64_t, 3>& bext, const std::vector<BlendPart>& parts, const Grid3& g) {
+  const int64_t Bx = bext[2], plane = bext[0] * bext[1] * Bx;
+  const auto wrow = inner_row_weights<float>(g, true);
+  const float bw = static_cast<float>(g.border_weight);
+  at::parallel_for(0, bext[0] * bext[1], std::max<int64_t>(1, 4096 / Bx), [&](int64_t r0, int64_t r1) {
+    std::vector<float> w(Bx);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t z = b0[0] + r / bext[1], y = b0[1] + r % bext[1];
+      for (const auto& p : parts) {
+        if (z < p.origin[0] || z >= p.origin[0] + p.extent[0] || y < p.origin[1] || y >= p.origin[1] + p.extent[1])
+          continue;
+        const int64_t x0 = std::max(p.origin[2], b0[2]), x1 = std::min(p.origin[2] + p.extent[2], b0[2] + Bx);
+        if (x1 <= x0) continue;
+        const int64_t n = x1 - x0, o = r * Bx + (x0 - b0[2]), sx = p.sx;
+        const bool in = g.inside(0, z - p.start[0]) && g.inside(1, y - p.start[1]);
+        for (int64_t k = 0; k < n; ++k) w[k] = in ? wrow[x0 + k - p.start[2]] : bw;
+        for (int64_t k = 0; k < n; ++k) wsum[o + k] += w[k];
+        const float* src = p.data + (z - p.origin[0]) * p.sz + (y - p.origin[1]) * p.sy + (x0 - p.origin[2]) * sx;
+        for (int64_t c = 0; c < C; ++c) {
+          const float* s = src + c * p.sc;
+          float* a = acc + c * plane + o;
+          if (sx == 1) {
+            for (int64_t k = 0; k < n; ++k) a[k] += w[k] * s[k];
+          } else {
+            for (int64_t k = 0; k < n; ++k) a[k] += w[k] * s[k * sx];
+          }
+          if (sq) {
+            float* q = sq + c * plane + o;
+            for (int64_t k = 0; k < n; ++k) q[k] += s[k * sx] * s[k * sx] * w[k];
+          }
+        }
+      }
+    }
+  });
+}
+
 }  // namespace qlty::detail
