@@ -169,6 +169,7 @@ TEST(Cli, InferOnNpyTiffAndZarrEqualsInMemory) {
                dir.path);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("qlty infer: wrote"), std::string::npos) << r.out;
+  EXPECT_TRUE(r.err.empty()) << r.err;  // no progress bar without a terminal
   auto ref = reference(vol.view({1, 1, 30, 26, 21}), model3, {10, 10, 10}, {7, 7, 7}, 2, 0.2);
   auto got = read_output(dir / "vol.zarr");
   EXPECT_LT((got - ref).abs().max().item<double>(), 2e-6);
@@ -348,6 +349,20 @@ TEST(Cli, ClearErrorsAndExitCodes) {
   EXPECT_TRUE(qlty::detail::is_directory(dir / "photos/2024"));
   expect_fails(run({"frobnicate"}, dir.path), {"frobnicate"});
   expect_fails(run({"info", dir / "nowhere"}, dir.path), {"nowhere: no such file"});
+}
+
+TEST(Cli, ProgressBarOnATerminal) {
+  TempDir dir;
+  write_npy_by_hand(dir / "img.npy", torch::randn({64, 64}), "<f4");
+  // script(1) (util-linux) gives the program a pseudo-terminal and records what it draws.
+  const std::string cmd = "script -qec '" + std::string(QLTY_CLI) + " infer -i " + (dir / "img.npy") + " -o " +
+                          (dir / "out.zarr") + " -w 16 --chunks 16 --block 16' " + (dir / "typescript") +
+                          " > /dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << slurp(dir / "typescript");
+  const std::string screen = slurp(dir / "typescript");
+  for (const char* part :
+       {"\r  0% |", "100% |##############################|", "windows/s, ETA", "blocks 16/16", "qlty infer: wrote"})
+    EXPECT_NE(screen.find(part), std::string::npos) << part << " not in " << screen;
 }
 
 TEST(Cli, ConvertRoundTripsAndDemoChecksItself) {

@@ -471,8 +471,7 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
   struct Task {
     int64_t n;
     std::array<int64_t, 3> b;
-    bool carry_in;
-    int64_t first_row;  // the first window row along A computed here
+    int64_t first_row;  // the first window row along A computed here (later ones than the block's first: carried)
   };
   std::vector<Task> tasks;
   BlockwiseSummary summary;
@@ -496,7 +495,7 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
       const int A = plan.A;
       const bool carry = prev_computed && b[A] > 0;
       const int64_t first = carry ? plan.cover[A].last[b0[A] - 1] + 1 : plan.cover[A].first[b0[A]];
-      tasks.push_back({n, b, carry, first});
+      tasks.push_back({n, b, first});
       int64_t w = std::max<int64_t>(0, plan.cover[A].last[b1[A] - 1] - first + 1);
       for (int a = 0; a < 3; ++a)
         if (a != A) w *= plan.cover[a].last[b1[a] - 1] - plan.cover[a].first[b0[a]] + 1;

@@ -140,12 +140,10 @@ int run_infer(const InferArgs& a) {
     model = [&builtin](const torch::Tensor& x) { return builtin->forward(x); };
   }
   o.window = a.window;
-  o.step = a.step.empty() ? std::vector<int64_t>() : a.step;
-  if (a.step.empty()) {  // three quarters of the window
-    std::vector<int64_t> st;
-    for (auto w : a.window) st.push_back(std::max<int64_t>(1, w * 3 / 4));
-    o.step = st;
-  }
+  std::vector<int64_t> step = a.step;
+  if (step.empty())  // three quarters of the window
+    for (auto w : a.window) step.push_back(std::max<int64_t>(1, w * 3 / 4));
+  o.step = step;
   o.border = a.border;
   o.border_weight = a.border_weight;
   o.batch_size = a.batch_size;
