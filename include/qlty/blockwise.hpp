@@ -471,7 +471,7 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
   struct Task {
     int64_t n;
     std::array<int64_t, 3> b;
-    int64_t first_row;  // the first window row along A computed here (later ones than the block's first: carried)
+    int64_t first_row;  // the first window row along A computed here; earlier rows are carried from the last block
   };
   std::vector<Task> tasks;
   BlockwiseSummary summary;
