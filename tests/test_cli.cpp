@@ -39,16 +39,15 @@ std::string slurp(const std::string& path) {
 /// Starts `qlty args...` with stdout and stderr going to files in `dir`; returns its pid.
 pid_t start(const std::vector<std::string>& args, const std::string& dir) {
   const std::string out = dir + "/stdout", err = dir + "/stderr";
+  std::vector<char*> argv{const_cast<char*>(QLTY_CLI)};  // built before fork: the child only calls exec-safe functions
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid == 0) {
     const int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     const int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ::dup2(o, 1);
     ::dup2(e, 2);
-    std::vector<char*> argv{const_cast<char*>(QLTY_CLI)};
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::setenv("OMP_NUM_THREADS", "2", 1);
     ::execv(QLTY_CLI, argv.data());
     ::_exit(127);
   }
