@@ -235,10 +235,8 @@ int run_demo(const DemoArgs& a) {
       "range); std of overlapping windows: mean %.3g, max %.3g\n",
       diff, diff / scale, sd.mean().item<double>(), sd.max().item<double>());
   if (!a.quiet)
-    std::printf(
-        "qlty demo: prediction %s (OME-Zarr: input | smoothed | edges | std in %s); inspect with `qlty info "
-        "%s`\n",
-        pred.c_str(), png.c_str(), pred.c_str());
+    std::printf("qlty demo: %s shows input | smoothed | edges | std; inspect the OME-Zarr output with `qlty info %s`\n",
+                png.c_str(), pred.c_str());
   if (diff > 1e-4 * std::max(scale, 1.0)) {
     std::fprintf(stderr, "qlty demo: FAILED: the tiled result differs from the whole-volume result\n");
     return 1;
