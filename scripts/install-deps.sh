@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(g++ make cmake libtorch-dev libgtest-dev libgmock-dev libbenchmark-dev
           nlohmann-json3-dev libblosc-dev libzstd-dev zlib1g-dev liblz4-dev python3-zarr python3-numpy
-          clang libclang-rt-14-dev libcli11-dev libtiff-dev libpng-dev)
+          clang libclang-rt-14-dev libcli11-dev libtiff-dev libpng-dev libopenmpi-dev openmpi-bin)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -10,6 +10,8 @@
 
 #include <fstream>
 #include <iterator>
+#include <map>
+#include <thread>
 
 namespace {
 
@@ -283,6 +285,207 @@ TEST(Blockwise, BadInputsAndFailingModels) {
                             {"[qlty.zarr.exists]", "not a Zarr node"});
   EXPECT_TRUE(qlty::detail::is_directory(dir / "mine/data"));  // never deleted
   expect_error<qlty::Error>([&] { qlty::blockwise_status(dir / "mine"); }, {"[qlty.zarr.missing]", "no .qlty"});
+}
+
+/// Every chunk file of the three outputs, by array and name.
+std::map<std::string, std::vector<char>> output_files(const std::string& out) {
+  std::map<std::string, std::vector<char>> all;
+  for (const char* a : {"0", "std", "labels/argmax/0"})
+    for (auto& [name, bytes] : chunk_files(out + "/" + a)) all[std::string(a) + "/" + name] = std::move(bytes);
+  return all;
+}
+
+TEST(BlockwisePlan, RowsSharedRowsAndParts) {
+  // 3D, Z = 28, window 10, step 6 (rows start at 0, 6, 12, 18), blocks of 8 along Z: 4 slabs per column.
+  auto o = resume_options();
+  qlty::detail::BlockPlan p = qlty::detail::plan_grid({2, 1, 28, 20, 18}, o, "test");
+  qlty::detail::plan_blocks(p, o, 2, "test");
+  EXPECT_EQ(p.nblocks, (std::array<int64_t, 3>{4, 3, 3}));
+  EXPECT_EQ(p.total(), 72);
+  // Block 0 (z 0..8) meets rows 0-1; block 1 (z 8..16) rows 0-2 (row 0 spans z 0..10); block 3 (z 24..28) row 3.
+  EXPECT_EQ(p.rows(0), (std::pair<int64_t, int64_t>{0, 1}));
+  EXPECT_EQ(p.rows(1), (std::pair<int64_t, int64_t>{0, 2}));
+  EXPECT_EQ(p.rows(3), (std::pair<int64_t, int64_t>{3, 3}));
+  EXPECT_EQ(p.shared_from(0), 0);  // rows 0 and 1 reach z 8
+  EXPECT_EQ(p.shared_from(3), 4);  // the column ends: nothing shared
+  EXPECT_EQ(p.successor(3), -1);
+  EXPECT_EQ(p.predecessor(4), -1);
+  EXPECT_EQ(p.successor(4), 5);
+  EXPECT_EQ(p.first_computed_row(1, true), 2);
+  // A column's blocks in order compute each of its window rows once.
+  for (int64_t column = 0; column < p.total(); column += p.nblocks[0]) {
+    int64_t rows = 0;
+    for (int64_t i = column; i < column + p.nblocks[0]; ++i)
+      rows += p.windows_to_compute(i, p.predecessor(i) >= 0) / p.row_windows(i);
+    EXPECT_EQ(rows, p.g.times[0]);
+  }
+  // Parts: contiguous, disjoint, covering every block.
+  for (int64_t K : {1, 2, 5, 72}) {
+    int64_t next = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const auto [b, e] = p.part_range(k, K);
+      EXPECT_EQ(b, next);
+      EXPECT_GE(e, b);
+      next = e;
+    }
+    EXPECT_EQ(next, p.total());
+  }
+}
+
+TEST(Blockwise, PartsInAnyOrderGiveTheBytesOfOneRun) {
+  TempDir dir;
+  auto module = conv_model(3, 1, 2, dir / "m.pt");
+  auto model = as_model(module);
+  torch::manual_seed(6);
+  auto x = qlty::BlockInput::from_tensor(torch::randn({2, 1, 28, 20, 18}));
+  auto o = resume_options();
+  const auto whole = qlty::infer_blockwise(model, x, dir / "whole.zarr", o);
+  ASSERT_TRUE(whole.complete);
+  const auto want = output_files(dir / "whole.zarr");
+
+  auto run_parts = [&](const std::string& out, std::vector<int64_t> order, int64_t K) {
+    int64_t computed = 0, received = 0;
+    for (int64_t k : order) {
+      auto po = o;
+      po.part = {k, K};
+      auto s = qlty::infer_blockwise(model, x, dir / out, po);
+      computed += s.windows_computed;
+      received += s.windows_received;
+      if (s.complete) EXPECT_EQ(k, order.back());
+    }
+    return std::make_pair(computed, received);
+  };
+  // Later parts first: every part finds the rows it shares with the next part in that part's carry file, so each
+  // window is evaluated once.
+  auto [computed, received] = run_parts("backward.zarr", {4, 3, 2, 1, 0}, 5);
+  EXPECT_TRUE(qlty::blockwise_status(dir / "backward.zarr").blocks_done == whole.blocks_total);
+  EXPECT_EQ(computed, whole.windows_computed);
+  EXPECT_GT(received, 0);
+  EXPECT_TRUE(output_files(dir / "backward.zarr") == want);
+  EXPECT_FALSE(qlty::detail::path_exists(dir / "backward.zarr/.qlty/carry"));  // dropped when complete
+  // In order: a part computes the rows it shares with the next part itself.
+  std::tie(computed, received) = run_parts("forward.zarr", {0, 1, 2, 3, 4}, 5);
+  EXPECT_GT(computed, whole.windows_computed);
+  EXPECT_EQ(received, 0);
+  EXPECT_TRUE(output_files(dir / "forward.zarr") == want);
+
+  // Parts started at the same moment on a fresh output create it once and give the same bytes.
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(3);
+  for (int64_t k = 0; k < 3; ++k)
+    threads.emplace_back([&, k] {
+      try {
+        auto po = o;
+        po.part = {k, 3};
+        qlty::infer_blockwise(model, x, dir / "together.zarr", po);
+      } catch (const std::exception& e) {
+        errors[k] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (const auto& e : errors) EXPECT_EQ(e, "");
+  EXPECT_TRUE(output_files(dir / "together.zarr") == want);
+
+  // Three parts of four: the status names the missing one.
+  run_parts("three.zarr", {0, 1, 3}, 4);
+  const auto st = qlty::blockwise_status(dir / "three.zarr");
+  ASSERT_EQ(st.parts.size(), 4u);
+  for (const auto& p : st.parts) {
+    SCOPED_TRACE(p.index);
+    EXPECT_EQ(p.count, 4);
+    EXPECT_EQ(p.started, p.index != 2);
+    EXPECT_EQ(p.blocks_done, p.index == 2 ? 0 : p.blocks);
+  }
+  EXPECT_EQ(st.blocks_done, st.blocks_total - st.parts[2].blocks);
+
+  // A part with overwrite, and a part out of range, are refused.
+  auto bad = o;
+  bad.part = {1, 2};
+  bad.overwrite = true;
+  expect_error<c10::ValueError>([&] { qlty::infer_blockwise(model, x, dir / "bad.zarr", bad); },
+                                {"overwrite cannot be combined with a part (1 of 2)"});
+  bad.overwrite = false;
+  bad.part = {2, 2};
+  expect_error<c10::ValueError>([&] { qlty::infer_blockwise(model, x, dir / "bad.zarr", bad); },
+                                {"part must be {i, K} with 0 <= i < K, got {2, 2}"});
+}
+
+TEST(Blockwise, CarryFilesAreCheckedAndACorruptOneIsIgnored) {
+  TempDir dir;
+  auto module = conv_model(2, 1, 2, dir / "m.pt");
+  auto model = as_model(module);
+  torch::manual_seed(7);
+  auto x = qlty::BlockInput::from_tensor(torch::randn({1, 1, 40, 30}));
+  qlty::BlockwiseOptions o;
+  o.window = 10;
+  o.step = 7;
+  o.border = 2;
+  o.block = {8, 30};
+  o.chunks = {8};
+  o.write_std = true;
+  o.write_argmax = true;
+  qlty::infer_blockwise(model, x, dir / "whole.zarr", o);
+  // Part 1 of 2 first: it leaves the rows it shares with part 0's last block in a carry file.
+  auto po = o;
+  po.part = {1, 2};
+  qlty::infer_blockwise(model, x, dir / "out.zarr", po);
+  const auto carry = qlty::detail::list_dir(dir / "out.zarr/.qlty/carry");
+  ASSERT_EQ(carry.size(), 1u);
+  EXPECT_EQ(carry[0], "1");  // part 0 is blocks 0-1 (y 0..16)
+  const std::string f = dir / ("out.zarr/.qlty/carry/" + carry[0]);
+  {
+    std::fstream io(f, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(200);
+    io.put('\x7f');  // a flipped byte in the data: the checksum no longer matches
+  }
+  po.part = {0, 2};
+  auto s = qlty::infer_blockwise(model, x, dir / "out.zarr", po);
+  EXPECT_TRUE(s.complete);
+  EXPECT_EQ(s.windows_received, 0);  // computed the shared rows itself
+  EXPECT_TRUE(output_files(dir / "out.zarr") == output_files(dir / "whole.zarr"));
+}
+
+/// Hands out blocks in a fixed order that is not run order: every block starts a segment of its own.
+struct OrderSchedule : qlty::detail::BlockSchedule {
+  std::vector<int64_t> order;
+  size_t pos = 0;
+  int64_t next(int64_t) override { return pos < order.size() ? order[pos++] : -1; }
+};
+
+TEST(Blockwise, ExecutorUnderAnySchedule) {
+  // The plan, the output and the executor used on their own, as a distributed run uses them: blocks handed out
+  // in reverse run order still give the bytes of one run, each window computed once (from carry files).
+  TempDir dir;
+  auto module = conv_model(3, 1, 2, dir / "m.pt");
+  auto model = as_model(module);
+  torch::manual_seed(8);
+  auto xt = torch::randn({1, 1, 28, 20, 18});
+  auto x = qlty::BlockInput::from_tensor(xt);
+  auto o = resume_options();
+  const auto whole = qlty::infer_blockwise(model, x, dir / "whole.zarr", o);
+  o.model_id = "conv-v1";
+  auto plan = qlty::detail::plan_grid(x.shape(), o, "test");
+  qlty::detail::plan_blocks(plan, o, 2, "test");
+  qlty::detail::BlockwiseOutput out(dir / "rev.zarr", plan, x.shape(), x.name(), o);
+  OrderSchedule schedule;
+  for (int64_t i = plan.total() - 1; i >= 0; --i) schedule.order.push_back(i);
+  qlty::detail::BlockExecutor executor(model, x, plan, out, o);
+  executor.run(schedule);
+  EXPECT_EQ(executor.blocks_computed(), plan.total());
+  EXPECT_EQ(executor.windows_computed(), whole.windows_computed);
+  EXPECT_GT(executor.windows_received(), 0);
+  EXPECT_TRUE(out.finish_if_complete());
+  EXPECT_TRUE(output_files(dir / "rev.zarr") == output_files(dir / "whole.zarr"));
+}
+
+TEST(Blockwise, TemporaryFilesOfOtherMachinesAreNotStale) {
+  const std::string host = qlty::detail::host_tag();
+  EXPECT_EQ(qlty::detail::temp_owner(".0.0.0.1234@" + host + ".5.678.tmp"), 1234);
+  EXPECT_EQ(qlty::detail::temp_owner(".0.0.0.1234@another-node.5.678.tmp"), 0);
+  EXPECT_EQ(qlty::detail::temp_owner(".0.0.0.1234.5.678.tmp"), 1234);  // written before names carried the host
+  const std::string mine = qlty::detail::base_name(qlty::detail::temp_name("/x/chunk"));
+  EXPECT_EQ(qlty::detail::temp_owner(mine), ::getpid()) << mine;
+  EXPECT_EQ(qlty::detail::temp_owner("chunk"), 0);
 }
 
 class BlockwiseDevice : public testing::TestWithParam<torch::Device> {};

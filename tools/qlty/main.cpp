@@ -13,6 +13,15 @@
 #include <string>
 #include <vector>
 
+#ifdef QLTY_WITH_MPI
+#include <qlty/mpi.hpp>
+#endif
+
+#include <sched.h>
+
+#include <cstdlib>
+#include <thread>
+
 #include "builtin.hpp"
 #include "io.hpp"
 
@@ -20,28 +29,33 @@ namespace {
 
 using qlty::tool::BuiltinNet;
 
-/// Prints a progress bar to a terminal (stderr), at most ten times a second.
+/// Prints a progress bar to a terminal (stderr), at most ten times a second; with `lines` and no terminal (the
+/// output of an MPI rank, a batch job's log), a line every ten seconds and at the end instead.
 class ProgressBar {
  public:
-  explicit ProgressBar(bool enabled) : enabled_(enabled && ::isatty(2)) {}
+  explicit ProgressBar(bool enabled, bool lines = false)
+      : enabled_(enabled && (::isatty(2) || lines)), lines_(enabled && lines && !::isatty(2)) {}
   void operator()(const qlty::BlockwiseProgress& p) {
     if (!enabled_) return;
     const auto now = std::chrono::steady_clock::now();
     const bool last = p.blocks_done == p.blocks_total;
-    if (!last && now - shown_ < std::chrono::milliseconds(100)) return;
+    if (!last && now - shown_ < std::chrono::milliseconds(lines_ ? 10000 : 100)) return;
+    if (lines_ && last && finished_) return;
     shown_ = now;
-    const double frac = p.windows_planned ? double(p.windows_done) / double(p.windows_planned) : 1.0;
+    finished_ = last;
+    // Ranks that meet in a column may both compute a few windows: done can pass planned.
+    const double frac = p.windows_planned ? std::min(1.0, double(p.windows_done) / double(p.windows_planned)) : 1.0;
     const double rate = p.seconds > 0 ? double(p.windows_done) / p.seconds : 0.0;
     const int width = 30, filled = static_cast<int>(frac * width);
     std::string bar(filled, '#');
     bar.append(width - filled, ' ');
     std::string eta = "--";
     if (rate > 0 && frac < 1) eta = duration(double(p.windows_planned - p.windows_done) / rate);
-    std::fprintf(stderr, "\r%3d%% |%s| %lld/%lld windows, %.1f windows/s, ETA %s, blocks %lld/%lld   ",
-                 static_cast<int>(frac * 100), bar.c_str(), static_cast<long long>(p.windows_done),
-                 static_cast<long long>(p.windows_planned), rate, eta.c_str(), static_cast<long long>(p.blocks_done),
-                 static_cast<long long>(p.blocks_total));
-    drawn_ = true;
+    std::fprintf(stderr, "%s%3d%% |%s| %lld/%lld windows, %.1f windows/s, ETA %s, blocks %lld/%lld%s",
+                 lines_ ? "qlty infer: " : "\r", static_cast<int>(frac * 100), bar.c_str(),
+                 static_cast<long long>(p.windows_done), static_cast<long long>(p.windows_planned), rate, eta.c_str(),
+                 static_cast<long long>(p.blocks_done), static_cast<long long>(p.blocks_total), lines_ ? "\n" : "   ");
+    drawn_ = !lines_;
   }
   void finish() {
     if (drawn_) std::fprintf(stderr, "\n");
@@ -59,7 +73,7 @@ class ProgressBar {
   }
 
  private:
-  bool enabled_, drawn_ = false;
+  bool enabled_, lines_, drawn_ = false, finished_ = false;
   std::chrono::steady_clock::time_point shown_{};
 };
 
@@ -84,7 +98,7 @@ torch::Device parse_device(const std::string& s) {
 }
 
 struct InferArgs {
-  std::string model, input, output, device = "cpu", preview;
+  std::string model, input, output, device = "cpu", preview, part;
   std::vector<int64_t> window, step, border = {0}, block, chunks;
   double border_weight = 0.1;
   int64_t batch_size = 8, threads = 0, block_mib = 1024, max_blocks = -1;
@@ -110,33 +124,80 @@ void write_preview(const std::string& png, const qlty::BlockInput& input, const 
   qlty::tool::write_png(png, qlty::tool::preview_strip(panels));
 }
 
-int run_infer(const InferArgs& a) {
-  if (a.threads > 0) at::set_num_threads(static_cast<int>(a.threads));
-  const torch::Device device = parse_device(a.device);
-  auto input = qlty::tool::open_input(a.input);
-  const int D = input.spatial_dims();
+/// The process's launcher, from its environment: the world size and this process's rank (1 and 0 without one).
+/// mpirun (Open MPI), srun with PMI or PMIx, and MPICH's Hydra are recognised.
+std::pair<int, int> launcher_world() {
+  auto env = [](std::initializer_list<const char*> names) -> const char* {
+    for (const char* n : names)
+      if (const char* v = std::getenv(n)) return v;
+    return nullptr;
+  };
+  const char* size = env({"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS"});
+  const char* rank = env({"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"});
+  if (!size && !rank) return {1, 0};
+  return {size ? std::max(1, std::atoi(size)) : 2, rank ? std::atoi(rank) : 0};
+}
 
-  qlty::BlockModel model;
+/// CPU cores this process may run on (its affinity mask), shared among the `local_ranks` processes on the node
+/// when the launcher did not bind them.
+int default_threads(int local_ranks) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int online = static_cast<int>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
+  const int cores = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : online;
+  return std::max(1, cores >= online ? cores / std::max(1, local_ranks) : cores);
+}
+
+/// "i/K" -> {i, K}, 0 <= i < K.
+std::pair<int64_t, int64_t> parse_part(const std::string& s) {
+  const auto slash = s.find('/');
+  int64_t i = -1, k = 0;
+  try {
+    size_t used = 0;
+    if (slash != std::string::npos) {
+      i = std::stoll(s.substr(0, slash), &used);
+      if (used != slash) i = -1;
+      k = std::stoll(s.substr(slash + 1), &used);
+      if (used != s.size() - slash - 1) k = 0;
+    }
+  } catch (const std::exception&) {
+    k = 0;
+  }
+  if (k < 1 || i < 0 || i >= k)
+    throw CLI::ValidationError("--part", "expected i/K with 0 <= i < K (e.g. 0/4, or $SLURM_ARRAY_TASK_ID/" +
+                                             std::string("$SLURM_ARRAY_TASK_COUNT), got \"") + s + "\"");
+  return {i, k};
+}
+
+/// A model ready to run on `device`: a TorchScript file or the built-in network.
+struct LoadedModel {
   torch::jit::Module script;
   BuiltinNet builtin{nullptr};
-  qlty::BlockwiseOptions o;
-  if (!a.model.empty()) {
-    o.model_id = file_id(a.model);
+  std::string id;
+  qlty::BlockModel fn;
+};
+
+void load_model(const std::string& file, int D, const torch::Device& device, LoadedModel& m) {
+  if (!file.empty()) {
+    m.id = file_id(file);
     try {
-      script = torch::jit::load(a.model, device);
+      m.script = torch::jit::load(file, device);
     } catch (const c10::Error& e) {
-      throw qlty::Error("model",
-                        a.model + ": not a TorchScript model this LibTorch can load: " + e.what_without_backtrace());
+      throw qlty::Error("model", file + ": not a TorchScript model this LibTorch can load: " + e.what_without_backtrace());
     }
-    script.eval();
-    model = [&script](const torch::Tensor& x) { return script.forward({x}).toTensor(); };
+    m.script.eval();
+    m.fn = [&m](const torch::Tensor& x) { return m.script.forward({x}).toTensor(); };
   } else {
-    o.model_id = qlty::tool::kBuiltinModelId;
-    builtin = BuiltinNet(D);
-    builtin->to(device);
-    builtin->eval();
-    model = [&builtin](const torch::Tensor& x) { return builtin->forward(x); };
+    m.id = qlty::tool::kBuiltinModelId;
+    m.builtin = BuiltinNet(D);
+    m.builtin->to(device);
+    m.builtin->eval();
+    m.fn = [&m](const torch::Tensor& x) { return m.builtin->forward(x); };
   }
+}
+
+qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& device) {
+  qlty::BlockwiseOptions o;
   o.window = a.window;
   std::vector<int64_t> step = a.step;
   if (step.empty())  // three quarters of the window
@@ -153,31 +214,124 @@ int run_infer(const InferArgs& a) {
   o.write_argmax = a.argmax;
   o.overwrite = a.overwrite;
   o.max_blocks = a.max_blocks;
+  if (!a.part.empty()) o.part = parse_part(a.part);
+  if (o.part.second > 1 && a.overwrite)
+    throw CLI::ValidationError("--overwrite", "cannot be combined with --part: the parts share one output and each "
+                                              "would delete the others' work; delete the output once before");
+  return o;
+}
+
+void print_summary(const InferArgs& a, const qlty::BlockInput& input, const qlty::BlockwiseSummary& s,
+                   const qlty::BlockwiseOptions& o) {
+  int64_t wvox = 1;
+  for (int ax = 0; ax < input.spatial_dims(); ++ax) wvox *= a.window.size() == 1 ? a.window[0] : a.window.at(ax);
+  const double rate = s.seconds > 0 ? double(s.windows_computed) / s.seconds : 0.0;
+  const std::string part = o.part.second > 1 ? c10::str(" (part ", o.part.first, "/", o.part.second, ")") : "";
+  std::printf(
+      "qlty infer: %s %s%s: %lld windows in %.2f s (%.1f windows/s, %.0f MB/s of windows), %lld of %lld blocks "
+      "computed, %lld already done; block %s, chunks %s\n",
+      s.complete ? "wrote" : "partly wrote", a.output.c_str(), part.c_str(),
+      static_cast<long long>(s.windows_computed), s.seconds, rate, rate * double(wvox * input.shape()[1] * 4) / 1e6,
+      static_cast<long long>(s.blocks_computed), static_cast<long long>(s.blocks_total),
+      static_cast<long long>(s.blocks_skipped), c10::str(c10::IntArrayRef(s.block)).c_str(),
+      c10::str(c10::IntArrayRef(s.chunks)).c_str());
+  if (!a.preview.empty() && s.complete) std::printf("qlty infer: preview %s\n", a.preview.c_str());
+  if (!s.complete && o.part.second > 1)
+    std::printf("qlty infer: this part is done when its blocks are; the output is complete when every part has run "
+                "(see qlty info %s)\n",
+                a.output.c_str());
+  else if (!s.complete)
+    std::printf("qlty infer: run the same command again to finish\n");
+}
+
+#ifdef QLTY_WITH_MPI
+/// `mpirun -n K qlty infer ...` (or srun): the ranks share the blocks (qlty/mpi.hpp). Each rank takes the GPU of
+/// its local rank with `--device cuda`, and the cores it may use (shared with the other ranks on its node when the
+/// launcher did not bind them). An error on a rank prints that rank's message and ends every rank (MPI_Abort).
+int run_infer_mpi(const InferArgs& a, const qlty::BlockInput& input, qlty::BlockwiseOptions o) {
+  int provided = 0, rank = 0, ranks = 1;
+  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+  auto fail = [&](const std::string& what, int code) {
+    std::fprintf(stderr, "qlty: error: rank %d of %d: %s\n", rank, ranks, what.c_str());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, code);
+    return code;
+  };
+  try {
+    const int local_ranks = qlty::mpi::local_rank().second;
+    at::set_num_threads(static_cast<int>(a.threads > 0 ? a.threads : default_threads(local_ranks)));
+    o.device = qlty::mpi::rank_device(o.device);
+    LoadedModel model;
+    load_model(a.model, input.spatial_dims(), o.device, model);
+    o.model_id = model.id;
+    ProgressBar bar(!a.quiet && rank == 0, true);
+    o.progress = [&bar](const qlty::BlockwiseProgress& p) { bar(p); };
+    const auto s = qlty::mpi::infer_blockwise(model.fn, input, a.output, o);
+    bar.finish();
+    if (rank == 0) {
+      if (!a.preview.empty() && s.total.complete) write_preview(a.preview, input, a.output, a.std);
+      if (!a.quiet) {
+        print_summary(a, input, s.total, o);
+        for (const auto& r : s.ranks)
+          std::printf("qlty infer: rank %d: %lld blocks, %lld windows computed, %lld taken from other ranks, %.2f s\n",
+                      r.rank, static_cast<long long>(r.blocks_computed), static_cast<long long>(r.windows_computed),
+                      static_cast<long long>(r.windows_received), r.seconds);
+      }
+    }
+  } catch (const qlty::Error& e) {
+    if (e.tag() == "mpi.peer") {  // the failing rank prints its message and ends the run; wait for it
+      std::this_thread::sleep_for(std::chrono::seconds(20));
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    return fail(e.what(), 1);
+  } catch (const CLI::Error& e) {
+    return fail(e.get_name() + ": " + e.what(), 2);
+  } catch (const c10::Error& e) {
+    return fail(e.what_without_backtrace(), 2);
+  } catch (const std::exception& e) {
+    return fail(e.what(), 1);
+  }
+  std::fflush(stdout);
+  MPI_Finalize();
+  return 0;
+}
+#endif
+
+int run_infer(const InferArgs& a) {
+  const auto [world, world_rank] = launcher_world();
+  torch::Device device = parse_device(a.device);
+  qlty::BlockwiseOptions o = infer_options(a, device);
+  auto input = qlty::tool::open_input(a.input);
+  const int D = input.spatial_dims();
+  if (world > 1) {
+#ifdef QLTY_WITH_MPI
+    if (o.part.second > 1) throw CLI::ValidationError("--part", "is for runs without MPI; mpirun shares the blocks itself");
+    if (a.max_blocks >= 0) throw CLI::ValidationError("--max-blocks", "is for runs without MPI");
+    return run_infer_mpi(a, input, o);
+#else
+    throw CLI::ValidationError("qlty infer", "started by an MPI launcher with " + std::to_string(world) +
+                                                 " processes, but this qlty was built without MPI (install "
+                                                 "libopenmpi-dev and rebuild), or run parts with --part i/K instead");
+#endif
+  }
+  at::set_num_threads(static_cast<int>(a.threads > 0 ? a.threads : default_threads(1)));
+  LoadedModel model;
+  load_model(a.model, D, device, model);
+  o.model_id = model.id;
   ProgressBar bar(!a.quiet);
   o.progress = [&bar](const qlty::BlockwiseProgress& p) { bar(p); };
   qlty::BlockwiseSummary s;
   try {
-    s = qlty::infer_blockwise(model, input, a.output, o);
+    s = qlty::infer_blockwise(model.fn, input, a.output, o);
   } catch (...) {
     bar.finish();
     throw;
   }
   bar.finish();
   if (!a.preview.empty() && s.complete) write_preview(a.preview, input, a.output, a.std);
-  if (!a.quiet) {
-    int64_t wvox = 1;
-    for (int ax = 0; ax < D; ++ax) wvox *= a.window.size() == 1 ? a.window[0] : a.window.at(ax);
-    const double rate = s.seconds > 0 ? double(s.windows_computed) / s.seconds : 0.0;
-    std::printf(
-        "qlty infer: %s %s: %lld windows in %.2f s (%.1f windows/s, %.0f MB/s of windows), %lld of %lld blocks "
-        "computed, %lld already done; block %s, chunks %s\n",
-        s.complete ? "wrote" : "partly wrote", a.output.c_str(), static_cast<long long>(s.windows_computed), s.seconds,
-        rate, rate * double(wvox * input.shape()[1] * 4) / 1e6, static_cast<long long>(s.blocks_computed),
-        static_cast<long long>(s.blocks_total), static_cast<long long>(s.blocks_skipped),
-        c10::str(c10::IntArrayRef(s.block)).c_str(), c10::str(c10::IntArrayRef(s.chunks)).c_str());
-    if (!a.preview.empty() && s.complete) std::printf("qlty infer: preview %s\n", a.preview.c_str());
-    if (!s.complete) std::printf("qlty infer: run the same command again to finish\n");
-  }
+  if (!a.quiet) print_summary(a, input, s, o);
   return 0;
 }
 
@@ -320,6 +474,12 @@ int run_info(const std::string& path) {
         s.blocks_done == s.blocks_total ? " (complete)" : " (rerun the same command to finish)",
         l["window"].dump().c_str(), l["step"].dump().c_str(), l["border"].dump().c_str(),
         l["border_weight"].dump().c_str(), l["block"].dump().c_str(), l["model"].dump().c_str());
+    for (const auto& p : s.parts)
+      std::printf("  part %lld/%lld: %lld of %lld blocks done%s\n", static_cast<long long>(p.index),
+                  static_cast<long long>(p.count), static_cast<long long>(p.blocks_done),
+                  static_cast<long long>(p.blocks), p.blocks_done == p.blocks ? " (complete)"
+                                                     : p.started             ? " (started)"
+                                                                             : " (missing: never started)");
   }
   return 0;
 }
@@ -415,7 +575,11 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   infer->add_option("--device", ia.device, "cpu, cuda or cuda:N")->capture_default_str();
-  infer->add_option("--threads", ia.threads, "CPU threads (default: LibTorch's)")->check(CLI::NonNegativeNumber);
+  infer
+      ->add_option("--threads", ia.threads,
+                   "CPU threads per process (default: the cores this process may use; under MPI, shared with the "
+                   "other ranks on the node unless the launcher binds them)")
+      ->check(CLI::NonNegativeNumber);
   infer->add_flag("--std", ia.std, "also write the spread of overlapping predictions (OUT/std)");
   infer->add_flag("--argmax", ia.argmax, "also write the argmax over channels as labels (OUT/labels/argmax)");
   infer
@@ -432,6 +596,11 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   infer->add_option("--max-blocks", ia.max_blocks, "stop after computing this many blocks (rerun to continue)");
+  infer->add_option("--part", ia.part,
+                    "compute part i of K (0 <= i < K): a fixed share of the blocks, for Slurm job arrays or "
+                    "independent processes on shared storage (e.g. --part $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); "
+                    "the K parts together write what one run writes. Under mpirun or srun, the ranks share the "
+                    "blocks without it");
   infer->add_option("--preview", ia.preview, "write a PNG of the middle slice: input, output channels, std");
   infer->add_flag("--overwrite", ia.overwrite, "replace an existing output instead of resuming it");
   infer->add_flag("--quiet,-q", ia.quiet, "no progress bar, no summary");
@@ -486,27 +655,31 @@ int main(int argc, char** argv) {
                  argv[1]);
     return 2;
   }
+  const bool quiet_rank = launcher_world().second != 0;  // several processes: rank 0 reports argument errors
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    if (quiet_rank) return e.get_exit_code();
     return app.exit(e);
   }
+  // Under a launcher, errors before MPI starts (an input one node cannot read) name the rank.
+  const auto [world, world_rank] = launcher_world();
+  const std::string who = world > 1 ? "qlty: error: rank " + std::to_string(world_rank) + " of " +
+                                          std::to_string(world) + ": "
+                                    : "qlty: error: ";
   try {
     if (*infer) return run_infer(ia);
     if (*demo) return run_demo(da);
     if (*info) return run_info(info_path);
     if (*convert) return run_convert(ca);
   } catch (const CLI::Error& e) {
-    std::fprintf(stderr, "qlty: error: %s: %s\n", e.get_name().c_str(), e.what());
+    std::fprintf(stderr, "%s%s: %s\n", who.c_str(), e.get_name().c_str(), e.what());
     return 2;
   } catch (const c10::Error& e) {
-    std::fprintf(stderr, "qlty: error: %s\n", e.what_without_backtrace());
+    std::fprintf(stderr, "%s%s\n", who.c_str(), e.what_without_backtrace());
     return 2;
-  } catch (const qlty::Error& e) {
-    std::fprintf(stderr, "qlty: error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "qlty: error: %s\n", e.what());
+  } catch (const std::exception& e) {  // qlty::Error and the rest
+    std::fprintf(stderr, "%s%s\n", who.c_str(), e.what());
     return 1;
   }
   return 0;

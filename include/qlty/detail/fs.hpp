@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -137,20 +138,36 @@ inline std::optional<std::vector<uint8_t>> read_file(const std::string& path, ui
   return buf;
 }
 
-/// A name for a temporary file next to `path`: hidden (never a chunk key or metadata name) and unique.
+/// This machine's name as it goes into temporary file names: letters, digits and '-' only, up to the first '.'.
+inline const std::string& host_tag() {
+  static const std::string tag = [] {
+    char h[256] = {0};
+    if (::gethostname(h, sizeof h - 1) != 0) return std::string("host");
+    std::string t;
+    for (const char* c = h; *c && *c != '.'; ++c)
+      t += (std::isalnum(static_cast<unsigned char>(*c)) || *c == '-') ? *c : '-';
+    return t.empty() ? std::string("host") : t;
+  }();
+  return tag;
+}
+
+/// A name for a temporary file next to `path`: hidden (never a chunk key or metadata name) and unique, with the
+/// writer's pid and host (`.<base>.<pid>@<host>.<counter>.<random>.tmp`), so that only the temporary files of dead
+/// processes on this machine are taken for stale when several machines share the storage.
 inline std::string temp_name(const std::string& path) {
   static std::atomic<uint64_t> counter{0};
   thread_local std::mt19937_64 rng{std::random_device{}() ^
                                    static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count())};
-  return join_path(parent_path(path), "." + base_name(path) + "." + std::to_string(::getpid()) + "." +
-                                          std::to_string(counter++) + "." + std::to_string(rng() & 0xffffffff) +
+  return join_path(parent_path(path), "." + base_name(path) + "." + std::to_string(::getpid()) + "@" + host_tag() +
+                                          "." + std::to_string(counter++) + "." + std::to_string(rng() & 0xffffffff) +
                                           ".tmp");
 }
 
-/// The process id in a name made by temp_name, or 0 when the name is not one.
+/// The process id in a name made by temp_name on this machine, or 0 when the name is not one (or another
+/// machine's, whose processes this one cannot see).
 inline pid_t temp_owner(const std::string& name) {
   if (name.size() < 6 || name[0] != '.' || name.compare(name.size() - 4, 4, ".tmp") != 0) return 0;
-  // .<base>.<pid>.<counter>.<random>.tmp: the pid is the fourth field from the end
+  // .<base>.<pid>@<host>.<counter>.<random>.tmp: the writer is the fourth field from the end
   size_t end = name.size() - 4;
   for (int i = 0; i < 2; ++i) {
     end = name.rfind('.', end - 1);
@@ -158,10 +175,17 @@ inline pid_t temp_owner(const std::string& name) {
   }
   const size_t begin = name.rfind('.', end - 1);
   if (begin == std::string::npos || begin + 1 >= end) return 0;
+  std::string writer = name.substr(begin + 1, end - begin - 1);
+  const size_t at = writer.find('@');
+  if (at != std::string::npos) {
+    if (writer.substr(at + 1) != host_tag()) return 0;
+    writer.resize(at);
+  }
+  if (writer.empty() || writer.size() > 9) return 0;
   pid_t pid = 0;
-  for (size_t i = begin + 1; i < end; ++i) {
-    if (name[i] < '0' || name[i] > '9') return 0;
-    pid = pid * 10 + (name[i] - '0');
+  for (char c : writer) {
+    if (c < '0' || c > '9') return 0;
+    pid = pid * 10 + (c - '0');
   }
   return pid;
 }

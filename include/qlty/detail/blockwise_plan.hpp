@@ -1,0 +1,220 @@
+#pragma once
+// The plan of a blockwise run: the window grid in 3D form (2D inputs have a Z axis of size 1), the output chunks,
+// the blocks and their run order, the window rows each block meets and the rows it shares with the next block of
+// its slab column. Arithmetic only: no files, no model.
+
+#include <qlty/blockwise_types.hpp>
+#include <qlty/detail/cpu_kernels.hpp>
+#include <qlty/geometry.hpp>
+
+#include <algorithm>
+#include <array>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace qlty::detail {
+
+/// Blocks, in 3D form. Run order: within an image and a column of blocks (fixed block coordinates on the other
+/// axes), the slab axis A runs fastest, so consecutive blocks of a column share window rows along A.
+struct BlockPlan {
+  Grid3 g;
+  int D = 3;  // spatial axes of the input
+  int A = 0;  // slab axis in 3D form: 0 (Z) for volumes, 1 (Y) for images
+  int64_t N = 0, C = 0, Cout = 0;
+  std::array<int64_t, 3> chunk{1, 1, 1}, block{1, 1, 1}, nblocks{1, 1, 1};
+  Cover cover[3];
+
+  int64_t per_image() const { return nblocks[0] * nblocks[1] * nblocks[2]; }
+  int64_t total() const { return N * per_image(); }
+  /// (n, block coordinates) of the i-th block in run order.
+  std::pair<int64_t, std::array<int64_t, 3>> at(int64_t i) const {
+    const int64_t n = i / per_image();
+    int64_t r = i % per_image();
+    std::array<int64_t, 3> b{};
+    b[A] = r % nblocks[A];
+    r /= nblocks[A];
+    for (int a = 2; a >= 0; --a) {
+      if (a == A) continue;
+      b[a] = r % nblocks[a];
+      r /= nblocks[a];
+    }
+    return {n, b};
+  }
+  /// The marker name of a block: its position in (n, z, y, x) lexicographic order.
+  int64_t id(int64_t n, const std::array<int64_t, 3>& b) const {
+    return ((n * nblocks[0] + b[0]) * nblocks[1] + b[1]) * nblocks[2] + b[2];
+  }
+  int64_t id(int64_t i) const {
+    const auto [n, b] = at(i);
+    return id(n, b);
+  }
+  /// The voxels [b0, b1) of block coordinates b.
+  void box(const std::array<int64_t, 3>& b, std::array<int64_t, 3>& b0, std::array<int64_t, 3>& b1) const {
+    for (int a = 0; a < 3; ++a) {
+      b0[a] = b[a] * block[a];
+      b1[a] = std::min(g.shape[a], b0[a] + block[a]);
+    }
+  }
+  void box(int64_t i, std::array<int64_t, 3>& b0, std::array<int64_t, 3>& b1) const { box(at(i).second, b0, b1); }
+  /// The block after i in its slab column, or -1.
+  int64_t successor(int64_t i) const { return i + 1 < total() && (i + 1) % nblocks[A] != 0 ? i + 1 : -1; }
+  /// The block before i in its slab column, or -1.
+  int64_t predecessor(int64_t i) const { return i % nblocks[A] != 0 ? i - 1 : -1; }
+  /// The windows meeting block i: [kf, kl] per axis (rows along A, columns on the other axes).
+  void windows(int64_t i, std::array<int64_t, 3>& kf, std::array<int64_t, 3>& kl) const {
+    std::array<int64_t, 3> b0{}, b1{};
+    box(i, b0, b1);
+    for (int a = 0; a < 3; ++a) {
+      kf[a] = cover[a].first[b0[a]];
+      kl[a] = cover[a].last[b1[a] - 1];
+    }
+  }
+  /// Window rows along A meeting block i: [first, last].
+  std::pair<int64_t, int64_t> rows(int64_t i) const {
+    std::array<int64_t, 3> kf{}, kl{};
+    windows(i, kf, kl);
+    return {kf[A], kl[A]};
+  }
+  /// The first window row that block i shares with its successor: rows [shared_from(i), rows(i).second] meet both.
+  /// rows(i).second + 1 when i ends its column.
+  int64_t shared_from(int64_t i) const {
+    if (successor(i) < 0) return rows(i).second + 1;
+    std::array<int64_t, 3> b0{}, b1{};
+    box(i, b0, b1);
+    return cover[A].first[b1[A]];
+  }
+  /// Windows in one row of block i.
+  int64_t row_windows(int64_t i) const {
+    std::array<int64_t, 3> kf{}, kl{};
+    windows(i, kf, kl);
+    int64_t w = 1;
+    for (int a = 0; a < 3; ++a)
+      if (a != A) w *= kl[a] - kf[a] + 1;
+    return w;
+  }
+  /// The first row block i computes: after the rows carried from its predecessor, or its first row.
+  int64_t first_computed_row(int64_t i, bool carried_in) const {
+    return carried_in ? rows(predecessor(i)).second + 1 : rows(i).first;
+  }
+  /// Model evaluations of block i when it computes every row from first_computed_row on.
+  int64_t windows_to_compute(int64_t i, bool carried_in) const {
+    return std::max<int64_t>(0, rows(i).second - first_computed_row(i, carried_in) + 1) * row_windows(i);
+  }
+  /// The blocks of part p of P (0-based): [first, second) in run order.
+  std::pair<int64_t, int64_t> part_range(int64_t p, int64_t P) const { return {total() * p / P, total() * (p + 1) / P}; }
+  /// The spatial entries of a 3D-form vector.
+  std::vector<int64_t> spatial(const std::array<int64_t, 3>& v) const {
+    return std::vector<int64_t>(v.begin() + (3 - D), v.end());
+  }
+};
+
+/// Checks the settings that need no input: batch size, memory, outputs, model, output path, part.
+inline void check_blockwise_options(const BlockModel& model, const std::string& output, const BlockwiseOptions& o,
+                                    const char* who) {
+  TORCH_CHECK_VALUE(o.batch_size >= 1, who, ": batch_size must be >= 1, got ", o.batch_size);
+  TORCH_CHECK_VALUE(o.block_bytes >= 1, who, ": block_bytes must be >= 1, got ", o.block_bytes);
+  TORCH_CHECK_VALUE(o.max_blocks >= -1, who, ": max_blocks must be >= -1, got ", o.max_blocks);
+  TORCH_CHECK_VALUE(o.write_mean || o.write_std || o.write_argmax, who,
+                    ": nothing to write: write_mean, write_std and write_argmax are all off");
+  TORCH_CHECK_VALUE(model != nullptr, who, ": model is empty");
+  TORCH_CHECK_VALUE(!output.empty(), who, ": output path is empty");
+  TORCH_CHECK_VALUE(o.part.second >= 1 && o.part.first >= 0 && o.part.first < o.part.second, who,
+                    ": part must be {i, K} with 0 <= i < K, got {", o.part.first, ", ", o.part.second, "}");
+  TORCH_CHECK_VALUE(!(o.overwrite && o.part.second > 1), who,
+                    ": overwrite cannot be combined with a part (", o.part.first, " of ", o.part.second,
+                    "): the parts share one output, and each would delete the others' work; delete it once first");
+}
+
+/// A per-axis option (`chunks`, `block`) into 3D form; false when it is empty.
+inline bool spatial_option(const std::vector<int64_t>& v, int D, const char* who, const char* name,
+                           std::array<int64_t, 3>& out) {
+  if (v.empty()) return false;
+  TORCH_CHECK_VALUE(v.size() == 1 || v.size() == static_cast<size_t>(D), who, ": ", name, " must have 1 or ", D,
+                    " entries, got ", v.size(), " (", c10::IntArrayRef(v), ")");
+  for (int a = 0; a < D; ++a) {
+    out[3 - D + a] = v.size() == 1 ? v[0] : v[a];
+    TORCH_CHECK_VALUE(out[3 - D + a] >= 1, who, ": ", name, " must be >= 1 on every axis, got ", c10::IntArrayRef(v));
+  }
+  return true;
+}
+
+/// The grid and output chunks of a run on an input of `shape` (N, C, *S); blocks come with plan_blocks.
+inline BlockPlan plan_grid(const std::vector<int64_t>& shape, const BlockwiseOptions& o, const char* who) {
+  BlockPlan plan;
+  plan.D = static_cast<int>(shape.size()) - 2;
+  const int D = plan.D;
+  plan.N = shape[0];
+  plan.C = shape[1];
+  plan.A = D == 3 ? 0 : 1;
+  std::array<int64_t, 3> spatial{1, 1, 1};
+  for (int a = 0; a < D; ++a) spatial[3 - D + a] = shape[2 + a];
+  if (D == 2)
+    plan.g = Geometry<2>({spatial[1], spatial[2]}, o.window, o.step, o.border, o.border_weight).grid3();
+  else
+    plan.g = Geometry<3>(spatial, o.window, o.step, o.border, o.border_weight).grid3();
+  for (int a = 0; a < 3; ++a) plan.cover[a] = cover(plan.g, a);
+  if (!spatial_option(o.chunks, D, who, "chunks", plan.chunk))
+    for (int a = 3 - D; a < 3; ++a) plan.chunk[a] = D == 3 ? 64 : 256;
+  for (int a = 0; a < 3; ++a) plan.chunk[a] = std::min(plan.chunk[a], plan.g.shape[a]);
+  return plan;
+}
+
+/// The blocks, for a model of `Cout` channels: `o.block` rounded up to whole chunks, or slabs along A with whole
+/// other axes, thinner (then split on the next axes) until a block's input halo, accumulators and carried
+/// predictions fit in `o.block_bytes`.
+inline void plan_blocks(BlockPlan& plan, const BlockwiseOptions& o, int64_t Cout, const char* who) {
+  TORCH_CHECK_VALUE(Cout >= 1, who, ": the model returns ", Cout, " channels");
+  plan.Cout = Cout;
+  const Grid3& g = plan.g;
+  auto round_up = [](int64_t v, int64_t m) { return (v + m - 1) / m * m; };
+  if (!spatial_option(o.block, plan.D, who, "block", plan.block)) {
+    for (int a = 0; a < 3; ++a) plan.block[a] = round_up(g.shape[a], plan.chunk[a]);
+    auto bytes = [&](const std::array<int64_t, 3>& b) {
+      double halo = double(plan.C), acc = double(Cout * (o.write_std ? 2 : 1) + 1),
+             carry = double(Cout) * double(g.window[plan.A]);
+      for (int a = 0; a < 3; ++a) {
+        const double h = double(std::min(g.shape[a], b[a] + g.window[a]));
+        halo *= h;
+        acc *= double(std::min(g.shape[a], b[a]));
+        if (a != plan.A) carry *= h;
+      }
+      return 4.0 * (halo + acc + carry);
+    };
+    for (int a = plan.A; a < 3; ++a)
+      while (bytes(plan.block) > double(o.block_bytes) && plan.block[a] > plan.chunk[a])
+        plan.block[a] = round_up((plan.block[a] + 1) / 2, plan.chunk[a]);
+  } else {
+    for (int a = 0; a < 3; ++a) plan.block[a] = round_up(std::min(plan.block[a], g.shape[a]), plan.chunk[a]);
+  }
+  for (int a = 0; a < 3; ++a) plan.nblocks[a] = (g.shape[a] + plan.block[a] - 1) / plan.block[a];
+}
+
+/// The settings a resume must match (the manifest's `layout`).
+inline nlohmann::json plan_layout(const BlockPlan& plan, const std::vector<int64_t>& input_shape,
+                                  const BlockwiseOptions& o) {
+  return {{"input_shape", input_shape},
+          {"out_channels", plan.Cout},
+          {"window", plan.spatial(plan.g.window)},
+          {"step", plan.spatial(plan.g.step)},
+          {"border", plan.spatial(plan.g.border)},
+          {"border_weight", o.border_weight},
+          {"chunks", plan.spatial(plan.chunk)},
+          {"block", plan.spatial(plan.block)},
+          {"outputs", {{"mean", o.write_mean}, {"std", o.write_std}, {"argmax", o.write_argmax}}},
+          {"model", o.model_id}};
+}
+
+/// "block 7 (image 0, z 0..8, y 8..16, x 0..20)" for messages.
+inline std::string describe_block(const BlockPlan& p, int64_t i) {
+  const auto [n, b] = p.at(i);
+  std::array<int64_t, 3> b0{}, b1{};
+  p.box(b, b0, b1);
+  static const char* names = "zyx";
+  std::string s = "block " + std::to_string(p.id(n, b)) + " (image " + std::to_string(n);
+  for (int a = p.A == 0 ? 0 : 1; a < 3; ++a)
+    s += std::string(", ") + names[a] + " " + std::to_string(b0[a]) + ".." + std::to_string(b1[a]);
+  return s + ")";
+}
+
+}  // namespace qlty::detail
