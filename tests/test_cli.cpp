@@ -2,7 +2,7 @@
 // pipeline and zarr-python opens the output; kill -9 at random points and reruns give identical bytes; other
 // settings, bad arguments and bad models give clear messages and non-zero exit codes; convert round trips; info and
 // demo run.
-#include "common.hpp"
+#include "cli_common.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -22,73 +22,11 @@
 
 namespace {
 
+using namespace qlty_cli_test;
+
 struct TempDir : qlty_test::TempDir {
   TempDir() : qlty_test::TempDir("qlty_cli") {}
 };
-
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
-
-/// Starts `qlty args...` with stdout and stderr going to files in `dir`; returns its pid.
-pid_t start(const std::vector<std::string>& args, const std::string& dir) {
-  const std::string out = dir + "/stdout", err = dir + "/stderr";
-  std::vector<char*> argv{const_cast<char*>(QLTY_CLI)};  // built before fork: the child only calls exec-safe functions
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(o, 1);
-    ::dup2(e, 2);
-    ::execv(QLTY_CLI, argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-int wait_for(pid_t pid) {
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-/// Runs `qlty args...` to the end.
-Result run(const std::vector<std::string>& args, const std::string& dir) {
-  Result r;
-  r.code = wait_for(start(args, dir));
-  r.out = slurp(dir + "/stdout");
-  r.err = slurp(dir + "/stderr");
-  return r;
-}
-
-void expect_fails(const Result& r, const std::vector<std::string>& parts) {
-  EXPECT_NE(r.code, 0) << r.out << r.err;
-  for (const auto& p : parts) EXPECT_NE(r.err.find(p), std::string::npos) << "'" << p << "' not in: " << r.err;
-}
-
-/// A .npy file written byte by byte (independent of the program's writer).
-void write_npy_by_hand(const std::string& path, const torch::Tensor& x, const std::string& descr) {
-  std::string shape;
-  for (auto s : x.sizes()) shape += std::to_string(s) + ",";
-  std::string h = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + shape + "), }";
-  h.append(63 - (10 + h.size()) % 64, ' ');
-  h += "\n";
-  std::ofstream f(path, std::ios::binary);
-  f.write("\x93NUMPY\x01\x00", 8);
-  const char len[2] = {static_cast<char>(h.size() & 0xff), static_cast<char>(h.size() >> 8)};
-  f.write(len, 2);
-  f << h;
-  auto c = x.contiguous();
-  f.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
-}
 
 /// The in-memory pipeline on x (N, C, *S) for a model file.
 torch::Tensor reference(const torch::Tensor& x, const std::string& model_file, const std::vector<int64_t>& window,
@@ -228,17 +166,6 @@ TEST(Cli, InferOnNpyTiffAndZarrEqualsInMemory) {
        {"OME-Zarr image (NGFF 0.4), axes tczyx", "0: Zarr v2 array, shape [1, 2, 30, 26, 21]", "std: Zarr v2 array",
         "labels/argmax/0: Zarr v2 array, shape [1, 1, 30, 26, 21]", "blocks done (complete)"})
     EXPECT_NE(r.out.find(part), std::string::npos) << part << " not in " << r.out;
-}
-
-/// Every file under a folder (hidden files included), by relative path.
-void files_under(const std::string& root, const std::string& rel, std::map<std::string, std::string>& out) {
-  for (const auto& f : qlty::detail::list_dir(root + "/" + rel)) {
-    const std::string r = rel.empty() ? f : rel + "/" + f;
-    if (qlty::detail::is_directory(root + "/" + r))
-      files_under(root, r, out);
-    else
-      out[r] = slurp(root + "/" + r);
-  }
 }
 
 TEST(Cli, KillNineAtRandomPointsThenRerunGivesIdenticalBytes) {

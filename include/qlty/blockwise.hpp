@@ -136,6 +136,7 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
   summary.blocks_computed = executor.blocks_computed();
   summary.windows_computed = executor.windows_computed();
   summary.windows_received = executor.windows_received();
+  summary.model_seconds = executor.model_seconds();
   summary.complete = out.finish_if_complete();
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   return summary;

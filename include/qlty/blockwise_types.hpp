@@ -129,6 +129,7 @@ struct BlockwiseSummary {
   int64_t windows_grid = 0;      ///< windows of the whole grid (N * windows per image)
   int64_t windows_computed = 0;  ///< model evaluations of windows by this run
   int64_t windows_received = 0;  ///< window predictions taken from another worker's carry file instead of the model
+  double model_seconds = 0;      ///< time spent in the model's calls (the rest is reading, blending, writing)
   int64_t out_channels = 0;      ///< C' of the model
   std::vector<int64_t> block;    ///< the block shape used (spatial)
   std::vector<int64_t> chunks;   ///< the output chunk shape (spatial)

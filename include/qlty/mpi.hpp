@@ -37,6 +37,7 @@ struct RankSummary {
   int64_t windows_computed = 0;  ///< model evaluations
   int64_t windows_received = 0;  ///< predictions taken from another rank's carry file
   double seconds = 0;            ///< from the call to the end of this rank's last block
+  double model_seconds = 0;      ///< of which in the model's calls
 };
 
 /// @brief What a distributed run did: the totals (as `qlty::infer_blockwise` reports them) and each rank's share.
@@ -317,17 +318,21 @@ inline DistributedSummary infer_blockwise(const BlockModel& model, const BlockIn
     claims.fail();
     throw;
   }
-  RankSummary mine{rank, executor.blocks_computed(), executor.windows_computed(), executor.windows_received(),
-                   seconds()};
+  RankSummary mine{rank,      executor.blocks_computed(), executor.windows_computed(), executor.windows_received(),
+                   seconds(), executor.model_seconds()};
   claims.finish(ranks);
+  report();  // the last block may have been another rank's
 
   // Totals on every rank; each rank's share on rank 0.
   int64_t local[3] = {mine.blocks_computed, mine.windows_computed, mine.windows_received}, sum[3] = {0, 0, 0};
   MPI_Allreduce(local, sum, 3, MPI_INT64_T, MPI_SUM, comm);
-  std::vector<double> all(static_cast<size_t>(rank == 0 ? 5 * ranks : 0));
-  const double row[5] = {double(rank), double(mine.blocks_computed), double(mine.windows_computed),
-                         double(mine.windows_received), mine.seconds};
-  MPI_Gather(row, 5, MPI_DOUBLE, all.data(), 5, MPI_DOUBLE, 0, comm);
+  constexpr int kRow = 6;
+  std::vector<double> all(static_cast<size_t>(rank == 0 ? kRow * ranks : 0));
+  const double row[kRow] = {double(rank),         double(mine.blocks_computed), double(mine.windows_computed),
+                            double(mine.windows_received), mine.seconds, mine.model_seconds};
+  MPI_Gather(row, kRow, MPI_DOUBLE, all.data(), kRow, MPI_DOUBLE, 0, comm);
+  double model_sum = 0;
+  MPI_Allreduce(&mine.model_seconds, &model_sum, 1, MPI_DOUBLE, MPI_SUM, comm);
   int complete = 0;
   if (rank == 0) complete = out->finish_if_complete() ? 1 : 0;
   MPI_Bcast(&complete, 1, MPI_INT, 0, comm);
@@ -345,11 +350,12 @@ inline DistributedSummary infer_blockwise(const BlockModel& model, const BlockIn
   s.total.chunks = plan.spatial(plan.chunk);
   s.total.complete = complete != 0;
   s.total.seconds = seconds();
+  s.total.model_seconds = model_sum;  // summed over ranks
   if (rank == 0) {
     for (int r = 0; r < ranks; ++r) {
-      const double* a = all.data() + 5 * r;
+      const double* a = all.data() + kRow * r;
       s.ranks.push_back({static_cast<int>(a[0]), static_cast<int64_t>(a[1]), static_cast<int64_t>(a[2]),
-                         static_cast<int64_t>(a[3]), a[4]});
+                         static_cast<int64_t>(a[3]), a[4], a[5]});
     }
   } else {
     s.ranks.push_back(mine);

@@ -229,12 +229,13 @@ void print_summary(const InferArgs& a, const qlty::BlockInput& input, const qlty
   const std::string part = o.part.second > 1 ? c10::str(" (part ", o.part.first, "/", o.part.second, ")") : "";
   std::printf(
       "qlty infer: %s %s%s: %lld windows in %.2f s (%.1f windows/s, %.0f MB/s of windows), %lld of %lld blocks "
-      "computed, %lld already done; block %s, chunks %s\n",
+      "computed, %lld already done; block %s, chunks %s; %.2f s in the model; %d thread%s\n",
       s.complete ? "wrote" : "partly wrote", a.output.c_str(), part.c_str(),
       static_cast<long long>(s.windows_computed), s.seconds, rate, rate * double(wvox * input.shape()[1] * 4) / 1e6,
       static_cast<long long>(s.blocks_computed), static_cast<long long>(s.blocks_total),
       static_cast<long long>(s.blocks_skipped), c10::str(c10::IntArrayRef(s.block)).c_str(),
-      c10::str(c10::IntArrayRef(s.chunks)).c_str());
+      c10::str(c10::IntArrayRef(s.chunks)).c_str(), s.model_seconds, at::get_num_threads(),
+      at::get_num_threads() == 1 ? "" : "s");
   if (!a.preview.empty() && s.complete) std::printf("qlty infer: preview %s\n", a.preview.c_str());
   if (!s.complete && o.part.second > 1)
     std::printf("qlty infer: this part is done when its blocks are; the output is complete when every part has run "
@@ -275,9 +276,11 @@ int run_infer_mpi(const InferArgs& a, const qlty::BlockInput& input, qlty::Block
       if (!a.quiet) {
         print_summary(a, input, s.total, o);
         for (const auto& r : s.ranks)
-          std::printf("qlty infer: rank %d: %lld blocks, %lld windows computed, %lld taken from other ranks, %.2f s\n",
-                      r.rank, static_cast<long long>(r.blocks_computed), static_cast<long long>(r.windows_computed),
-                      static_cast<long long>(r.windows_received), r.seconds);
+          std::printf(
+              "qlty infer: rank %d: %lld blocks, %lld windows computed, %lld taken from other ranks, %.2f s (%.2f s "
+              "in the model)\n",
+              r.rank, static_cast<long long>(r.blocks_computed), static_cast<long long>(r.windows_computed),
+              static_cast<long long>(r.windows_received), r.seconds, r.model_seconds);
       }
     }
   } catch (const qlty::Error& e) {
@@ -471,7 +474,9 @@ int run_info(const std::string& path) {
         "  qlty inference output: %lld of %lld blocks done%s; window %s, step %s, border %s, border weight "
         "%s, block %s, model %s\n",
         static_cast<long long>(s.blocks_done), static_cast<long long>(s.blocks_total),
-        s.blocks_done == s.blocks_total ? " (complete)" : " (rerun the same command to finish)",
+        s.blocks_done == s.blocks_total ? " (complete)"
+        : s.parts.empty()               ? " (rerun the same command to finish)"
+                                        : " (run the parts not complete to finish)",
         l["window"].dump().c_str(), l["step"].dump().c_str(), l["border"].dump().c_str(),
         l["border_weight"].dump().c_str(), l["block"].dump().c_str(), l["model"].dump().c_str());
     for (const auto& p : s.parts)

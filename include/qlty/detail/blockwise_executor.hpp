@@ -20,6 +20,7 @@
 #include <torch/torch.h>
 
 #include <array>
+#include <chrono>
 #include <functional>
 #include <future>
 #include <optional>
@@ -127,6 +128,7 @@ class BlockExecutor {
   int64_t blocks_computed() const { return blocks_; }
   int64_t windows_computed() const { return windows_; }
   int64_t windows_received() const { return received_; }
+  double model_seconds() const { return model_seconds_; }
 
  private:
   // The input box of block i's windows from row `first` on: (offset, shape) in the input's rank.
@@ -247,8 +249,10 @@ class BlockExecutor {
     if (plan_.D == 2) windows = windows.squeeze(2);
     windows = windows.to(o_.device, torch::kFloat);
     torch::Tensor pred;
+    const auto t0 = std::chrono::steady_clock::now();
     try {
       pred = model_(windows);
+      model_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     } catch (const std::exception& e) {
       const std::string what = e.what();
       const bool oom = what.find("out of memory") != std::string::npos || dynamic_cast<const std::bad_alloc*>(&e);
@@ -403,6 +407,7 @@ class BlockExecutor {
   torch::Tensor weight_cpu_, weight_;
   std::vector<PredictionPart> carried_;  // rows the previous block passed on
   int64_t blocks_ = 0, windows_ = 0, received_ = 0;
+  double model_seconds_ = 0;
 };
 
 }  // namespace qlty::detail
