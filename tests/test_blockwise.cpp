@@ -466,7 +466,7 @@ TEST(Blockwise, ExecutorUnderAnySchedule) {
   o.model_id = "conv-v1";
   auto plan = qlty::detail::plan_grid(x.shape(), o, "test");
   qlty::detail::plan_blocks(plan, o, 2, "test");
-  qlty::detail::BlockwiseOutput out(dir / "rev.zarr", plan, x.shape(), x.name(), o);
+  qlty::detail::BlockwiseOutput out(dir / "rev.zarr", plan, x, o);
   OrderSchedule schedule;
   for (int64_t i = plan.total() - 1; i >= 0; --i) schedule.order.push_back(i);
   qlty::detail::BlockExecutor executor(model, x, plan, out, o);
@@ -486,6 +486,63 @@ TEST(Blockwise, TemporaryFilesOfOtherMachinesAreNotStale) {
   const std::string mine = qlty::detail::base_name(qlty::detail::temp_name("/x/chunk"));
   EXPECT_EQ(qlty::detail::temp_owner(mine), ::getpid()) << mine;
   EXPECT_EQ(qlty::detail::temp_owner("chunk"), 0);
+}
+
+TEST(Blockwise, AResumeWithAnotherInputIsRefused) {
+  // Same shape, other content: resuming must not mix the two inputs' blocks.
+  TempDir dir;
+  auto module = conv_model(3, 1, 2, dir / "m.pt");
+  auto model = as_model(module);
+  auto o = resume_options();
+  o.max_blocks = 2;
+  auto make = [&](const std::string& name, int seed) {
+    torch::manual_seed(seed);
+    auto a = qlty::zarr::Array::create(dir / name, qlty::zarr::ArrayOptions({1, 1, 20, 20, 20}, {1, 1, 8, 8, 8}));
+    a.write({0, 0, 0, 0, 0}, torch::randn({1, 1, 20, 20, 20}));
+    return qlty::BlockInput::from_zarr(qlty::zarr::Array::open(dir / name));
+  };
+  const auto a = make("a.zarr", 1), b = make("b.zarr", 2);
+  EXPECT_NE(a.id(), b.id());
+  EXPECT_EQ(a.id(), qlty::BlockInput::from_zarr(qlty::zarr::Array::open(dir / "a.zarr")).id());
+  qlty::infer_blockwise(model, a, dir / "out.zarr", o);
+  expect_error<qlty::Error>([&] { qlty::infer_blockwise(model, b, dir / "out.zarr", o); },
+                            {"[qlty.checkpoint]", "input: \"zarr:", "a.zarr", "there, \"zarr:", "b.zarr", "now"});
+  // The same array rewritten with other values in its first chunk is another input too.
+  qlty::zarr::Array::open(dir / "a.zarr").write({0, 0, 0, 0, 0}, torch::zeros({1, 1, 8, 8, 8}));
+  expect_error<qlty::Error>(
+      [&] { qlty::infer_blockwise(model, qlty::BlockInput::from_zarr(qlty::zarr::Array::open(dir / "a.zarr")),
+                                  dir / "out.zarr", o); },
+      {"[qlty.checkpoint]", "input:"});
+  // Tensors: the caller's id.
+  auto x = torch::randn({1, 1, 20, 20, 20});
+  qlty::infer_blockwise(model, qlty::BlockInput::from_tensor(x, "scan", "scan-7:v1"), dir / "t.zarr", o);
+  expect_error<qlty::Error>(
+      [&] { qlty::infer_blockwise(model, qlty::BlockInput::from_tensor(x, "scan", "scan-8:v1"), dir / "t.zarr", o); },
+      {"[qlty.checkpoint]", "input: \"scan-7:v1\" there, \"scan-8:v1\" now"});
+  auto s = qlty::infer_blockwise(model, qlty::BlockInput::from_tensor(x, "scan", "scan-7:v1"), dir / "t.zarr", o);
+  EXPECT_EQ(s.blocks_skipped, 2);
+}
+
+TEST(Blockwise, AnOutputThatIsOrHoldsOrLiesInTheInputIsRefused) {
+  TempDir dir;
+  auto identity = [](const torch::Tensor& t) { return t; };
+  auto x = torch::randn({1, 1, 16, 16});
+  qlty::zarr::Array::create(dir / "in.zarr", qlty::zarr::ArrayOptions({1, 1, 16, 16}, {1, 1, 8, 8}))
+      .write({0, 0, 0, 0}, x);
+  const auto in = qlty::BlockInput::from_zarr(qlty::zarr::Array::open(dir / "in.zarr"));
+  qlty::BlockwiseOptions o;
+  o.window = 8;
+  o.step = 4;
+  o.overwrite = true;  // would delete what is there
+  ::symlink((dir / "in.zarr").c_str(), (dir / "link").c_str());
+  for (const std::string out : {dir / "in.zarr", dir / "in.zarr/", dir / "in.zarr/sub", dir.path, dir / "link",
+                                dir / "link/sub"}) {
+    SCOPED_TRACE(out);
+    expect_error<qlty::Error>([&] { qlty::infer_blockwise(identity, in, out, o); },
+                              {"[qlty.overlap]", "the output would be the input", "in.zarr"});
+  }
+  EXPECT_TRUE(torch::equal(qlty::zarr::Array::open(dir / "in.zarr").read(), x));  // untouched
+  EXPECT_TRUE(qlty::infer_blockwise(identity, in, dir / "in.zarr.out", o).complete);  // a name that only starts alike
 }
 
 class BlockwiseDevice : public testing::TestWithParam<torch::Device> {};

@@ -268,6 +268,23 @@ TEST(Cli, ClearErrorsAndExitCodes) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("2 of 3 blocks computed, 1 already done"), std::string::npos) << r.out;
 
+  // A resume with another input file of the same shape is refused, naming both.
+  write_npy_by_hand(dir / "img2.npy", torch::randn({20, 24}), "<f4");
+  ASSERT_EQ(run({"infer", "-i", img, "-w", "8", "-o", dir / "r.zarr", "--block", "8,24", "--max-blocks", "1"}, dir.path)
+                .code,
+            0);
+  expect_fails(run({"infer", "-i", dir / "img2.npy", "-w", "8", "-o", dir / "r.zarr", "--block", "8,24"}, dir.path),
+               {"[qlty.checkpoint]", "input: \"file:", "img.npy", "there", "img2.npy", "now"});
+  // An output that is the input, holds it or lies inside it: refused, the input untouched.
+  qlty::zarr::Array::create(dir / "in.zarr", qlty::zarr::ArrayOptions({20, 24}, {8, 8}))
+      .write({0, 0}, torch::ones({20, 24}));
+  for (const std::string out : {dir / "in.zarr", dir / "in.zarr/sub", dir.path})
+    expect_fails(run({"infer", "-i", dir / "in.zarr", "-w", "8", "-o", out, "--overwrite"}, dir.path),
+                 {"[qlty.overlap]", "the output would be the input"});
+  expect_fails(run({"convert", dir / "in.zarr", dir / "in.zarr", "--overwrite"}, dir.path), {"[qlty.overlap]"});
+  expect_fails(run({"convert", img, dir / "img.npy", "--overwrite"}, dir.path), {"[qlty.overlap]"});
+  EXPECT_TRUE(torch::equal(qlty::zarr::Array::open(dir / "in.zarr").read(), torch::ones({20, 24})));
+
   // An output where a foreign folder is.
   qlty::detail::make_dirs(dir / "photos/2024");
   expect_fails(run({"infer", "-i", img, "-w", "8", "-o", dir / "photos", "--overwrite"}, dir.path),

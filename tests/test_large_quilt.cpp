@@ -2,6 +2,9 @@
 // small caches; resume after a clean stop and after kill -9 at random points gives identical bytes; bad input.
 #include "common.hpp"
 
+#include <fstream>
+#include <iterator>
+
 #include <qlty/large_quilt.hpp>
 
 #include <signal.h>
@@ -182,16 +185,18 @@ TEST(LargeQuilt, ResumeAfterACleanStopAndRefuseOtherParameters) {
     qlty::LargeNCYXQuilt a(dir / "r", 2, 30, 30, 10, 5, 2, 0.1, o);
     for (int64_t i = 0; i < M; i += 2) a.stitch(p[i], i);
   }  // the destructor checkpoints
-  qlty::LargeNCYXQuilt b(dir / "r", 2, 30, 30, 10, 5, 2, 0.1, o);
-  const auto missing = b.missing_indices();
-  ASSERT_EQ(static_cast<int64_t>(missing.size()), M / 2);
-  for (auto i : missing) {
-    ASSERT_EQ(i % 2, 1);
-    b.stitch(p[i], i);
-  }
-  EXPECT_TRUE(b.missing_indices().empty());
-  auto [mean, sd] = b.return_mean();
-  EXPECT_TRUE(torch::allclose(mean, std::get<0>(q.stitch(p)), 1e-5, 1e-5));
+  {
+    qlty::LargeNCYXQuilt b(dir / "r", 2, 30, 30, 10, 5, 2, 0.1, o);
+    const auto missing = b.missing_indices();
+    ASSERT_EQ(static_cast<int64_t>(missing.size()), M / 2);
+    for (auto i : missing) {
+      ASSERT_EQ(i % 2, 1);
+      b.stitch(p[i], i);
+    }
+    EXPECT_TRUE(b.missing_indices().empty());
+    auto [mean, sd] = b.return_mean();
+    EXPECT_TRUE(torch::allclose(mean, std::get<0>(q.stitch(p)), 1e-5, 1e-5));
+  }  // closed: the prefix's lock is free again
   try {
     qlty::LargeNCYXQuilt c(dir / "r", 2, 30, 30, 10, 4, 2, 0.1, o);
     ADD_FAILURE() << "other parameters were accepted";
@@ -250,6 +255,60 @@ TEST(LargeQuilt, JournalRoundTripAndDamage) {
   EXPECT_FALSE(qlty::detail::journal_decode(j).has_value());
 }
 
+TEST(LargeQuilt, OneQuiltAtATimeOnAPrefix) {
+  // Two quilts on one prefix (two processes, or two objects) would each stitch into their own cache and overwrite
+  // each other's checkpoints: the second is refused while the first is open, and welcome after.
+  TempDir dir;
+  qlty::LargeQuiltOptions o;
+  o.durable = false;
+  auto p = torch::ones({1, 8, 8});
+  {
+    qlty::LargeNCYXQuilt a(dir / "q", 1, 16, 16, 8, 4, 0, 1.0, o);
+    a.stitch(p, 0);
+    qlty_test::expect_error<qlty::Error>([&] { qlty::LargeNCYXQuilt b(dir / "q", 1, 16, 16, 8, 4, 0, 1.0, o); },
+                              {"[qlty.lock]", "q_acc.zarr", "another quilt has this prefix open"});
+  }
+  qlty::LargeNCYXQuilt c(dir / "q", 1, 16, 16, 8, 4, 0, 1.0, o);
+  EXPECT_TRUE(c.is_stitched(0));
+  EXPECT_FALSE(c.is_stitched(1));
+}
+
+TEST(LargeQuilt, ACraftedJournalRenamesNothingAndTemporaryFilesGo) {
+  TempDir dir;
+  qlty::LargeQuiltOptions o;
+  o.durable = false;
+  {
+    qlty::LargeNCYXQuilt a(dir / "q", 1, 16, 16, 8, 4, 0, 1.0, o);
+    a.stitch(torch::ones({1, 8, 8}), 0);
+  }
+  // A journal that would move a file from outside the folder over another outside file.
+  qlty::detail::atomic_write(dir / "victim", "keep me", false);
+  qlty::detail::atomic_write(dir / ".x.ckpt.1.2.tmp", "attacker", false);
+  for (const auto& entry : std::vector<std::pair<std::string, std::string>>{
+           {"../victim", "../.x.ckpt.1.2.tmp"}, {"sum/../../victim", "sum/.0.ckpt.1.tmp"},
+           {"stitched", "../.x.ckpt.1.2.tmp"}, {"/tmp/victim", ".a.ckpt.1.tmp"}, {"sum/0.0.0.0", "weight/.0.ckpt.1.tmp"}}) {
+    SCOPED_TRACE(entry.first);
+    const auto j = qlty::detail::journal_encode(
+        {{entry.first, std::vector<uint8_t>(entry.second.begin(), entry.second.end())}});
+    qlty::detail::atomic_write(dir / "q_acc.zarr/journal", j.data(), j.size(), false);
+    qlty_test::expect_error<qlty::Error>([&] { qlty::LargeNCYXQuilt b(dir / "q", 1, 16, 16, 8, 4, 0, 1.0, o); },
+                              {"[qlty.checkpoint]", "journal", "names a file that is not this quilt's"});
+    std::ifstream f(dir / "victim");
+    EXPECT_EQ(std::string(std::istreambuf_iterator<char>(f), {}), "keep me");
+  }
+  ::unlink((dir / "q_acc.zarr/journal").c_str());
+  // Temporary files of every kind a killed process can leave: staged checkpoints, journals, chunks and
+  // metadata (temp_name, any pid, this or another host), in the folder and its arrays.
+  const std::vector<std::string> temps = {"q_acc.zarr/.journal.999999@" + qlty::detail::host_tag() + ".0.1.tmp",
+                                          "q_acc.zarr/.journal.12@elsewhere.0.1.tmp",
+                                          "q_acc.zarr/sum/.0.0.0.0.ckpt.999999.3.tmp",
+                                          "q_acc.zarr/weight/.zarray.999999.0.1.tmp"};
+  for (const auto& t : temps) qlty::detail::atomic_write(dir / t, "x", false);
+  qlty::LargeNCYXQuilt b(dir / "q", 1, 16, 16, 8, 4, 0, 1.0, o);
+  EXPECT_TRUE(b.is_stitched(0));
+  for (const auto& t : temps) EXPECT_FALSE(qlty::detail::path_exists(dir / t)) << t;
+}
+
 #ifdef QLTY_LARGE_WORKER
 int run_worker(const std::string& prefix, int kill_after_ms) {
   const pid_t pid = ::fork();
@@ -302,6 +361,12 @@ TEST(LargeQuilt, KillNineAtRandomPointsThenResumeGivesIdenticalBytes) {
       EXPECT_TRUE(torch::equal(a, b)) << arr;
     }
     EXPECT_FALSE(qlty::detail::path_exists(killed + "_acc.zarr/journal"));
+    for (const char* folder : {"_acc.zarr", "_acc.zarr/sum", "_acc.zarr/sum_sq", "_acc.zarr/weight", "_mean.zarr",
+                               "_std.zarr"})
+      if (qlty::detail::is_directory(killed + folder))
+        for (const auto& f : qlty::detail::list_dir(killed + folder))
+          EXPECT_TRUE(f.find(".tmp") == std::string::npos && f.find(".ckpt.") == std::string::npos)
+              << "temporary file left: " << folder << "/" << f;
   }
   RecordProperty("kills", kills);
 }

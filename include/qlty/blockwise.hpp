@@ -103,7 +103,7 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
               resuming ? existing->at("out_channels").get<int64_t>()
                        : probe_channels(model, input, plan, options.device, output),
               who);
-  BlockwiseOutput out(output, plan, input.shape(), input.name(), options);
+  BlockwiseOutput out(output, plan, input, options);
   out.record_part(part, parts);
 
   const auto [first, last] = plan.part_range(part, parts);

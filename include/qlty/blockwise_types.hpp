@@ -4,6 +4,7 @@
 /// (`BlockwiseOptions`), progress, summary and an output's status. The run itself: `qlty/blockwise.hpp`
 /// (one process, or a share of the blocks) and `qlty/mpi.hpp` (many processes).
 
+#include <qlty/detail/fingerprint.hpp>
 #include <qlty/error.hpp>
 #include <qlty/geometry.hpp>
 #include <qlty/zarr.hpp>
@@ -27,9 +28,16 @@ class BlockInput {
   /// @brief Reads the box [offset, offset + shape) as a CPU tensor of any dtype (a view is fine).
   using Reader = std::function<torch::Tensor(const std::vector<int64_t>& offset, const std::vector<int64_t>& shape)>;
 
-  /// @brief An input of `shape` read by `read`; `name` goes into messages.
-  BlockInput(std::vector<int64_t> shape, Reader read, std::string name)
-      : shape_(std::move(shape)), read_(std::move(read)), name_(std::move(name)) {
+  /// @brief An input of `shape` read by `read`; `name` goes into messages. `id` identifies the input's content in
+  /// the output's manifest: a resume with another id is refused (empty: not checked).
+  /// `source` is the file or folder it reads (empty for data in memory): an output there, or around it, or inside
+  /// it, is refused.
+  BlockInput(std::vector<int64_t> shape, Reader read, std::string name, std::string id = "", std::string source = "")
+      : shape_(std::move(shape)),
+        read_(std::move(read)),
+        name_(std::move(name)),
+        id_(std::move(id)),
+        source_(std::move(source)) {
     TORCH_CHECK_VALUE(shape_.size() == 4 || shape_.size() == 5, "qlty::BlockInput(", name_,
                       "): the input must be 4-D (N, C, Y, X) or 5-D (N, C, Z, Y, X), got shape ",
                       c10::IntArrayRef(shape_));
@@ -39,8 +47,9 @@ class BlockInput {
   }
 
   /// @brief A tensor (N, C, *S) of any dtype, on any device; read as views, without copies. `name` goes into
-  /// messages (default: the tensor's shape).
-  static BlockInput from_tensor(const torch::Tensor& x, const std::string& name = "") {
+  /// messages (default: the tensor's shape); `id`, the caller's name for the data (e.g. the file it came from and
+  /// its version), is checked on resume.
+  static BlockInput from_tensor(const torch::Tensor& x, const std::string& name = "", const std::string& id = "") {
     TORCH_CHECK_VALUE(x.defined(), "qlty::BlockInput::from_tensor: x is an undefined tensor");
     auto t = x.detach();
     return BlockInput(
@@ -50,21 +59,26 @@ class BlockInput {
           for (size_t a = 0; a < shape.size(); ++a) v = v.narrow(static_cast<int64_t>(a), offset[a], shape[a]);
           return v;
         },
-        name.empty() ? c10::str("tensor of shape ", x.sizes()) : name);
+        name.empty() ? c10::str("tensor of shape ", x.sizes()) : name, id);
   }
 
-  /// @brief A Zarr array (N, C, *S), read chunk-parallel.
+  /// @brief A Zarr array (N, C, *S), read chunk-parallel; its id is its resolved path and checksums of its metadata
+  /// and of its first, middle and last chunks.
   static BlockInput from_zarr(const zarr::Array& array) {
     return BlockInput(
         array.shape(),
         [array](const std::vector<int64_t>& offset, const std::vector<int64_t>& shape) {
           return array.read(offset, shape);
         },
-        array.path());
+        array.path(), detail::zarr_fingerprint(array), array.path());
   }
 
   const std::vector<int64_t>& shape() const { return shape_; }
   const std::string& name() const { return name_; }
+  /// @brief What the input is, for resume checks (see the constructor).
+  const std::string& id() const { return id_; }
+  /// @brief The file or folder the input is read from ("" for data in memory).
+  const std::string& source() const { return source_; }
   /// @brief Spatial axes: 2 or 3.
   int spatial_dims() const { return static_cast<int>(shape_.size()) - 2; }
 
@@ -81,7 +95,7 @@ class BlockInput {
  private:
   std::vector<int64_t> shape_;
   Reader read_;
-  std::string name_;
+  std::string name_, id_, source_;
 };
 
 /// @brief Progress of a blockwise run, passed to BlockwiseOptions::progress after every batch and block.

@@ -15,7 +15,8 @@ namespace qlty {
 /// `zarr.missing` (no array or group there), `zarr.exists` (creating where one exists), `io` (the operating
 /// system refused: permissions, full disk), `lock` (a lock could not be taken), `checkpoint` (a resume whose
 /// settings differ from the stored ones), `model` (a model that throws or returns the wrong shape in a blockwise
-/// run), `input` (an input file the `qlty` program cannot use).
+/// run), `input` (an input file the `qlty` program cannot use), `overlap` (an output that is, holds or lies inside
+/// its input), `mpi.peer` (another rank of a distributed run failed).
 class Error : public std::runtime_error {
  public:
   Error(std::string tag, const std::string& message)

@@ -27,8 +27,10 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <chrono>
 #include <list>
+#include <memory>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -147,6 +149,14 @@ class LargeQuilt {
         }
     }
     stitched_.assign(static_cast<size_t>(N_chunks()), 0);
+    // One quilt at a time on a prefix, in this process or any other: a lock held while it is open (the kernel
+    // drops it when a process dies), taken before the prefix is checked or created.
+    detail::make_dirs(detail::parent_path(prefix_));
+    lock_ = std::make_unique<detail::LockFile>(
+        detail::join_path(detail::parent_path(prefix_), "." + detail::base_name(prefix_) + ".qlty.lock"));
+    if (!lock_->try_lock(0))
+      throw Error("lock", acc_path() + ": another quilt has this prefix open, in this process or another; its "
+                                       "accumulators cannot be shared (one process at a time, or one prefix each)");
     open_or_create();
     last_checkpoint_ = std::chrono::steady_clock::now();
   }
@@ -522,8 +532,42 @@ class LargeQuilt {
     remove_staged();
   }
 
+  /// Whether a journal entry names files of this quilt: the target is `stitched` or a chunk key of one of its
+  /// arrays, and the staged file is a hidden checkpoint file in the same folder. A crafted journal must not rename
+  /// anything else.
+  bool journal_entry_ok(const std::string& target, const std::string& staged) const {
+    auto key_ok = [](const std::string& k) {
+      if (k.empty() || k.size() > 256 || k.front() == '/' || k.back() == '/') return false;
+      for (char c : k)
+        if (!((c >= '0' && c <= '9') || c == '.' || c == '/' || c == 'c')) return false;
+      return k.find("..") == std::string::npos && k.find("//") == std::string::npos;
+    };
+    std::string folder;
+    if (target != "stitched") {
+      const auto slash = target.find('/');
+      if (slash == std::string::npos) return false;
+      folder = target.substr(0, slash);
+      if (std::find(array_names().begin(), array_names().end(), folder) == array_names().end() ||
+          !key_ok(target.substr(slash + 1)))
+        return false;
+    }
+    const std::string want_dir = detail::parent_path(target);
+    const std::string staged_dir = detail::parent_path(staged);
+    const std::string base = detail::base_name(staged);
+    return (target == "stitched" ? staged.find('/') == std::string::npos : staged_dir == want_dir) &&
+           base.size() > 1 && base[0] == '.' && base.find(".ckpt.") != std::string::npos &&
+           base.find('/') == std::string::npos && staged.find("..") == std::string::npos;
+  }
+
   /// Renames each staged file over its target (skipping those already renamed), then drops the journal.
   void apply(const std::vector<std::pair<std::string, std::vector<uint8_t>>>& renames) {
+    for (const auto& [target, staged_bytes] : renames) {
+      const std::string staged(staged_bytes.begin(), staged_bytes.end());
+      if (!journal_entry_ok(target, staged))
+        throw Error("checkpoint", acc_path("journal") + ": names a file that is not this quilt's (\"" +
+                                      target.substr(0, 100) + "\" <- \"" + staged.substr(0, 100) +
+                                      "\"); it was not written by qlty: remove it, or the whole prefix");
+    }
     for (const auto& [target, staged_bytes] : renames) {
       const std::string staged = acc_path(std::string(staged_bytes.begin(), staged_bytes.end()));
       if (::rename(staged.c_str(), acc_path(target).c_str()) != 0 && errno != ENOENT)
@@ -535,15 +579,23 @@ class LargeQuilt {
     if (opt_.durable) detail::sync_folder(acc_path());
   }
 
-  /// Deletes staged checkpoint files (names containing ".ckpt.") under the accumulator folder.
+  /// Deletes what killed runs left: staged checkpoint files (".ckpt.") and temporary files (".tmp": journals,
+  /// chunks and metadata written by temp_name) in the accumulator folder and its arrays, all of them stale while
+  /// this quilt holds the prefix's lock; and the temporary files of dead processes in the outputs.
   void remove_staged() const {
     std::vector<std::string> dirs{acc_path()};
     for (const auto& n : array_names()) dirs.push_back(acc_path(n));
+    auto is_temp = [](const std::string& f) {
+      return f.size() > 4 && f[0] == '.' &&
+             (f.find(".ckpt.") != std::string::npos || f.compare(f.size() - 4, 4, ".tmp") == 0);
+    };
     for (const auto& d : dirs) {
       if (!detail::is_directory(d)) continue;
       for (const auto& f : detail::list_dir(d))
-        if (f[0] == '.' && f.find(".ckpt.") != std::string::npos) ::unlink(detail::join_path(d, f).c_str());
+        if (is_temp(f)) ::unlink(detail::join_path(d, f).c_str());
     }
+    for (const char* out : {"_mean.zarr", "_std.zarr"})
+      if (detail::is_directory(prefix_ + out)) detail::remove_stale_temps(prefix_ + out);
   }
 
   void create_arrays(int64_t C) {
@@ -762,6 +814,7 @@ class LargeQuilt {
   }
 
   std::string prefix_;
+  std::unique_ptr<detail::LockFile> lock_;
   int64_t N_;
   Geometry<D> geom_;
   LargeQuiltOptions opt_;

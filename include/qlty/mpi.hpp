@@ -254,7 +254,7 @@ inline DistributedSummary infer_blockwise(const BlockModel& model, const BlockIn
       cout = resuming ? existing->at("out_channels").get<int64_t>()
                       : probe_channels(model, input, plan, options.device, output);
       plan_blocks(plan, options, cout, who);
-      out.emplace(output, plan, input.shape(), input.name(), options);
+      out.emplace(output, plan, input, options);
       state.resize(static_cast<size_t>(plan.total()));
       for (int64_t i = 0; i < plan.total(); ++i) state[i] = out->is_done(i) ? 1 : 0;
     } catch (const c10::Error& e) {
@@ -276,7 +276,7 @@ inline DistributedSummary infer_blockwise(const BlockModel& model, const BlockIn
     plan_blocks(plan, options, cout, who);
     BlockwiseOptions o = options;
     o.overwrite = false;
-    out.emplace(output, plan, input.shape(), input.name(), o, false);
+    out.emplace(output, plan, input, o, false);
   }
 
   detail::Claims claims(comm, plan, state);

@@ -33,12 +33,14 @@ inline bool is_tiff(const std::string& p) { return ends_with(p, ".tif") || ends_
 inline bool is_npy(const std::string& p) { return ends_with(p, ".npy"); }
 
 /// An input of rank 2-5 as (N, C, *S): ranks 2 and 3 get N = C = 1 in front.
-inline BlockInput as_block_input(std::vector<int64_t> shape, BlockInput::Reader read, const std::string& name) {
+inline BlockInput as_block_input(std::vector<int64_t> shape, BlockInput::Reader read, const std::string& name,
+                                 const std::string& id) {
+  // name: the file or folder it is read from
   if (shape.size() < 2 || shape.size() > 5)
     throw Error("input", name +
                              ": expected an image (Y, X), a volume (Z, Y, X), (N, C, Y, X) or (N, C, Z, Y, X), got " +
                              std::to_string(shape.size()) + " axes (shape " + c10::str(c10::IntArrayRef(shape)) + ")");
-  if (shape.size() >= 4) return BlockInput(shape, std::move(read), name);
+  if (shape.size() >= 4) return BlockInput(shape, std::move(read), name, id, name);
   std::vector<int64_t> full = {1, 1};
   full.insert(full.end(), shape.begin(), shape.end());
   return BlockInput(
@@ -46,7 +48,7 @@ inline BlockInput as_block_input(std::vector<int64_t> shape, BlockInput::Reader 
       [read](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
         return read({off.begin() + 2, off.end()}, {ext.begin() + 2, ext.end()}).unsqueeze(0).unsqueeze(0);
       },
-      name);
+      name, id, name);
 }
 
 // ---------------------------------------------------------------------------------------------------- .npy
@@ -167,7 +169,7 @@ inline BlockInput open_npy(const std::string& path) {
         for (size_t a = 0; a < ext.size(); ++a) v = v.narrow(static_cast<int64_t>(a), off[a], ext[a]);
         return m.u16 ? widen_u16(v) : v;
       },
-      path);
+      path, detail::file_fingerprint(path));
 }
 
 /// Writes a CPU tensor as a .npy file (little-endian, C order).
@@ -368,7 +370,15 @@ inline BlockInput open_input(const std::string& path) {
   if (is_npy(path)) return open_npy(path);
   if (is_tiff(path)) {
     auto t = read_tiff(path);  // (Y, X), (Z, Y, X) or (1, C, [Z,] Y, X)
-    return BlockInput::from_tensor(t.dim() < 4 ? t.unsqueeze(0).unsqueeze(0) : t, path);
+    auto x = t.dim() < 4 ? t.unsqueeze(0).unsqueeze(0) : t;
+    return BlockInput(
+        x.sizes().vec(),
+        [x](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
+          auto v = x;
+          for (size_t a = 0; a < ext.size(); ++a) v = v.narrow(static_cast<int64_t>(a), off[a], ext[a]);
+          return v;
+        },
+        path, detail::file_fingerprint(path), path);
   }
   const auto kind = zarr::node_type(path);
   if (kind == zarr::NodeType::Group && zarr::node_type(detail::join_path(path, "0")) == zarr::NodeType::Array)
@@ -380,7 +390,7 @@ inline BlockInput open_input(const std::string& path) {
   auto a = zarr::Array::open(path);
   return as_block_input(
       a.shape(), [a](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) { return a.read(off, ext); },
-      path);
+      path, detail::zarr_fingerprint(a));
 }
 
 }  // namespace qlty::tool

@@ -499,6 +499,9 @@ int run_convert(const ConvertArgs& a) {
   using qlty::Error;
   namespace zarr = qlty::zarr;
   namespace tool = qlty::tool;
+  if (qlty::detail::paths_overlap(a.output, a.input))
+    throw Error("overlap", a.output + ": the output would be the input " + a.input +
+                               ", hold it or lie inside it (after resolving links); choose another output");
   if (!a.overwrite && qlty::detail::path_exists(a.output))
     throw Error("zarr.exists", a.output + ": exists (pass --overwrite to replace it)");
   torch::Tensor data;

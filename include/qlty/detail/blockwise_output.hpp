@@ -7,6 +7,7 @@
 
 #include <qlty/blockwise_types.hpp>
 #include <qlty/detail/blockwise_plan.hpp>
+#include <qlty/detail/fingerprint.hpp>
 #include <qlty/detail/fs.hpp>
 #include <qlty/detail/zarr_codecs.hpp>
 #include <qlty/error.hpp>
@@ -56,13 +57,16 @@ class BlockwiseOutput {
  public:
   /// Creates the output or checks an existing one against `plan` (a difference is an Error `checkpoint` naming
   /// each setting). With `create` false, only opens what another process created (the ranks of a distributed run).
-  BlockwiseOutput(std::string path, const BlockPlan& plan, const std::vector<int64_t>& input_shape,
-                  const std::string& input_name, const BlockwiseOptions& o, bool create = true)
+  BlockwiseOutput(std::string path, const BlockPlan& plan, const BlockInput& input, const BlockwiseOptions& o,
+                  bool create = true)
       : path_(std::move(path)), plan_(plan), durable_(o.durable) {
     using json = nlohmann::json;
-    const json layout = plan_layout(plan, input_shape, o);
+    const json layout = plan_layout(plan, input, o);
     const std::string dumped = layout.dump();
     const std::string hash = hex32(crc32c(reinterpret_cast<const uint8_t*>(dumped.data()), dumped.size()));
+    if (!input.source().empty() && paths_overlap(path_, input.source()))
+      throw Error("overlap", path_ + ": the output would be the input " + input.source() +
+                                 ", hold it or lie inside it (after resolving links); choose another output");
     if (create) prepare_folder(o.overwrite);
     make_dirs(qlty_folder(path_));
     {
@@ -83,7 +87,7 @@ class BlockwiseOutput {
         atomic_write(manifest_path(path_), manifest.dump(2), o.durable);
       }
       make_dirs(done_folder(path_));
-      make_group(layout, input_name, o);  // idempotent: finishes a setup that was interrupted after the manifest
+      make_group(layout, input.name(), o);  // idempotent: finishes a setup that was interrupted after the manifest
     }
   }
 

@@ -191,9 +191,9 @@ inline void plan_blocks(BlockPlan& plan, const BlockwiseOptions& o, int64_t Cout
 }
 
 /// The settings a resume must match (the manifest's `layout`).
-inline nlohmann::json plan_layout(const BlockPlan& plan, const std::vector<int64_t>& input_shape,
-                                  const BlockwiseOptions& o) {
-  return {{"input_shape", input_shape},
+inline nlohmann::json plan_layout(const BlockPlan& plan, const BlockInput& input, const BlockwiseOptions& o) {
+  return {{"input", input.id()},
+          {"input_shape", input.shape()},
           {"out_channels", plan.Cout},
           {"window", plan.spatial(plan.g.window)},
           {"step", plan.spatial(plan.g.step)},

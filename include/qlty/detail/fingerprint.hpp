@@ -1,0 +1,107 @@
+#pragma once
+// Identities of inputs, for the resume checks of blockwise runs: something that changes when the input is another
+// file, or the same file with other content. Not a hash of every byte (inputs are large): the resolved path, the
+// size, and checksums of the metadata and of a few samples of the data.
+
+#include <qlty/detail/fs.hpp>
+#include <qlty/detail/zarr_codecs.hpp>
+#include <qlty/zarr.hpp>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace qlty::detail {
+
+/// The absolute path with links resolved (the path as given when it cannot be resolved).
+inline std::string resolved_path(const std::string& path) {
+  char buf[PATH_MAX];
+  return ::realpath(path.c_str(), buf) ? std::string(buf) : path;
+}
+
+/// The resolved form of a path that may not exist yet: its deepest existing ancestor resolved, the rest appended.
+inline std::string resolved_new_path(const std::string& path) {
+  std::string head = path, tail;
+  while (!head.empty() && head != "/" && !path_exists(head)) {
+    const std::string base = base_name(head);
+    tail = tail.empty() ? base : join_path(base, tail);
+    const std::string parent = parent_path(head);
+    if (parent == head) break;
+    head = parent;
+  }
+  const std::string r = resolved_path(head.empty() ? "." : head);
+  return tail.empty() ? r : join_path(r, tail);
+}
+
+/// Whether two paths (existing or not) name the same file or folder, or one lies inside the other.
+inline bool paths_overlap(const std::string& a, const std::string& b) {
+  auto norm = [](std::string p) {
+    while (p.size() > 1 && p.back() == '/') p.pop_back();
+    return p;
+  };
+  const std::string x = norm(resolved_new_path(a)), y = norm(resolved_new_path(b));
+  auto inside = [](const std::string& in, const std::string& of) {
+    return in.size() > of.size() && in.compare(0, of.size(), of) == 0 && (of == "/" || in[of.size()] == '/');
+  };
+  return x == y || inside(x, y) || inside(y, x);
+}
+
+/// "<size>:<crc32c of up to 3 samples of `sample` bytes at the start, middle and end>" of a regular file, or "-"
+/// when there is none.
+inline std::string sampled_checksum(const std::string& path, size_t sample = size_t(64) << 10) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return "-";
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return "-";
+  }
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  std::vector<uint8_t> buf;
+  for (uint64_t at : {uint64_t(0), size / 2, size > sample ? size - sample : 0}) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(sample, size - std::min(at, size)));
+    const size_t old = buf.size();
+    buf.resize(old + n);
+    const ssize_t got = n ? ::pread(fd, buf.data() + old, n, static_cast<off_t>(at)) : 0;
+    buf.resize(old + static_cast<size_t>(std::max<ssize_t>(got, 0)));
+  }
+  ::close(fd);
+  char crc[9];
+  std::snprintf(crc, sizeof crc, "%08x", crc32c(buf.data(), buf.size()));
+  return std::to_string(size) + ":" + crc;
+}
+
+/// A file input: "file:<resolved path>:<size>:<mtime ns>:<sampled checksum>".
+inline std::string file_fingerprint(const std::string& path) {
+  struct stat st;
+  const long long mtime = ::stat(path.c_str(), &st) == 0
+                              ? static_cast<long long>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec
+                              : 0;
+  return "file:" + resolved_path(path) + ":" + std::to_string(mtime) + ":" + sampled_checksum(path);
+}
+
+/// A Zarr array: "zarr:<resolved path>:<checksum of its metadata file>:<checksums of its first, middle and last
+/// chunk files>" (a missing chunk is "-").
+inline std::string zarr_fingerprint(const zarr::Array& a) {
+  const std::string meta = join_path(a.path(), a.metadata().zarr_format == 3 ? "zarr.json" : ".zarray");
+  std::string id = "zarr:" + resolved_path(a.path()) + ":" + sampled_checksum(meta);
+  const auto grid = a.chunk_grid();
+  int64_t total = 1;
+  for (auto g : grid) total *= g;
+  for (int64_t flat : {int64_t(0), total / 2, total - 1}) {
+    std::vector<int64_t> idx(grid.size());
+    for (int64_t d = static_cast<int64_t>(grid.size()) - 1, r = flat; d >= 0; --d) {
+      idx[d] = r % grid[d];
+      r /= grid[d];
+    }
+    id += ":" + sampled_checksum(a.chunk_path(idx));
+  }
+  return id;
+}
+
+}  // namespace qlty::detail
