@@ -4,6 +4,8 @@
 // demo run.
 #include "cli_common.hpp"
 
+#include <sys/stat.h>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -292,6 +294,78 @@ TEST(Cli, ClearErrorsAndExitCodes) {
   EXPECT_TRUE(qlty::detail::is_directory(dir / "photos/2024"));
   expect_fails(run({"frobnicate"}, dir.path), {"frobnicate"});
   expect_fails(run({"info", dir / "nowhere"}, dir.path), {"nowhere: no such file"});
+}
+
+TEST(Cli, HostileFilesGiveClearErrorsNeverACrashOrAHang) {
+  TempDir dir;
+  auto text = [&](const std::string& rel, const std::string& body) {
+    qlty::detail::make_dirs(qlty::detail::parent_path(dir / rel));
+    std::ofstream(dir / rel) << body;
+  };
+  // NGFF attributes and manifests with missing keys (a SIGSEGV, a heap overflow, a use-after-free before).
+  for (const std::string g : {"g1", "g2", "g3", "o1", "o2"}) text(g + "/.zgroup", "{\"zarr_format\": 2}");
+  text("g1/.zattrs", "{\"multiscales\": []}");
+  text("g2/.zattrs", "{\"multiscales\": [{}]}");
+  text("g3/.zattrs", "{\"multiscales\": [{\"axes\": [{\"name\": 3}]}]}");
+  text("o1/.qlty/manifest.json", "{\"layout\": {}}");
+  text("o2/.qlty/manifest.json",
+       "{\"format\": \"qlty.blockwise/1\", \"hash\": \"0\", \"layout\": {\"input_shape\": \"x\"}, \"out_channels\": 1, "
+       "\"blocks_total\": 1}");
+  expect_fails(run({"info", dir / "g1"}, dir.path), {"[qlty.zarr.format]", "g1/.zattrs", "multiscales must be"});
+  expect_fails(run({"info", dir / "g2"}, dir.path), {"[qlty.zarr.format]", "g2/.zattrs", "missing key \"axes\""});
+  expect_fails(run({"info", dir / "g3"}, dir.path), {"[qlty.zarr.format]", "g3/.zattrs", "must be a string, got 3"});
+  expect_fails(run({"info", dir / "o1"}, dir.path), {"[qlty.zarr.format]", "manifest.json", "missing key \"format\""});
+  expect_fails(run({"info", dir / "o2"}, dir.path),
+               {"[qlty.zarr.format]", "manifest.json", "layout.input_shape must be a list of integers"});
+  write_npy_by_hand(dir / "img.npy", torch::randn({8, 8}), "<f4");
+  expect_fails(run({"infer", "-i", dir / "img.npy", "-o", dir / "o1", "-w", "4"}, dir.path),
+               {"[qlty.zarr.format]", "manifest.json", "missing key \"format\""});
+  // Deep nesting and an overflowing shape: clear errors from info and convert (a stack overflow, a negative
+  // count and gigabytes of memory before).
+  text("deep.zarr/.zarray", "{\"zarr_format\": 2, \"dtype\": " + std::string(100000, '[') +
+                                std::string(100000, ']') + "}");
+  expect_fails(run({"info", dir / "deep.zarr"}, dir.path), {"deep.zarr/.zarray", "nested deeper than 64 levels"});
+  text("big.zarr/.zarray", "{\"zarr_format\": 2, \"shape\": [9223372036854775807], \"chunks\": [2], \"dtype\": "
+                           "\"<f4\", \"compressor\": null, \"fill_value\": 0, \"order\": \"C\", \"filters\": null}");
+  expect_fails(run({"info", dir / "big.zarr"}, dir.path), {"big.zarr/.zarray", "too many chunks"});
+  expect_fails(run({"convert", dir / "big.zarr", dir / "big.npy"}, dir.path), {"too many chunks"});
+  // An array larger than memory: convert says how large instead of growing until it is killed.
+  text("huge.zarr/.zarray", "{\"zarr_format\": 2, \"shape\": [1099511627776], \"chunks\": [1048576], \"dtype\": "
+                            "\"<f4\", \"compressor\": null, \"fill_value\": 0, \"order\": \"C\", \"filters\": null}");
+  expect_fails(run({"convert", dir / "huge.zarr", dir / "huge.npy"}, dir.path),
+               {"huge.zarr: the array holds 4398.05 GB, more than half of this machine's memory"});
+  // A FIFO as an input file: refused at once, not waited on.
+  ASSERT_EQ(::mkfifo((dir / "pipe.npy").c_str(), 0644), 0);
+  ASSERT_EQ(::mkfifo((dir / "pipe.tif").c_str(), 0644), 0);
+  expect_fails(run({"infer", "-i", dir / "pipe.npy", "-o", dir / "p.zarr", "-w", "4"}, dir.path),
+               {"pipe.npy: not a regular file"});
+  expect_fails(run({"info", dir / "pipe.tif"}, dir.path), {"pipe.tif: not a regular file"});
+  // Links inside an array are not followed (a link to /usr ran for minutes, `loop -> .` counted chunks again).
+  qlty::zarr::Array::create(dir / "ln.zarr", qlty::zarr::ArrayOptions({4, 4}, {2, 2})).write({0, 0}, torch::ones({2, 2}));
+  ASSERT_EQ(::symlink(".", (dir / "ln.zarr/loop").c_str()), 0);
+  ASSERT_EQ(::symlink("/usr", (dir / "ln.zarr/usr").c_str()), 0);
+  ASSERT_EQ(::symlink("0.0", (dir / "ln.zarr/1.1").c_str()), 0);
+  auto r = run({"info", dir / "ln.zarr"}, dir.path);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("2 of 4 chunks stored"), std::string::npos) << r.out;  // 0.0, and 1.1 linking to it
+  // .npy headers with absurd shapes name the file and the problem.
+  auto npy_header = [&](const std::string& name, const std::string& shape) {
+    std::string h = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + shape + "), }";
+    h.append(63 - (10 + h.size()) % 64, ' ');
+    h += "\n";
+    std::ofstream f(dir / name, std::ios::binary);
+    f.write("\x93NUMPY\x01\x00", 8);
+    const char len[2] = {static_cast<char>(h.size() & 0xff), static_cast<char>(h.size() >> 8)};
+    f.write(len, 2);
+    f << h << "0123456789abcdef";
+  };
+  npy_header("long.npy", "12345678901234567890123, 2");
+  npy_header("over.npy", "4294967296, 4294967296, 4");
+  expect_fails(run({"info", dir / "long.npy"}, dir.path),
+               {"long.npy", "shape entry 12345678901234567890123 is too large"});
+  expect_fails(run({"info", dir / "over.npy"}, dir.path), {"over.npy", "more elements than 64 bits can count"});
+  for (const char* f : {"long.npy", "over.npy"})
+    EXPECT_EQ(run({"info", dir / f}, dir.path).err.find("stoll"), std::string::npos);
 }
 
 TEST(Cli, ProgressBarOnATerminal) {

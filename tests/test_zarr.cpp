@@ -7,8 +7,10 @@
 
 #include <signal.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -403,11 +405,15 @@ TEST(Zarr, V3RefusesWhatItCannotHonour) {
     write_text(dir / "a/zarr.json", base + tail);
     expect_qlty_error([&] { Array::open(dir / "a"); }, "zarr.unsupported", msg);
   }
-  write_text(
-      dir / "a/zarr.json",
-      base +
-          R"("codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "lzma", "must_understand": false}]})");
-  EXPECT_NO_THROW(Array::open(dir / "a"));
+  // Skipping a codec would leave bytes in a layout or encoding the array does not describe (the data would read
+  // back wrong): must_understand false does not make a codec skippable.
+  for (const std::string codecs :
+       {R"([{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "lzma", "must_understand": false}])",
+        R"([{"name": "transpose", "configuration": {"order": [0]}, "must_understand": false}, {"name": "bytes", "configuration": {"endian": "little"}}])"}) {
+    write_text(dir / "a/zarr.json", base + R"("codecs": )" + codecs + "}");
+    expect_qlty_error([&] { Array::open(dir / "a"); }, "zarr.unsupported",
+                      "cannot be skipped, although must_understand is false");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -584,6 +590,95 @@ torch::Tensor expected_interop(DataType t, const FillValue& fill) {
   e.slice(0, 3, 6).slice(1, 4, 8).slice(2, 5, 10).fill_(fill_scalar(fill));
   return e;
 }
+
+TEST(ZarrHostile, DeepNestingHugeShapesAndOutOfRangeSettings) {
+  TempDir dir;
+  // 100,000 levels of nesting: refused at parse time, never printed whole.
+  write_text(dir / "deep/.zarray", zarray("null", "", "<f4").replace(zarray("null").find("\"<f4\""), 5,
+                                                                     std::string(100000, '[') + std::string(100000, ']')));
+  expect_qlty_error([&] { Array::open(dir / "deep"); }, "zarr.format", "nested deeper than 64 levels");
+  // Products of sizes that overflow 64 bits, or absurd chunk counts.
+  write_text(dir / "big/.zarray", zarray("null", "", "<f4", "[9223372036854775807]", "[2]"));
+  expect_qlty_error([&] { Array::open(dir / "big"); }, "zarr.unsupported", "too many chunks");
+  write_text(dir / "prod/.zarray", zarray("null", "", "<f8", "[4294967296, 4294967296]", "[1, 1]"));
+  expect_qlty_error([&] { Array::open(dir / "prod"); }, "zarr.unsupported", "does not fit in 64 bits");
+  // A v3 integer setting that does not fit in an int is out of range, not truncated (4294967297 would be 1).
+  write_text(dir / "lvl/zarr.json", R"({"zarr_format": 3, "node_type": "array", "shape": [4], "data_type": "int32",
+    "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [2]}}, "chunk_key_encoding": {"name": "default"},
+    "fill_value": 0, "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+    {"name": "gzip", "configuration": {"level": 4294967297}}]})");
+  expect_qlty_error([&] { Array::open(dir / "lvl"); }, "zarr.format", "codec \"gzip\" level out of range: 4294967297");
+  // A v2 setting out of its range: the tag and the file once.
+  write_text(dir / "cl/.zarray", zarray(R"({"id": "blosc", "cname": "lz4", "clevel": 99, "shuffle": 1})"));
+  try {
+    Array::open(dir / "cl");
+    ADD_FAILURE() << "clevel 99 accepted";
+  } catch (const qlty::Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("clevel must be 0-9, got 99"), std::string::npos) << m;
+    EXPECT_EQ(m.find("[qlty."), m.rfind("[qlty.")) << m;
+    EXPECT_EQ(m.find(".zarray"), m.rfind(".zarray")) << m;
+  }
+}
+
+TEST(ZarrHostile, FifosAreRefusedWithoutBlocking) {
+  TempDir dir;
+  auto a = Array::create(dir / "a", ArrayOptions({4, 4}, {2, 2}));
+  a.write({0, 0}, torch::ones({4, 4}));
+  ASSERT_EQ(::unlink((dir / "a/0.0").c_str()), 0);
+  ASSERT_EQ(::mkfifo((dir / "a/0.0").c_str(), 0644), 0);  // opening it for reading would wait for a writer
+  expect_qlty_error([&] { a.read(); }, "zarr.format", "not a regular file");
+  qlty::detail::make_dirs(dir / "b");
+  ASSERT_EQ(::mkfifo((dir / "b/.zarray").c_str(), 0644), 0);
+  expect_qlty_error([&] { Array::open(dir / "b"); }, "zarr.format", "not a regular file");
+}
+
+TEST(ZarrHostile, RegionReadsOverMillionsOfChunksStayInBoundedMemory) {
+  // 4M one-element chunks, 3 of them stored: the read makes no object per chunk (before: ~400 MB of index lists).
+  TempDir dir;
+  auto a = Array::create(dir / "tiny", ArrayOptions({int64_t(1) << 22}, {1}, DataType::Float32));
+  a.write({5}, torch::tensor({2.0f}));
+  a.write({(int64_t(1) << 22) - 1}, torch::tensor({3.0f}));
+  const auto rss = [] {
+    std::ifstream f("/proc/self/status");
+    std::string line;
+    while (std::getline(f, line))
+      if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // MiB
+    return 0.0;
+  };
+  std::ofstream("/proc/self/clear_refs") << "5";  // resets the peak to the current resident size
+  const double before = rss();
+  const auto x = a.read();
+  const double grown = rss() - before;
+  EXPECT_EQ(x.sum().item<float>(), 5.0f);
+  EXPECT_EQ(x[5].item<float>(), 2.0f);
+  EXPECT_LT(grown, 120.0) << "MiB of peak memory growth for a 16 MiB result";
+}
+
+TEST(ZarrHostile, IntegerWritesRefuseWhatTheTypeCannotHold) {
+  // One rule for every integer type: no wrapping (300 -> 44, -1 -> 255, NaN -> 0 before).
+  TempDir dir;
+  for (const auto& [dt, lo, hi] : std::vector<std::tuple<DataType, double, double>>{
+           {DataType::Int8, -128, 127}, {DataType::UInt8, 0, 255}, {DataType::Int16, -32768, 32767},
+           {DataType::UInt16, 0, 65535}, {DataType::Int32, -2147483648.0, 2147483647.0},
+           {DataType::UInt32, 0, 4294967295.0}}) {
+    SCOPED_TRACE(qlty::zarr::name(dt));
+    auto a = Array::create(dir / qlty::zarr::name(dt), ArrayOptions({3}, {3}, dt));
+    a.write({0}, torch::tensor({lo, hi, 1.9}, torch::kDouble));  // the bounds fit; fractions are cut toward zero
+    EXPECT_TRUE(torch::equal(a.read().to(torch::kDouble), torch::tensor({lo, hi, 1.0}, torch::kDouble)));
+    for (double bad : {lo - 1, hi + 1, std::nan(""), std::numeric_limits<double>::infinity()})
+      expect_c10<c10::ValueError>([&] { a.write({0}, torch::tensor({bad, 0.0, 0.0}, torch::kDouble)); },
+                                  std::isnan(bad) || std::isinf(bad) ? "NaN or infinite" : "values must be in [");
+    if (hi < 300)
+      expect_c10<c10::ValueError>([&] { a.write({0}, torch::tensor({300.0f, 0.f, 0.f})); }, "values must be in [");
+    EXPECT_TRUE(torch::equal(a.read().to(torch::kDouble), torch::tensor({lo, hi, 1.0}, torch::kDouble)));  // kept
+  }
+  auto i64 = Array::create(dir / "i64", ArrayOptions({1}, {1}, DataType::Int64));
+  expect_c10<c10::ValueError>([&] { i64.write({0}, torch::tensor({1e19})); }, "values must be in [");
+  auto wide = Array::create(dir / "i8", ArrayOptions({2}, {2}, DataType::Int8));
+  expect_c10<c10::ValueError>([&] { wide.write({0}, torch::tensor({int64_t(1000), int64_t(0)})); }, "values must be in [");
+}
+
 
 TEST(ZarrPython, ArraysWrittenByZarrPythonRead) {
   QLTY_SKIP_WITHOUT_ZARR_PYTHON();

@@ -50,10 +50,9 @@ inline BlockwiseStatus blockwise_status(const std::string& output) {
   if (!m) throw Error("zarr.missing", output + ": not a qlty inference output (no .qlty/manifest.json)");
   BlockwiseStatus s;
   s.manifest = *m;
-  s.blocks_total = m->value("blocks_total", int64_t(0));
-  std::vector<bool> done;
-  const auto plan = plan_from_manifest(*m);
-  if (plan) done.assign(static_cast<size_t>(plan->total()), false);
+  s.blocks_total = m->at("blocks_total").get<int64_t>();
+  const auto plan = plan_from_manifest(*m, manifest_path(output));
+  std::vector<bool> done(static_cast<size_t>(plan.total()), false);
   const std::string done_dir = done_folder(output);
   if (is_directory(done_dir))
     for (const auto& f : list_dir(done_dir)) {
@@ -65,19 +64,19 @@ inline BlockwiseStatus blockwise_status(const std::string& output) {
     }
   // Parts: .qlty/parts/<K>/<i> for each part started; every part of each K is listed.
   const std::string parts = parts_folder(output);
-  if (plan && is_directory(parts))
+  if (is_directory(parts))
     for (const auto& k : list_dir(parts)) {
       char* end = nullptr;
       const long long K = std::strtoll(k.c_str(), &end, 10);
-      if (*end != 0 || K < 2 || K > plan->total()) continue;
+      if (*end != 0 || K < 2 || K > plan.total()) continue;
       const auto started = list_dir(join_path(parts, k));
       for (int64_t p = 0; p < K; ++p) {
         BlockwisePartStatus ps;
         ps.index = p;
         ps.count = K;
-        const auto [b, e] = plan->part_range(p, K);
+        const auto [b, e] = plan.part_range(p, K);
         ps.blocks = e - b;
-        for (int64_t i = b; i < e; ++i) ps.blocks_done += done[static_cast<size_t>(plan->id(i))] ? 1 : 0;
+        for (int64_t i = b; i < e; ++i) ps.blocks_done += done[static_cast<size_t>(plan.id(i))] ? 1 : 0;
         ps.started = std::find(started.begin(), started.end(), std::to_string(p)) != started.end();
         s.parts.push_back(ps);
       }
@@ -98,7 +97,7 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
 
   BlockPlan plan = plan_grid(input.shape(), options, who);
   const auto existing = read_manifest(output);
-  const bool resuming = existing && !options.overwrite && existing->contains("out_channels");
+  const bool resuming = existing && !options.overwrite;
   plan_blocks(plan, options,
               resuming ? existing->at("out_channels").get<int64_t>()
                        : probe_channels(model, input, plan, options.device, output),

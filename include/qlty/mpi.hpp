@@ -250,7 +250,7 @@ inline DistributedSummary infer_blockwise(const BlockModel& model, const BlockIn
       TORCH_CHECK_VALUE(options.max_blocks == -1, who, ": max_blocks is for one process; got ", options.max_blocks);
       plan = plan_grid(input.shape(), options, who);
       const auto existing = read_manifest(output);
-      const bool resuming = existing && !options.overwrite && existing->contains("out_channels");
+      const bool resuming = existing && !options.overwrite;
       cout = resuming ? existing->at("out_channels").get<int64_t>()
                       : probe_channels(model, input, plan, options.device, output);
       plan_blocks(plan, options, cout, who);

@@ -17,6 +17,8 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <functional>
 #include <memory>
@@ -214,7 +216,7 @@ class Array {
                       ": dimension_names must have ", o.shape.size(), " entries, got ", o.dimension_names.size());
     TORCH_CHECK_VALUE(o.dimension_names.empty() || o.zarr_format == 3, where,
                       ": dimension_names are a Zarr v3 feature (zarr_format is 2)");
-    TORCH_CHECK_VALUE(o.attributes.is_object(), where, ": attributes must be a JSON object, got ", o.attributes.dump());
+    TORCH_CHECK_VALUE(o.attributes.is_object(), where, ": attributes must be a JSON object, got ", qlty::detail::brief(o.attributes));
     if (o.zarr_format == 2) {
       TORCH_CHECK_VALUE(o.codecs.size() <= 1, where, ": Zarr v2 takes at most one compressor, got ", o.codecs.size());
       for (const auto& c : o.codecs) TORCH_CHECK_VALUE(c.id != Codec::Id::Crc32c, where, ": crc32c is a Zarr v3 codec");
@@ -316,6 +318,9 @@ class Array {
   }
   /// @brief Whether the chunk is stored (a missing chunk reads as the fill value).
   bool chunk_exists(c10::IntArrayRef idx) const { return qlty::detail::path_exists(chunk_path(idx)); }
+  /// @brief How many chunks are stored: files named by a chunk key of the grid, found without entering linked
+  /// folders (nothing outside the array is visited).
+  int64_t stored_chunk_count() const { return static_cast<int64_t>(stored_chunks().size()); }
 
   /// @brief The user attributes (`.zattrs` in v2, read on each call; in zarr.json in v3).
   json attributes() const {
@@ -325,7 +330,7 @@ class Array {
   /// @brief Replaces the user attributes (atomically).
   void set_attributes(const json& attributes) {
     TORCH_CHECK_VALUE(attributes.is_object(), "qlty::zarr::Array::set_attributes: expected a JSON object, got ",
-                      attributes.dump());
+                      qlty::detail::brief(attributes));
     if (s_->meta.zarr_format == 2) {
       qlty::detail::atomic_write(qlty::detail::join_path(s_->path, ".zattrs"), attributes.dump(4, ' ', true),
                                  s_->durable);
@@ -343,8 +348,19 @@ class Array {
     check_box(offset, shape, "read");
     const auto natural = scalar_type();
     auto out = qlty::detail::empty_output(shape, torch::TensorOptions().dtype(natural));
-    if (out.numel() > 0) {
-      const auto chunks = chunks_in(offset, shape);
+    const auto chunks = chunk_range(offset, shape);
+    if (out.numel() > 0 && chunks.size() > kListedRead) {
+      // Many chunks (tiny ones, or a sparse array): list what is stored once, fill the rest in one pass.
+      out.fill_(natural_fill());
+      const auto stored = stored_chunks(chunks);
+      at::parallel_for(0, static_cast<int64_t>(stored.size()), 1, [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; ++k) {
+          const auto& idx = stored[k];
+          if (auto c = load_chunk(idx))
+            slice(out, idx, offset, offset, shape).copy_(to_natural(slice(*c, idx, chunk_origin(idx), offset, shape)));
+        }
+      });
+    } else if (out.numel() > 0) {
       at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
         for (int64_t k = b; k < e; ++k) {
           const auto& idx = chunks[k];
@@ -537,26 +553,75 @@ class Array {
   }
 
   /// Grid indices of the chunks that intersect a box, in row-major order.
-  std::vector<std::vector<int64_t>> chunks_in(c10::IntArrayRef offset, c10::IntArrayRef shape) const {
+  /// The chunks a box meets, in C order, without a list of them (a box can meet millions of tiny chunks): size()
+  /// of them, the k-th by [k].
+  struct ChunkRange {
+    std::vector<int64_t> lo, hi;
+    int64_t count = 0;
+    int64_t size() const { return count; }
+    std::vector<int64_t> operator[](int64_t k) const {
+      std::vector<int64_t> idx(lo.size());
+      for (int64_t a = static_cast<int64_t>(lo.size()) - 1; a >= 0; --a) {
+        const int64_t n = hi[a] - lo[a];
+        idx[a] = lo[a] + k % n;
+        k /= n;
+      }
+      return idx;
+    }
+  };
+  /// Region reads meeting more chunks than this list the stored ones first.
+  static constexpr int64_t kListedRead = 4096;
+
+  /// The stored chunks (files named by a chunk key; folders only as deep as keys go, linked folders not entered)
+  /// inside `range`, or of the whole grid.
+  std::vector<std::vector<int64_t>> stored_chunks(const std::optional<ChunkRange>& range = std::nullopt) const {
+    const auto& m = s_->meta;
+    std::vector<std::vector<int64_t>> out;
+    const int max_depth = m.ndim() + 1;
+    std::function<void(const std::string&, const std::string&, int)> walk = [&](const std::string& dir,
+                                                                                const std::string& rel, int depth) {
+      for (const auto& f : qlty::detail::list_dir(dir)) {
+        if (f.empty() || f[0] == '.' || f == "zarr.json") continue;
+        const std::string p = qlty::detail::join_path(dir, f), r = rel.empty() ? f : rel + "/" + f;
+        struct stat st;
+        if (::lstat(p.c_str(), &st) != 0) continue;
+        if (S_ISDIR(st.st_mode)) {
+          if (depth < max_depth) walk(p, r, depth + 1);
+          continue;
+        }
+        if (S_ISLNK(st.st_mode) && (::stat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode))) continue;
+        auto idx = m.parse_chunk_key(r);
+        if (!idx) continue;
+        bool inside = true;
+        for (size_t a = 0; range && a < idx->size(); ++a)
+          inside = inside && (*idx)[a] >= range->lo[a] && (*idx)[a] < range->hi[a];
+        if (inside) out.push_back(std::move(*idx));
+      }
+    };
+    walk(s_->path, "", 0);
+    return out;
+  }
+
+  ChunkRange chunk_range(c10::IntArrayRef offset, c10::IntArrayRef shape) const {
     const auto& c = s_->meta.chunks;
     const size_t D = c.size();
-    std::vector<int64_t> lo(D), hi(D);
+    ChunkRange r;
+    r.lo.resize(D);
+    r.hi.resize(D);
+    r.count = 1;
     for (size_t a = 0; a < D; ++a) {
-      if (shape[a] == 0) return {};
-      lo[a] = offset[a] / c[a];
-      hi[a] = (offset[a] + shape[a] - 1) / c[a] + 1;
+      if (shape[a] == 0) return ChunkRange{};
+      r.lo[a] = offset[a] / c[a];
+      r.hi[a] = (offset[a] + shape[a] - 1) / c[a] + 1;
+      r.count *= r.hi[a] - r.lo[a];  // at most the grid's chunk count, checked when the metadata was read
     }
+    return r;
+  }
+  std::vector<std::vector<int64_t>> chunks_in(c10::IntArrayRef offset, c10::IntArrayRef shape) const {
+    const auto r = chunk_range(offset, shape);
     std::vector<std::vector<int64_t>> out;
-    std::vector<int64_t> idx = lo;
-    while (true) {
-      out.push_back(idx);
-      int a = static_cast<int>(D) - 1;
-      while (a >= 0 && ++idx[a] == hi[a]) {
-        idx[a] = lo[a];
-        --a;
-      }
-      if (a < 0) break;
-    }
+    out.reserve(static_cast<size_t>(r.size()));
+    for (int64_t k = 0; k < r.size(); ++k) out.push_back(r[k]);
     return out;
   }
 
@@ -637,27 +702,51 @@ class Array {
     }
   }
 
-  /// `data` converted to the storage type (unsigned ranges checked), on the CPU.
+  /// `data` converted to the storage type, on the CPU. One rule for every integer type: values that are not finite
+  /// or lie outside the type's range are refused (never wrapped); fractions are cut toward zero, as C++ and NumPy
+  /// casts do.
   torch::Tensor to_storage(const torch::Tensor& data, const char* who) const {
     const auto dt = s_->meta.dtype;
     auto t = data.to(torch::kCPU);
-    const auto check_range = [&](int64_t hi) {
-      if (t.numel() == 0) return;
-      const auto l = t.to(torch::kDouble);
-      TORCH_CHECK_VALUE(l.min().item<double>() >= 0 && (hi < 0 || l.max().item<double>() <= double(hi)),
-                        "qlty::zarr::Array::", who, "(", s_->path, "): values must be in [0, ",
-                        hi < 0 ? std::string("2^64") : std::to_string(hi), "] for ", name(dt), ", got [",
-                        l.min().item<double>(), ", ", l.max().item<double>(), "]");
+    // The range of each integer type, as doubles (the bounds of 64-bit types are powers of two: exact).
+    auto range = [](DataType d, double& lo, double& hi) {
+      switch (d) {
+        case DataType::Int8: lo = -128, hi = 127; return true;
+        case DataType::UInt8: lo = 0, hi = 255; return true;
+        case DataType::Int16: lo = -32768, hi = 32767; return true;
+        case DataType::UInt16: lo = 0, hi = 65535; return true;
+        case DataType::Int32: lo = -2147483648.0, hi = 2147483647.0; return true;
+        case DataType::UInt32: lo = 0, hi = 4294967295.0; return true;
+        case DataType::Int64: lo = -9223372036854775808.0, hi = 9223372036854775807.0; return true;
+        case DataType::UInt64: lo = 0, hi = 18446744073709551615.0; return true;
+        default: return false;
+      }
     };
+    double lo = 0, hi = 0;
+    if (t.numel() > 0 && range(dt, lo, hi)) {
+      double slo = 0, shi = 0;
+      const bool fits = !t.is_floating_point() && !t.is_complex() && t.scalar_type() != torch::kBool &&
+                        range(data_type(t.scalar_type()), slo, shi) && slo >= lo && shi <= hi;
+      if (!fits && t.scalar_type() != torch::kBool) {
+        if (t.is_floating_point())
+          TORCH_CHECK_VALUE(torch::isfinite(t).all().item<bool>(), "qlty::zarr::Array::", who, "(", s_->path,
+                            "): NaN or infinite values cannot be stored as ", name(dt));
+        const auto l = t.to(torch::kDouble);
+        const double mn = l.min().item<double>(), mx = l.max().item<double>();
+        // 64-bit types: hi is 2^63 or 2^64 as a double, itself out of range
+        const bool top_open = dt == DataType::Int64 || dt == DataType::UInt64;
+        TORCH_CHECK_VALUE(mn >= lo && (top_open ? mx < hi : mx <= hi), "qlty::zarr::Array::", who, "(", s_->path,
+                          "): values must be in [", static_cast<int64_t>(lo), ", ",
+                          dt == DataType::UInt64 ? std::string("2^64") : std::to_string(static_cast<uint64_t>(hi)),
+                          top_open ? ")" : "]", " for ", name(dt), ", got [", mn, ", ", mx, "]");
+      }
+    }
     switch (dt) {
       case DataType::UInt16:
-        check_range(65535);
         return t.to(torch::kInt).to(torch::kShort);
       case DataType::UInt32:
-        check_range(4294967295LL);
         return t.to(torch::kLong).to(torch::kInt);
       case DataType::UInt64:
-        check_range(-1);
         return t.to(torch::kLong);
       default:
         return t.to(storage_type());
@@ -731,7 +820,7 @@ class Array {
     const auto& m = s_->meta;
     const auto src = to_storage(data, who);
     const auto shape = data.sizes();
-    const auto chunks = chunks_in(offset, shape);
+    const auto chunks = chunk_range(offset, shape);
     if (take_locks) (void)lock_file();  // create it before the parallel region
     at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
@@ -774,7 +863,7 @@ class Group {
     TORCH_CHECK_VALUE(zarr_format == 2 || zarr_format == 3, "qlty::zarr::Group::create(", path,
                       "): zarr_format must be 2 or 3, got ", zarr_format);
     TORCH_CHECK_VALUE(attributes.is_object(), "qlty::zarr::Group::create(", path,
-                      "): attributes must be a JSON object, got ", attributes.dump());
+                      "): attributes must be a JSON object, got ", qlty::detail::brief(attributes));
     const std::string p = detail_::strip_slashes(path);
     detail_::prepare_node_folder(p, overwrite, "Group::create");
     Group g(p, zarr_format);
@@ -831,7 +920,7 @@ class Group {
 
   void set_attributes(const json& attributes, bool skip_empty) {
     TORCH_CHECK_VALUE(attributes.is_object(), "qlty::zarr::Group::set_attributes(", path_,
-                      "): expected a JSON object, got ", attributes.dump());
+                      "): expected a JSON object, got ", qlty::detail::brief(attributes));
     if (format_ == 2) {
       if (!skip_empty)
         qlty::detail::atomic_write(qlty::detail::join_path(path_, ".zattrs"), attributes.dump(4, ' ', true), false);

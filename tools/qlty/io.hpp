@@ -120,6 +120,7 @@ inline NpyHeader parse_npy_header(const uint8_t* p, size_t n, const std::string&
     size_t j = i;
     while (j < dims.size() && std::isdigit(static_cast<unsigned char>(dims[j]))) ++j;
     if (j == i) bad("malformed shape (" + dims + ")");
+    if (j - i > 18) bad("shape entry " + dims.substr(i, j - i) + " is too large (the shape is (" + dims + "))");
     out.shape.push_back(std::stoll(dims.substr(i, j - i)));
     i = j;
   }
@@ -136,10 +137,13 @@ struct MappedNpy {
 inline torch::Tensor widen_u16(const torch::Tensor& t) { return t.to(torch::kInt).bitwise_and_(0xFFFF); }
 
 inline MappedNpy map_npy(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block
   if (fd < 0) detail::throw_io("open", path, errno);
   struct stat st {};
-  ::fstat(fd, &st);
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error("input", path + ": not a regular file");
+  }
   const size_t size = static_cast<size_t>(st.st_size);
   void* map = size ? ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
   const int err = errno;
@@ -150,8 +154,16 @@ inline MappedNpy map_npy(const std::string& path) {
   }
   std::shared_ptr<void> keep(map, [size](void* p) { ::munmap(p, size); });
   const auto h = parse_npy_header(static_cast<const uint8_t*>(map), size, path);
-  const size_t bytes = static_cast<size_t>(c10::multiply_integers(h.shape)) * c10::elementSize(h.dtype);
-  if (h.data_offset + bytes > size)
+  int64_t numel = 1, nbytes = 0;
+  for (auto v : h.shape)
+    if (__builtin_mul_overflow(numel, v, &numel))
+      throw Error("input", path + ": the shape " + c10::str(c10::IntArrayRef(h.shape)) + " has more elements than 64 "
+                                  "bits can count");
+  if (__builtin_mul_overflow(numel, static_cast<int64_t>(c10::elementSize(h.dtype)), &nbytes))
+    throw Error("input", path + ": the shape " + c10::str(c10::IntArrayRef(h.shape)) + " has more bytes than 64 bits "
+                                "can count");
+  const size_t bytes = static_cast<size_t>(nbytes);
+  if (bytes > size || h.data_offset + bytes > size)
     throw Error("input", path + ": truncated: the header promises " + std::to_string(bytes) +
                              " bytes of data, the file has " + std::to_string(size - h.data_offset));
   auto t = torch::from_blob(
@@ -216,6 +228,9 @@ using TiffPtr = std::unique_ptr<TIFF, TiffCloser>;
 inline torch::Tensor read_tiff(const std::string& path) {
   TIFFSetWarningHandler(nullptr);
   if (!detail::path_exists(path)) throw Error("input", path + ": no such file");
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode))  // libtiff would block on a FIFO
+    throw Error("input", path + ": not a regular file");
   TiffPtr tif(TIFFOpen(path.c_str(), "r"));
   if (!tif) throw Error("input", path + ": not a readable TIFF file");
   std::vector<torch::Tensor> pages;

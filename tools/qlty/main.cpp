@@ -18,6 +18,7 @@
 #endif
 
 #include <sched.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
 #include <thread>
@@ -406,22 +407,11 @@ std::string describe_array(const qlty::zarr::Array& a) {
     codecs +=
         (codecs.empty() ? "" : ", ") +
         (m.zarr_format == 2 ? qlty::detail::v2_compressor_json(c) : qlty::detail::v3_codec_json(c, m.dtype)).dump();
-  int64_t stored = 0, total = 1;
-  for (auto g : a.chunk_grid()) total *= g;
-  std::function<void(const std::string&)> count = [&](const std::string& dir) {
-    for (const auto& f : qlty::detail::list_dir(dir)) {
-      if (f[0] == '.' || f == "zarr.json") continue;
-      const auto p = qlty::detail::join_path(dir, f);
-      if (qlty::detail::is_directory(p))
-        count(p);
-      else
-        ++stored;
-    }
-  };
-  count(a.path());
+  int64_t total = 1;
+  for (auto g : a.chunk_grid()) total *= g;  // checked when the metadata was read
   return c10::str("Zarr v", m.zarr_format, " array, shape ", c10::IntArrayRef(m.shape), ", chunks ",
-                  c10::IntArrayRef(m.chunks), ", ", qlty::zarr::name(m.dtype), ", codecs [", codecs, "], ", stored,
-                  " of ", total, " chunks stored");
+                  c10::IntArrayRef(m.chunks), ", ", qlty::zarr::name(m.dtype), ", codecs [", codecs, "], ",
+                  a.stored_chunk_count(), " of ", total, " chunks stored");
 }
 
 int run_info(const std::string& path) {
@@ -448,28 +438,46 @@ int run_info(const std::string& path) {
   auto g = zarr::Group::open(path);
   const auto attrs = g.attributes();
   std::printf("%s: Zarr v%d group\n", path.c_str(), g.zarr_format());
-  if (attrs.contains("multiscales")) {
+  if (attrs.is_object() && attrs.contains("multiscales")) {  // NGFF: checked, every value comes from a file
+    using qlty::detail::brief;
+    const std::string f = qlty::detail::join_path(path, g.zarr_format() == 2 ? ".zattrs" : "zarr.json");
+    const auto& ms = attrs.at("multiscales");
+    if (!ms.is_array() || ms.empty() || !ms[0].is_object())
+      throw Error("zarr.format", f + ": multiscales must be a non-empty list of objects, got " + brief(ms));
     std::string axes;
-    for (const auto& ax : attrs["multiscales"][0]["axes"]) axes += ax.value("name", "?");
-    std::printf("  OME-Zarr image (NGFF %s), axes %s\n", attrs["multiscales"][0].value("version", "?").c_str(),
-                axes.c_str());
+    for (const auto& ax : qlty::detail::key(ms[0], "axes", f)) {
+      if (!ax.is_object() && !ax.is_string())
+        throw Error("zarr.format", f + ": multiscales[0].axes entries must be objects, got " + brief(ax));
+      const auto& name = ax.is_string() ? ax : qlty::detail::key(ax, "name", f);
+      axes += qlty::detail::as_string(name, "multiscales[0].axes name", f);
+    }
+    const auto v = ms[0].find("version");
+    std::printf("  OME-Zarr image (NGFF %s), axes %s\n",
+                v != ms[0].end() && v->is_string() ? v->get<std::string>().c_str() : "?", axes.c_str());
   }
-  std::function<void(const std::string&, const std::string&)> walk = [&](const std::string& dir,
-                                                                         const std::string& rel) {
+  // The group's members: folders only, links not followed, at most 16 levels.
+  std::function<void(const std::string&, const std::string&, int)> walk = [&](const std::string& dir,
+                                                                              const std::string& rel, int depth) {
     for (const auto& f : qlty::detail::list_dir(dir)) {
       if (f[0] == '.') continue;
       const auto p = qlty::detail::join_path(dir, f), r = rel.empty() ? f : rel + "/" + f;
+      struct stat st;
+      if (::lstat(p.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
       const auto t = zarr::node_type(p);
       if (t == zarr::NodeType::Array)
         std::printf("  %s: %s\n", r.c_str(), describe_array(zarr::Array::open(p)).c_str());
-      else if (t == zarr::NodeType::Group)
-        walk(p, r);
+      else if (t == zarr::NodeType::Group && depth < 16)
+        walk(p, r, depth + 1);
     }
   };
-  walk(path, "");
+  walk(path, "", 0);
   if (qlty::detail::path_exists(qlty::detail::manifest_path(path))) {
-    auto s = qlty::blockwise_status(path);
-    const auto& l = s.manifest["layout"];
+    auto s = qlty::blockwise_status(path);  // a checked manifest
+    const auto& l = s.manifest.at("layout");
+    auto field = [&](const char* k) {
+      const auto it = l.find(k);
+      return it == l.end() ? std::string("?") : qlty::detail::brief(*it, 60);
+    };
     std::printf(
         "  qlty inference output: %lld of %lld blocks done%s; window %s, step %s, border %s, border weight "
         "%s, block %s, model %s\n",
@@ -477,8 +485,8 @@ int run_info(const std::string& path) {
         s.blocks_done == s.blocks_total ? " (complete)"
         : s.parts.empty()               ? " (rerun the same command to finish)"
                                         : " (run the parts not complete to finish)",
-        l["window"].dump().c_str(), l["step"].dump().c_str(), l["border"].dump().c_str(),
-        l["border_weight"].dump().c_str(), l["block"].dump().c_str(), l["model"].dump().c_str());
+        field("window").c_str(), field("step").c_str(), field("border").c_str(), field("border_weight").c_str(),
+        field("block").c_str(), field("model").c_str());
     for (const auto& p : s.parts)
       std::printf("  part %lld/%lld: %lld of %lld blocks done%s\n", static_cast<long long>(p.index),
                   static_cast<long long>(p.count), static_cast<long long>(p.blocks_done),
@@ -511,7 +519,16 @@ int run_convert(const ConvertArgs& a) {
     const auto m = tool::map_npy(a.input);
     data = m.u16 ? tool::widen_u16(m.data) : m.data.clone();
   } else if (zarr::node_type(a.input) == zarr::NodeType::Array) {
-    data = zarr::Array::open(a.input).read();
+    const auto arr = zarr::Array::open(a.input);
+    // convert reads the array whole: refuse one that does not fit comfortably in memory, saying how large it is
+    int64_t bytes = zarr::itemsize(arr.metadata().dtype);
+    for (auto v : arr.shape()) bytes *= v;  // checked when the metadata was read
+    const double memory = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
+    if (memory > 0 && double(bytes) > memory / 2)
+      throw Error("input", c10::str(a.input, ": the array holds ", double(bytes) / 1e9, " GB, more than half of this "
+                                    "machine's memory (", memory / 1e9, " GB); convert reads it whole, so convert "
+                                    "parts of it, or use it as a Zarr input directly (qlty infer reads blocks)"));
+    data = arr.read();
   } else {
     throw Error("input",
                 a.input + (qlty::detail::path_exists(a.input) ? ": not a TIFF file, a .npy file or a Zarr array"

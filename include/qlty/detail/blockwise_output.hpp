@@ -32,11 +32,19 @@ inline std::string done_folder(const std::string& out) { return join_path(qlty_f
 inline std::string carry_folder(const std::string& out) { return join_path(qlty_folder(out), "carry"); }
 inline std::string parts_folder(const std::string& out) { return join_path(qlty_folder(out), "parts"); }
 
+/// The manifest of an output, checked: an object with the keys its readers use, of their types (an Error
+/// `zarr.format` naming the file and the key otherwise); nullopt when there is none.
 inline std::optional<nlohmann::json> read_manifest(const std::string& out) {
   const std::string f = manifest_path(out);
   auto text = read_file(f, 16 << 20, "manifest");
   if (!text) return std::nullopt;
-  return parse_json(std::string(text->begin(), text->end()), f);
+  auto m = parse_json(std::string(text->begin(), text->end()), f);
+  as_string(key(m, "format", f), "format", f);
+  as_string(key(m, "hash", f), "hash", f);
+  if (!key(m, "layout", f).is_object()) bad_meta(f, "layout must be an object, got " + brief(m["layout"]));
+  if (as_int(key(m, "out_channels", f), "out_channels", f) < 1) bad_meta(f, "out_channels must be >= 1");
+  if (as_int(key(m, "blocks_total", f), "blocks_total", f) < 0) bad_meta(f, "blocks_total must be >= 0");
+  return m;
 }
 
 inline std::string hex32(uint32_t v) {
@@ -285,21 +293,30 @@ class BlockwiseOutput {
   std::optional<zarr::Array> mean_arr_, std_arr_, label_arr_;
 };
 
-/// The plan's block order rebuilt from a manifest (for status: markers are block ids, parts are run-order ranges).
-inline std::optional<BlockPlan> plan_from_manifest(const nlohmann::json& m) {
-  const auto l = m.find("layout");
-  if (l == m.end() || !l->is_object() || !l->contains("input_shape") || !l->contains("block")) return std::nullopt;
-  const auto shape = l->at("input_shape").get<std::vector<int64_t>>();
-  const auto block = l->at("block").get<std::vector<int64_t>>();
-  if ((shape.size() != 4 && shape.size() != 5) || block.size() + 2 != shape.size()) return std::nullopt;
+/// The plan's block order rebuilt from a checked manifest (for status: markers are block ids, parts are run-order
+/// ranges); an Error `zarr.format` naming `file` when the layout does not describe one that matches blocks_total.
+inline BlockPlan plan_from_manifest(const nlohmann::json& m, const std::string& file) {
+  const auto& l = key(m, "layout", file);
+  const auto shape = int_list(key(l, "input_shape", file), "layout.input_shape", file);
+  const auto block = int_list(key(l, "block", file), "layout.block", file);
+  if ((shape.size() != 4 && shape.size() != 5) || block.size() + 2 != shape.size())
+    bad_meta(file, "layout.input_shape " + brief(l.at("input_shape")) + " and layout.block " + brief(l.at("block")) +
+                       " do not describe 2 or 3 spatial axes");
   BlockPlan p;
   p.D = static_cast<int>(block.size());
   p.A = p.D == 3 ? 0 : 1;
   p.N = shape[0];
+  int64_t total = p.N;
   for (int a = 0; a < p.D; ++a) {
-    if (block[a] < 1 || shape[2 + a] < 1) return std::nullopt;
-    p.nblocks[3 - p.D + a] = (shape[2 + a] + block[a] - 1) / block[a];
+    if (block[a] < 1 || shape[2 + a] < 1 || p.N < 1)
+      bad_meta(file, "layout sizes must be >= 1, got input_shape " + brief(l.at("input_shape")) + ", block " +
+                         brief(l.at("block")));
+    p.nblocks[3 - p.D + a] = shape[2 + a] / block[a] + (shape[2 + a] % block[a] != 0);
+    total = checked_mul(total, p.nblocks[3 - p.D + a], "the number of blocks", file);
   }
+  if (total != m.at("blocks_total").get<int64_t>())
+    bad_meta(file, "blocks_total is " + std::to_string(m.at("blocks_total").get<int64_t>()) + ", but the layout has " +
+                       std::to_string(total) + " blocks");
   return p;
 }
 

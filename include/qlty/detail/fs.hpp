@@ -98,7 +98,8 @@ inline void remove_tree(const std::string& path) {
 /// `zarr.format` error (`what` names the kind of file in the message).
 inline std::optional<size_t> read_file_into(const std::string& path, std::vector<uint8_t>& out, uint64_t max_bytes,
                                             const char* what = "file") {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO in place of a file must not block the open; it is refused below.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     if (errno == ENOENT) return std::nullopt;
     throw_io("open", path, errno);

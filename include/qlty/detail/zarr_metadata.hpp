@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -121,7 +122,7 @@ struct ArrayMetadata {
   /// Chunks along each axis.
   std::vector<int64_t> grid() const {
     std::vector<int64_t> g(shape.size());
-    for (size_t a = 0; a < shape.size(); ++a) g[a] = (shape[a] + chunks[a] - 1) / chunks[a];
+    for (size_t a = 0; a < shape.size(); ++a) g[a] = shape[a] / chunks[a] + (shape[a] % chunks[a] != 0);  // no overflow
     return g;
   }
 
@@ -136,6 +137,33 @@ struct ArrayMetadata {
     if (k.empty()) k = "0";  // a 0-d array's only chunk
     return k;
   }
+  /// The chunk index of a key (a path relative to the array, as chunk_key makes it), or nullopt when `rel` is
+  /// not a key of this array's grid.
+  std::optional<std::vector<int64_t>> parse_chunk_key(const std::string& rel) const {
+    std::string k = rel;
+    if (zarr_format == 3 && v3_default_keys) {
+      if (k == "c" && ndim() == 0) return std::vector<int64_t>{};
+      if (k.size() < 2 || k[0] != 'c' || k[1] != separator) return std::nullopt;
+      k = k.substr(2);
+    }
+    if (ndim() == 0) return k == "0" ? std::optional<std::vector<int64_t>>(std::vector<int64_t>{}) : std::nullopt;
+    const auto g = grid();
+    std::vector<int64_t> idx;
+    size_t at = 0;
+    while (true) {
+      const size_t end = std::min(k.find(separator, at), k.size());
+      const std::string part = k.substr(at, end - at);
+      if (part.empty() || part.size() > 18 || part.find_first_not_of("0123456789") != std::string::npos ||
+          static_cast<int>(idx.size()) == ndim())
+        return std::nullopt;
+      idx.push_back(std::stoll(part));
+      if (idx.back() >= g[idx.size() - 1]) return std::nullopt;
+      if (end == k.size()) break;
+      at = end + 1;
+    }
+    if (static_cast<int>(idx.size()) != ndim()) return std::nullopt;
+    return idx;
+  }
   const char* metadata_name() const { return zarr_format == 2 ? ".zarray" : "zarr.json"; }
 };
 
@@ -148,12 +176,36 @@ struct ArrayMetadata {
   throw Error("zarr.unsupported", file + ": " + what);
 }
 
+/// Nesting accepted in metadata files: far above what any Zarr or NGFF document needs, far below what recursion
+/// over the parsed value (printing, comparing, destroying) could not handle.
+constexpr int kMaxJsonDepth = 64;
+
 inline json parse_json(const std::string& text, const std::string& file) {
+  struct TooDeep {};
   try {
-    return json::parse(text);
+    return json::parse(text, [](int depth, json::parse_event_t, json&) {
+      if (depth > kMaxJsonDepth) throw TooDeep{};
+      return true;
+    });
+  } catch (const TooDeep&) {
+    bad_meta(file, "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   } catch (const json::exception& e) {
     bad_meta(file, std::string("invalid JSON: ") + e.what());
   }
+}
+
+/// A JSON value for a message: compact, at most `max` characters (values from files can be large).
+inline std::string brief(const json& v, size_t max = 120) {
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (s.size() > max) s = s.substr(0, max) + "... (" + std::to_string(s.size()) + " characters)";
+  return s;
+}
+
+/// a * b, or an Error naming `what` in `file` when the product does not fit in int64.
+inline int64_t checked_mul(int64_t a, int64_t b, const std::string& what, const std::string& file) {
+  int64_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r)) unsupported(file, what + " does not fit in 64 bits");
+  return r;
 }
 
 inline const json& key(const json& j, const char* k, const std::string& file) {
@@ -166,20 +218,20 @@ inline const json& key(const json& j, const char* k, const std::string& file) {
 inline int64_t as_int(const json& v, const std::string& what, const std::string& file) {
   if (v.is_number_unsigned()) {
     if (v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-      bad_meta(file, what + " is too large: " + v.dump());
+      bad_meta(file, what + " is too large: " + brief(v));
     return static_cast<int64_t>(v.get<uint64_t>());
   }
   if (v.is_number_integer()) return v.get<int64_t>();
-  bad_meta(file, what + " must be an integer, got " + v.dump());
+  bad_meta(file, what + " must be an integer, got " + brief(v));
 }
 
 inline std::string as_string(const json& v, const std::string& what, const std::string& file) {
-  if (!v.is_string()) bad_meta(file, what + " must be a string, got " + v.dump());
+  if (!v.is_string()) bad_meta(file, what + " must be a string, got " + brief(v));
   return v.get<std::string>();
 }
 
 inline std::vector<int64_t> int_list(const json& v, const std::string& what, const std::string& file) {
-  if (!v.is_array()) bad_meta(file, what + " must be a list of integers, got " + v.dump());
+  if (!v.is_array()) bad_meta(file, what + " must be a list of integers, got " + brief(v));
   std::vector<int64_t> out;
   for (const auto& e : v) out.push_back(as_int(e, what + " entry", file));
   return out;
@@ -200,14 +252,17 @@ inline void check_grid(const ArrayMetadata& m, const std::string& file) {
     if (m.chunks[a] > kMaxChunkBytes || (nbytes *= m.chunks[a]) > kMaxChunkBytes)
       unsupported(file, "a chunk of more than 2 GiB");
   }
-  // The number of chunks must fit in int64 (linear chunk indices are used for locks).
-  long double n = 1;
-  for (auto g : m.grid()) n *= static_cast<long double>(std::max<int64_t>(g, 1));
-  if (n > static_cast<long double>(std::numeric_limits<int64_t>::max() / 2)) unsupported(file, "too many chunks");
+  // Chunk counts, element counts and byte counts must fit in int64 (linear chunk indices are used for locks);
+  // more than 2^48 chunks is no real array.
+  int64_t chunks = 1, elements = 1;
+  for (auto g : m.grid()) chunks = checked_mul(chunks, std::max<int64_t>(g, 1), "the number of chunks", file);
+  if (chunks > (int64_t(1) << 48)) unsupported(file, "too many chunks (" + std::to_string(chunks) + ")");
+  for (auto s : m.shape) elements = checked_mul(elements, s, "the number of elements", file);
+  checked_mul(elements, m.itemsize(), "the size in bytes", file);
 }
 
 inline DataType parse_v2_dtype(const json& v, bool& big_endian, const std::string& file) {
-  if (!v.is_string()) unsupported(file, "dtype " + v.dump() + " (structured dtypes are not supported)");
+  if (!v.is_string()) unsupported(file, "dtype " + brief(v) + " (structured dtypes are not supported)");
   const std::string s = v.get<std::string>();
   if (s.size() >= 3 && (s[0] == '<' || s[0] == '>' || s[0] == '|')) {
     const char kind = s[1];
@@ -226,7 +281,7 @@ inline DataType parse_v2_dtype(const json& v, bool& big_endian, const std::strin
 
 inline FillValue parse_fill(const json& v, DataType t, const std::string& file, bool v3) {
   const auto& info = type_info(t);
-  const std::string what = "fill_value " + v.dump() + " for data type " + info.v3;
+  const std::string what = "fill_value " + brief(v) + " for data type " + info.v3;
   if (v.is_null()) {
     if (v3) bad_meta(file, "fill_value must not be null in Zarr v3");
     return FillValue::null();
@@ -348,14 +403,14 @@ inline FillValue normalize_fill(const FillValue& f, DataType t, const std::strin
   try {
     return parse_fill(j, t, where, false);
   } catch (const Error& e) {
-    TORCH_CHECK_VALUE(false, where, ": fill_value ", j.dump(), " cannot be stored as ", type_info(t).v3);
+    TORCH_CHECK_VALUE(false, where, ": fill_value ", brief(j), " cannot be stored as ", type_info(t).v3);
   }
 }
 
 // ---- codecs in metadata
 
 inline Codec parse_v2_compressor(const json& c, const std::string& file) {
-  if (!c.is_object()) bad_meta(file, "compressor must be null or an object, got " + c.dump());
+  if (!c.is_object()) bad_meta(file, "compressor must be null or an object, got " + brief(c));
   const std::string id = as_string(key(c, "id", file), "compressor id", file);
   auto opt_int = [&](const char* k, int def) {
     const auto it = c.find(k);
@@ -385,7 +440,9 @@ inline Codec parse_v2_compressor(const json& c, const std::string& file) {
     validate_codec(out, file);
   } catch (const Error& e) {
     if (out.id == Codec::Id::Blosc && blosc_compname_to_compcode(out.cname.c_str()) < 0) throw;
-    bad_meta(file, e.what());
+    // a setting out of range: the file is invalid (validate_codec's message already names the file)
+    const std::string what = e.what(), prefix = "[qlty." + e.tag() + "] " + file + ": ";
+    bad_meta(file, what.compare(0, prefix.size(), prefix) == 0 ? what.substr(prefix.size()) : what);
   }
   return out;
 }
@@ -465,7 +522,7 @@ inline ArrayMetadata parse_v2(const std::string& text, const std::string& file) 
   m.fortran_order = order == "F";
   const json& filters = key(j, "filters", file);
   if (!filters.is_null() && !(filters.is_array() && filters.empty()))
-    unsupported(file, "filters " + filters.dump() + " (only null is supported)");
+    unsupported(file, "filters " + brief(filters) + " (only null is supported)");
   if (const auto it = j.find("dimension_separator"); it != j.end() && !it->is_null()) {
     m.separator = parse_separator(*it, "dimension_separator", file);
   }
@@ -531,7 +588,11 @@ inline ArrayMetadata parse_v3(const std::string& text, const std::string& file) 
     const bool optional = c.is_object() && c.contains("must_understand") && c["must_understand"] == false;
     auto conf_int = [&](const char* k, int def) {
       const auto it = conf.find(k);
-      return it == conf.end() ? def : static_cast<int>(as_int(*it, name + " " + k, file));
+      if (it == conf.end()) return def;
+      const int64_t v = as_int(*it, name + " " + k, file);
+      if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+        bad_meta(file, "codec \"" + name + "\" " + k + " out of range: " + std::to_string(v));
+      return static_cast<int>(v);
     };
     if (name == "bytes") {
       if (have_bytes) bad_meta(file, "more than one \"bytes\" codec");
@@ -545,11 +606,12 @@ inline ArrayMetadata parse_v3(const std::string& text, const std::string& file) 
       }
       continue;
     }
-    if (!have_bytes) {
-      if (optional) continue;
-      unsupported(file,
-                  "codec \"" + name + "\" before \"bytes\" (array-to-array codecs and sharding are not supported)");
-    }
+    // A codec changes the bytes: one that is skipped leaves them in a layout or encoding the array does not
+    // describe. So unknown codecs are refused even with must_understand: false.
+    if (!have_bytes)
+      unsupported(file, "codec \"" + name + "\" before \"bytes\" (array-to-array codecs and sharding are not " +
+                            "supported" + (optional ? "; it cannot be skipped, although must_understand is false" : "") +
+                            ")");
     Codec k;
     if (name == "gzip") {
       k = Codec::gzip(conf_int("level", 1));
@@ -578,14 +640,14 @@ inline ArrayMetadata parse_v3(const std::string& text, const std::string& file) 
     } else if (name == "crc32c") {
       k = Codec::crc32c();
     } else {
-      if (optional) continue;
-      unsupported(file, "codec \"" + name + "\" (supported: bytes, gzip, zstd, blosc, crc32c)");
+      unsupported(file, "codec \"" + name + "\" (supported: bytes, gzip, zstd, blosc, crc32c)" +
+                            (optional ? "; it cannot be skipped, although must_understand is false" : ""));
     }
     try {
       validate_codec(k, file);
     } catch (const Error&) {
       if (k.id == Codec::Id::Blosc && blosc_compname_to_compcode(k.cname.c_str()) < 0) throw;
-      bad_meta(file, "invalid configuration of codec \"" + name + "\": " + conf.dump());
+      bad_meta(file, "invalid configuration of codec \"" + name + "\": " + brief(conf));
     }
     m.codecs.push_back(k);
   }
@@ -594,7 +656,7 @@ inline ArrayMetadata parse_v3(const std::string& text, const std::string& file) 
     if (!it->is_array()) bad_meta(file, "storage_transformers must be a list");
     for (const auto& t : *it)
       if (!(t.is_object() && t.contains("must_understand") && t["must_understand"] == false))
-        unsupported(file, "storage transformer " + t.dump());
+        unsupported(file, "storage transformer " + brief(t));
   }
   if (const auto it = j.find("attributes"); it != j.end()) {
     if (!it->is_object()) bad_meta(file, "attributes must be an object");
