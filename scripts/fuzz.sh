@@ -15,9 +15,12 @@ for t in metadata chunk; do
   mkdir -p "$corpus"
   echo "fuzz_zarr_$t: ${seconds}s"
   rc=0
-  ASAN_OPTIONS=detect_leaks=1 "$dir/fuzz_zarr_$t" "$corpus" "fuzz/corpus/$t" -max_total_time="$seconds" \
+  # metadata inputs up to 256 KiB: long enough for 100,000 levels of nesting (fuzz/corpus/metadata/v2_deep_nesting.json)
+  extra=()
+  [ "$t" = metadata ] && extra=(-max_len=262144)
+  ASAN_OPTIONS=detect_leaks=1 "$dir/fuzz_zarr_$t" "$corpus" "fuzz/corpus/$t" -max_total_time="$seconds" "${extra[@]}" \
     -artifact_prefix="$dir/crash-$t-" -print_final_stats=1 > "$dir/fuzz_zarr_$t.log" 2>&1 || rc=$?
-  grep -E "stat::number_of_executed_units|Done" "$dir/fuzz_zarr_$t.log" || true
+  grep -aE "stat::number_of_executed_units|Done" "$dir/fuzz_zarr_$t.log" || true
   if [ "$rc" -ne 0 ]; then
     tail -40 "$dir/fuzz_zarr_$t.log"
     echo "fuzz_zarr_$t found a failure (input saved as $dir/crash-$t-*)"

@@ -523,6 +523,40 @@ TEST(Blockwise, AResumeWithAnotherInputIsRefused) {
   EXPECT_EQ(s.blocks_skipped, 2);
 }
 
+TEST(Blockwise, RunsStartedTogetherWithOtherSettingsCreateTheOutputOnce) {
+  // Before the setup lock, both runs succeeded and the output held blocks of both settings.
+  TempDir dir;
+  auto model = [](const torch::Tensor& t) { return t * 2; };
+  auto x = qlty::BlockInput::from_tensor(torch::randn({1, 1, 40, 40}), "x", "x-v1");
+  for (int round = 0; round < 5; ++round) {
+    const std::string out = dir / ("out" + std::to_string(round) + ".zarr");
+    std::vector<std::string> errors(2);
+    std::vector<std::thread> threads;
+    for (int k = 0; k < 2; ++k)
+      threads.emplace_back([&, k] {
+        qlty::BlockwiseOptions o;
+        o.window = 8;
+        o.step = k == 0 ? 4 : 6;
+        o.block = {8};
+        o.chunks = {8};
+        try {
+          qlty::infer_blockwise(model, x, out, o);
+        } catch (const qlty::Error& e) {
+          errors[k] = e.what();
+        }
+      });
+    for (auto& t : threads) t.join();
+    SCOPED_TRACE(errors[0] + " | " + errors[1]);
+    EXPECT_EQ(errors[0].empty() + errors[1].empty(), 1);  // one wins, the other is told
+    const std::string& lost = errors[0].empty() ? errors[1] : errors[0];
+    EXPECT_NE(lost.find("[qlty.checkpoint]"), std::string::npos);
+    EXPECT_NE(lost.find("step: "), std::string::npos);
+    const auto step = qlty::blockwise_status(out).manifest["layout"]["step"];
+    EXPECT_EQ(step[0].get<int64_t>(), errors[0].empty() ? 4 : 6);
+    EXPECT_TRUE(qlty::blockwise_status(out).blocks_done == qlty::blockwise_status(out).blocks_total);
+  }
+}
+
 TEST(Blockwise, AnOutputThatIsOrHoldsOrLiesInTheInputIsRefused) {
   TempDir dir;
   auto identity = [](const torch::Tensor& t) { return t; };

@@ -507,7 +507,7 @@ class LargeQuilt {
     const auto it = attrs.find("qlty_large_quilt");
     if (it == attrs.end() || *it != params())
       throw Error("checkpoint", acc + ": holds a run with other parameters (" +
-                                    (it == attrs.end() ? std::string("none") : it->dump()) + "), not " +
+                                    (it == attrs.end() ? std::string("none") : detail::brief(*it)) + "), not " +
                                     params().dump() + "; use another prefix or remove it");
     recover();
     for (int k = 0; k < 4; ++k)

@@ -425,6 +425,7 @@ class Array {
     TORCH_CHECK_VALUE(data.sizes() == c10::IntArrayRef(s_->meta.chunks), "qlty::zarr::Array::write_chunk(", s_->path,
                       "): data must have the chunk shape [", c10::IntArrayRef(s_->meta.chunks), "], got ",
                       data.sizes());
+    remove_stale_temps_once();
     store_chunk(std::vector<int64_t>(idx.begin(), idx.end()), to_storage(data, "write_chunk"));
   }
 
@@ -454,8 +455,9 @@ class Array {
     qlty::detail::ArrayMetadata meta;
     bool durable = false;
     size_t path_hash = 0;
-    std::mutex mutex;  // guards lock_file creation and metadata rewrites
+    std::mutex mutex;  // guards lock_file creation, metadata rewrites and temps_checked
     std::unique_ptr<qlty::detail::LockFile> lock_file;
+    bool temps_checked = false;  // stale temporary files removed (at the first write)
   };
 
   Array(std::string path, qlty::detail::ArrayMetadata meta, bool durable) : s_(std::make_shared<State>()) {
@@ -510,6 +512,17 @@ class Array {
   };
 
   /// The lock file, outside the array folder: `<parent>/.<name>.lock`.
+  /// The first write through an opened array removes the temporary files that killed writers left (those of dead
+  /// processes on this machine), so they do not pile up; readers never take them for chunks.
+  void remove_stale_temps_once() const {
+    {
+      std::lock_guard<std::mutex> g(s_->mutex);
+      if (s_->temps_checked) return;
+      s_->temps_checked = true;
+    }
+    qlty::detail::remove_stale_temps(s_->path);
+  }
+
   qlty::detail::LockFile& lock_file() const {
     std::lock_guard<std::mutex> g(s_->mutex);
     if (!s_->lock_file) {
@@ -817,6 +830,7 @@ class Array {
   void write_impl(c10::IntArrayRef offset, const torch::Tensor& data, bool take_locks, const char* who) {
     check_box(offset, data.sizes(), who);
     if (data.numel() == 0) return;
+    remove_stale_temps_once();
     const auto& m = s_->meta;
     const auto src = to_storage(data, who);
     const auto shape = data.sizes();
