@@ -47,8 +47,8 @@ void BM_Ranks(benchmark::State& state) {
   ::setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 0);
   const int64_t ranks = state.range(0);
   const std::string log = bench_dir() + "/ranks" + std::to_string(ranks) + ".txt";
-  const std::string cmd = std::string(QLTY_MPIEXEC) + " --oversubscribe -n " + std::to_string(ranks) + " " +
-                          QLTY_CLI + " infer -i " + input() + " -o " + bench_dir() +
+  const std::string cmd = std::string(QLTY_MPIEXEC) + " --oversubscribe -n " + std::to_string(ranks) + " " + QLTY_CLI +
+                          " infer -i " + input() + " -o " + bench_dir() +
                           "/out.zarr -w 128 -s 96 -b 16 --batch-size 8 --threads 1 --overwrite > " + log + " 2>&1";
   static double one_rank_s = 0;
   double wall = 0;
@@ -69,7 +69,8 @@ void BM_Ranks(benchmark::State& state) {
   double model = 0, outside = 0;
   int64_t evals = 0, most = 0;
   const std::regex one(R"((\d+) windows in ([\d.]+) s .*; ([\d.]+) s in the model)");
-  const std::regex per_rank(R"(rank \d+: \d+ blocks, (\d+) windows computed, \d+ taken from other ranks, ([\d.]+) s \(([\d.]+) s in the model\))");
+  const std::regex per_rank(
+      R"(rank \d+: \d+ blocks, (\d+) windows computed, \d+ taken from other ranks, ([\d.]+) s \(([\d.]+) s in the model\))");
   auto add = [&](int64_t w, double s, double m) {
     evals += w;
     most = std::max(most, w);

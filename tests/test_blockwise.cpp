@@ -510,8 +510,10 @@ TEST(Blockwise, AResumeWithAnotherInputIsRefused) {
   // The same array rewritten with other values in its first chunk is another input too.
   qlty::zarr::Array::open(dir / "a.zarr").write({0, 0, 0, 0, 0}, torch::zeros({1, 1, 8, 8, 8}));
   expect_error<qlty::Error>(
-      [&] { qlty::infer_blockwise(model, qlty::BlockInput::from_zarr(qlty::zarr::Array::open(dir / "a.zarr")),
-                                  dir / "out.zarr", o); },
+      [&] {
+        qlty::infer_blockwise(model, qlty::BlockInput::from_zarr(qlty::zarr::Array::open(dir / "a.zarr")),
+                              dir / "out.zarr", o);
+      },
       {"[qlty.checkpoint]", "input:"});
   // Tensors: the caller's id.
   auto x = torch::randn({1, 1, 20, 20, 20});
@@ -569,13 +571,13 @@ TEST(Blockwise, AnOutputThatIsOrHoldsOrLiesInTheInputIsRefused) {
   o.step = 4;
   o.overwrite = true;  // would delete what is there
   ::symlink((dir / "in.zarr").c_str(), (dir / "link").c_str());
-  for (const std::string out : {dir / "in.zarr", dir / "in.zarr/", dir / "in.zarr/sub", dir.path, dir / "link",
-                                dir / "link/sub"}) {
+  for (const std::string out :
+       {dir / "in.zarr", dir / "in.zarr/", dir / "in.zarr/sub", dir.path, dir / "link", dir / "link/sub"}) {
     SCOPED_TRACE(out);
     expect_error<qlty::Error>([&] { qlty::infer_blockwise(identity, in, out, o); },
                               {"[qlty.overlap]", "the output would be the input", "in.zarr"});
   }
-  EXPECT_TRUE(torch::equal(qlty::zarr::Array::open(dir / "in.zarr").read(), x));  // untouched
+  EXPECT_TRUE(torch::equal(qlty::zarr::Array::open(dir / "in.zarr").read(), x));      // untouched
   EXPECT_TRUE(qlty::infer_blockwise(identity, in, dir / "in.zarr.out", o).complete);  // a name that only starts alike
 }
 

@@ -272,9 +272,9 @@ TEST(Cli, ClearErrorsAndExitCodes) {
 
   // A resume with another input file of the same shape is refused, naming both.
   write_npy_by_hand(dir / "img2.npy", torch::randn({20, 24}), "<f4");
-  ASSERT_EQ(run({"infer", "-i", img, "-w", "8", "-o", dir / "r.zarr", "--block", "8,24", "--max-blocks", "1"}, dir.path)
-                .code,
-            0);
+  ASSERT_EQ(
+      run({"infer", "-i", img, "-w", "8", "-o", dir / "r.zarr", "--block", "8,24", "--max-blocks", "1"}, dir.path).code,
+      0);
   expect_fails(run({"infer", "-i", dir / "img2.npy", "-w", "8", "-o", dir / "r.zarr", "--block", "8,24"}, dir.path),
                {"[qlty.checkpoint]", "input: \"file:", "img.npy", "there", "img2.npy", "now"});
   // An output that is the input, holds it or lies inside it: refused, the input untouched.
@@ -322,16 +322,18 @@ TEST(Cli, HostileFilesGiveClearErrorsNeverACrashOrAHang) {
                {"[qlty.zarr.format]", "manifest.json", "missing key \"format\""});
   // Deep nesting and an overflowing shape: clear errors from info and convert (a stack overflow, a negative
   // count and gigabytes of memory before).
-  text("deep.zarr/.zarray", "{\"zarr_format\": 2, \"dtype\": " + std::string(100000, '[') +
-                                std::string(100000, ']') + "}");
+  text("deep.zarr/.zarray",
+       "{\"zarr_format\": 2, \"dtype\": " + std::string(100000, '[') + std::string(100000, ']') + "}");
   expect_fails(run({"info", dir / "deep.zarr"}, dir.path), {"deep.zarr/.zarray", "nested deeper than 64 levels"});
-  text("big.zarr/.zarray", "{\"zarr_format\": 2, \"shape\": [9223372036854775807], \"chunks\": [2], \"dtype\": "
-                           "\"<f4\", \"compressor\": null, \"fill_value\": 0, \"order\": \"C\", \"filters\": null}");
+  text("big.zarr/.zarray",
+       "{\"zarr_format\": 2, \"shape\": [9223372036854775807], \"chunks\": [2], \"dtype\": "
+       "\"<f4\", \"compressor\": null, \"fill_value\": 0, \"order\": \"C\", \"filters\": null}");
   expect_fails(run({"info", dir / "big.zarr"}, dir.path), {"big.zarr/.zarray", "too many chunks"});
   expect_fails(run({"convert", dir / "big.zarr", dir / "big.npy"}, dir.path), {"too many chunks"});
   // An array larger than memory: convert says how large instead of growing until it is killed.
-  text("huge.zarr/.zarray", "{\"zarr_format\": 2, \"shape\": [1099511627776], \"chunks\": [1048576], \"dtype\": "
-                            "\"<f4\", \"compressor\": null, \"fill_value\": 0, \"order\": \"C\", \"filters\": null}");
+  text("huge.zarr/.zarray",
+       "{\"zarr_format\": 2, \"shape\": [1099511627776], \"chunks\": [1048576], \"dtype\": "
+       "\"<f4\", \"compressor\": null, \"fill_value\": 0, \"order\": \"C\", \"filters\": null}");
   expect_fails(run({"convert", dir / "huge.zarr", dir / "huge.npy"}, dir.path),
                {"huge.zarr: the array holds 4398.05 GB, more than half of this machine's memory"});
   // A FIFO as an input file: refused at once, not waited on.
@@ -341,7 +343,8 @@ TEST(Cli, HostileFilesGiveClearErrorsNeverACrashOrAHang) {
                {"pipe.npy: not a regular file"});
   expect_fails(run({"info", dir / "pipe.tif"}, dir.path), {"pipe.tif: not a regular file"});
   // Links inside an array are not followed (a link to /usr ran for minutes, `loop -> .` counted chunks again).
-  qlty::zarr::Array::create(dir / "ln.zarr", qlty::zarr::ArrayOptions({4, 4}, {2, 2})).write({0, 0}, torch::ones({2, 2}));
+  qlty::zarr::Array::create(dir / "ln.zarr", qlty::zarr::ArrayOptions({4, 4}, {2, 2}))
+      .write({0, 0}, torch::ones({2, 2}));
   ASSERT_EQ(::symlink(".", (dir / "ln.zarr/loop").c_str()), 0);
   ASSERT_EQ(::symlink("/usr", (dir / "ln.zarr/usr").c_str()), 0);
   ASSERT_EQ(::symlink("0.0", (dir / "ln.zarr/1.1").c_str()), 0);

@@ -61,9 +61,9 @@ TEST(CliParts, ThreePartsStartedTogetherThenTheFourth) {
   torch::manual_seed(21);
   write_zarr(dir / "in.zarr", torch::randn({1, 1, 40, 36, 32}), 10);
   auto args = [&](const std::string& out, const std::string& part) {
-    std::vector<std::string> a = {"infer",     "-i",        dir / "in.zarr", "-o", out,     "-w",    "12",  "-s",
-                                  "9",         "-b",        "2",             "--block", "8",  "--chunks", "8",
-                                  "--std",     "--argmax",  "--threads",     "1"};
+    std::vector<std::string> a = {
+        "infer",   "-i", dir / "in.zarr", "-o", out,     "-w",       "12",        "-s", "9", "-b", "2",
+        "--block", "8",  "--chunks",      "8",  "--std", "--argmax", "--threads", "1"};
     if (!part.empty()) a.insert(a.end(), {"--part", part});
     return a;
   };
@@ -74,8 +74,7 @@ TEST(CliParts, ThreePartsStartedTogetherThenTheFourth) {
   std::vector<pid_t> pids;
   for (int k = 0; k < 3; ++k)
     pids.push_back(start(args(dir / "parts.zarr", std::to_string(k) + "/4"), dir.path, QLTY_CLI, std::to_string(k)));
-  for (int k = 0; k < 3; ++k)
-    EXPECT_EQ(wait_for(pids[k]), 0) << slurp(dir / (std::to_string(k) + "stderr"));
+  for (int k = 0; k < 3; ++k) EXPECT_EQ(wait_for(pids[k]), 0) << slurp(dir / (std::to_string(k) + "stderr"));
   EXPECT_NE(slurp(dir / "0stdout").find("(part 0/4)"), std::string::npos) << slurp(dir / "0stdout");
   r = run({"info", dir / "parts.zarr"}, dir.path);
   ASSERT_EQ(r.code, 0) << r.err;
@@ -151,9 +150,9 @@ TEST(CliMpi, SameBytesFor1To4Ranks2DAnd3D) {
   for (const auto& c : cases) {
     SCOPED_TRACE(c.input);
     auto args = [&](const std::string& out) {
-      std::vector<std::string> a = {"infer", "-i",    dir / c.input, "-o",        dir / out,    "-m",
-                                    dir / c.model, "-b", "2",          "--std", "--argmax", "--batch-size",
-                                    "3",     "--threads", "1"};
+      std::vector<std::string> a = {"infer",    "-i",           dir / c.input, "-o",        dir / out,
+                                    "-m",       dir / c.model,  "-b",          "2",         "--std",
+                                    "--argmax", "--batch-size", "3",           "--threads", "1"};
       a.insert(a.end(), c.extra.begin(), c.extra.end());
       return a;
     };
@@ -196,9 +195,9 @@ TEST(CliMpi, KillNineOneRankThenRerunWithAnotherCount) {
   torch::manual_seed(23);
   write_zarr(dir / "vol.zarr", torch::randn({1, 1, 72, 72, 72}), 16);
   auto args = [&](const std::string& out) {
-    return std::vector<std::string>{"infer", "-i",      dir / "vol.zarr", "-o",    dir / out, "-w", "12", "-s",
-                                    "6",     "--block", "8",              "--std", "--chunks", "8", "--threads",
-                                    "1",     "--quiet"};
+    return std::vector<std::string>{"infer",     "-i", dir / "vol.zarr", "-o", dir / out, "-w",       "12",
+                                    "-s",        "6",  "--block",        "8",  "--std",   "--chunks", "8",
+                                    "--threads", "1",  "--quiet"};
   };
   auto r = run(args("one.zarr"), dir.path);
   ASSERT_EQ(r.code, 0) << r.err;
@@ -231,9 +230,9 @@ TEST(CliMpi, ARankWhoseModelThrowsEndsEveryRank) {
   qlty_test::script_model("    assert x.size(0) < 3 or bool(x.max() < 50.0), 'window too bright'\n    return x * 2.0",
                           dir / "m.pt");
   auto args = [&](const std::string& out, const std::string& batch) {
-    return std::vector<std::string>{"infer",    "-i", dir / "vol.zarr", "-o",      dir / out, "-m",         dir / "m.pt",
-                                    "-w",       "8",  "-s",             "6",       "--block", "4",          "--chunks",
-                                    "4",        "--threads", "1",       "--quiet", "--batch-size", batch};
+    return std::vector<std::string>{
+        "infer",   "-i", dir / "vol.zarr", "-o", dir / out,   "-m", dir / "m.pt", "-w",           "8",  "-s", "6",
+        "--block", "4",  "--chunks",       "4",  "--threads", "1",  "--quiet",    "--batch-size", batch};
   };
   auto r = run(mpirun(2, args("out.zarr", "3")), dir.path, QLTY_MPIEXEC);
   EXPECT_NE(r.code, 0) << r.out << r.err;

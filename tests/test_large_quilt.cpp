@@ -266,7 +266,7 @@ TEST(LargeQuilt, OneQuiltAtATimeOnAPrefix) {
     qlty::LargeNCYXQuilt a(dir / "q", 1, 16, 16, 8, 4, 0, 1.0, o);
     a.stitch(p, 0);
     qlty_test::expect_error<qlty::Error>([&] { qlty::LargeNCYXQuilt b(dir / "q", 1, 16, 16, 8, 4, 0, 1.0, o); },
-                              {"[qlty.lock]", "q_acc.zarr", "another quilt has this prefix open"});
+                                         {"[qlty.lock]", "q_acc.zarr", "another quilt has this prefix open"});
   }
   qlty::LargeNCYXQuilt c(dir / "q", 1, 16, 16, 8, 4, 0, 1.0, o);
   EXPECT_TRUE(c.is_stitched(0));
@@ -284,25 +284,26 @@ TEST(LargeQuilt, ACraftedJournalRenamesNothingAndTemporaryFilesGo) {
   // A journal that would move a file from outside the folder over another outside file.
   qlty::detail::atomic_write(dir / "victim", "keep me", false);
   qlty::detail::atomic_write(dir / ".x.ckpt.1.2.tmp", "attacker", false);
-  for (const auto& entry : std::vector<std::pair<std::string, std::string>>{
-           {"../victim", "../.x.ckpt.1.2.tmp"}, {"sum/../../victim", "sum/.0.ckpt.1.tmp"},
-           {"stitched", "../.x.ckpt.1.2.tmp"}, {"/tmp/victim", ".a.ckpt.1.tmp"}, {"sum/0.0.0.0", "weight/.0.ckpt.1.tmp"}}) {
+  for (const auto& entry : std::vector<std::pair<std::string, std::string>>{{"../victim", "../.x.ckpt.1.2.tmp"},
+                                                                            {"sum/../../victim", "sum/.0.ckpt.1.tmp"},
+                                                                            {"stitched", "../.x.ckpt.1.2.tmp"},
+                                                                            {"/tmp/victim", ".a.ckpt.1.tmp"},
+                                                                            {"sum/0.0.0.0", "weight/.0.ckpt.1.tmp"}}) {
     SCOPED_TRACE(entry.first);
-    const auto j = qlty::detail::journal_encode(
-        {{entry.first, std::vector<uint8_t>(entry.second.begin(), entry.second.end())}});
+    const auto j =
+        qlty::detail::journal_encode({{entry.first, std::vector<uint8_t>(entry.second.begin(), entry.second.end())}});
     qlty::detail::atomic_write(dir / "q_acc.zarr/journal", j.data(), j.size(), false);
     qlty_test::expect_error<qlty::Error>([&] { qlty::LargeNCYXQuilt b(dir / "q", 1, 16, 16, 8, 4, 0, 1.0, o); },
-                              {"[qlty.checkpoint]", "journal", "names a file that is not this quilt's"});
+                                         {"[qlty.checkpoint]", "journal", "names a file that is not this quilt's"});
     std::ifstream f(dir / "victim");
     EXPECT_EQ(std::string(std::istreambuf_iterator<char>(f), {}), "keep me");
   }
   ::unlink((dir / "q_acc.zarr/journal").c_str());
   // Temporary files of every kind a killed process can leave: staged checkpoints, journals, chunks and
   // metadata (temp_name, any pid, this or another host), in the folder and its arrays.
-  const std::vector<std::string> temps = {"q_acc.zarr/.journal.999999@" + qlty::detail::host_tag() + ".0.1.tmp",
-                                          "q_acc.zarr/.journal.12@elsewhere.0.1.tmp",
-                                          "q_acc.zarr/sum/.0.0.0.0.ckpt.999999.3.tmp",
-                                          "q_acc.zarr/weight/.zarray.999999.0.1.tmp"};
+  const std::vector<std::string> temps = {
+      "q_acc.zarr/.journal.999999@" + qlty::detail::host_tag() + ".0.1.tmp", "q_acc.zarr/.journal.12@elsewhere.0.1.tmp",
+      "q_acc.zarr/sum/.0.0.0.0.ckpt.999999.3.tmp", "q_acc.zarr/weight/.zarray.999999.0.1.tmp"};
   for (const auto& t : temps) qlty::detail::atomic_write(dir / t, "x", false);
   qlty::LargeNCYXQuilt b(dir / "q", 1, 16, 16, 8, 4, 0, 1.0, o);
   EXPECT_TRUE(b.is_stitched(0));
@@ -361,8 +362,8 @@ TEST(LargeQuilt, KillNineAtRandomPointsThenResumeGivesIdenticalBytes) {
       EXPECT_TRUE(torch::equal(a, b)) << arr;
     }
     EXPECT_FALSE(qlty::detail::path_exists(killed + "_acc.zarr/journal"));
-    for (const char* folder : {"_acc.zarr", "_acc.zarr/sum", "_acc.zarr/sum_sq", "_acc.zarr/weight", "_mean.zarr",
-                               "_std.zarr"})
+    for (const char* folder :
+         {"_acc.zarr", "_acc.zarr/sum", "_acc.zarr/sum_sq", "_acc.zarr/weight", "_mean.zarr", "_std.zarr"})
       if (qlty::detail::is_directory(killed + folder))
         for (const auto& f : qlty::detail::list_dir(killed + folder))
           EXPECT_TRUE(f.find(".tmp") == std::string::npos && f.find(".ckpt.") == std::string::npos)

@@ -6,8 +6,8 @@
 #include <qlty/zarr.hpp>
 
 #include <signal.h>
-#include <sys/wait.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -407,9 +407,10 @@ TEST(Zarr, V3RefusesWhatItCannotHonour) {
   }
   // Skipping a codec would leave bytes in a layout or encoding the array does not describe (the data would read
   // back wrong): must_understand false does not make a codec skippable.
-  for (const std::string codecs :
-       {R"([{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "lzma", "must_understand": false}])",
-        R"([{"name": "transpose", "configuration": {"order": [0]}, "must_understand": false}, {"name": "bytes", "configuration": {"endian": "little"}}])"}) {
+  for (
+      const std::string codecs :
+      {R"([{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "lzma", "must_understand": false}])",
+       R"([{"name": "transpose", "configuration": {"order": [0]}, "must_understand": false}, {"name": "bytes", "configuration": {"endian": "little"}}])"}) {
     write_text(dir / "a/zarr.json", base + R"("codecs": )" + codecs + "}");
     expect_qlty_error([&] { Array::open(dir / "a"); }, "zarr.unsupported",
                       "cannot be skipped, although must_understand is false");
@@ -594,8 +595,9 @@ torch::Tensor expected_interop(DataType t, const FillValue& fill) {
 TEST(ZarrHostile, DeepNestingHugeShapesAndOutOfRangeSettings) {
   TempDir dir;
   // 100,000 levels of nesting: refused at parse time, never printed whole.
-  write_text(dir / "deep/.zarray", zarray("null", "", "<f4").replace(zarray("null").find("\"<f4\""), 5,
-                                                                     std::string(100000, '[') + std::string(100000, ']')));
+  write_text(dir / "deep/.zarray",
+             zarray("null", "", "<f4")
+                 .replace(zarray("null").find("\"<f4\""), 5, std::string(100000, '[') + std::string(100000, ']')));
   expect_qlty_error([&] { Array::open(dir / "deep"); }, "zarr.format", "nested deeper than 64 levels");
   // Products of sizes that overflow 64 bits, or absurd chunk counts.
   write_text(dir / "big/.zarray", zarray("null", "", "<f4", "[9223372036854775807]", "[2]"));
@@ -658,17 +660,23 @@ TEST(ZarrHostile, RegionReadsOverMillionsOfChunksStayInBoundedMemory) {
 TEST(ZarrHostile, IntegerWritesRefuseWhatTheTypeCannotHold) {
   // One rule for every integer type: no wrapping (300 -> 44, -1 -> 255, NaN -> 0 before).
   TempDir dir;
-  for (const auto& [dt, lo, hi] : std::vector<std::tuple<DataType, double, double>>{
-           {DataType::Int8, -128, 127}, {DataType::UInt8, 0, 255}, {DataType::Int16, -32768, 32767},
-           {DataType::UInt16, 0, 65535}, {DataType::Int32, -2147483648.0, 2147483647.0},
-           {DataType::UInt32, 0, 4294967295.0}}) {
+  for (const auto& [dt, lo, hi] :
+       std::vector<std::tuple<DataType, double, double>>{{DataType::Int8, -128, 127},
+                                                         {DataType::UInt8, 0, 255},
+                                                         {DataType::Int16, -32768, 32767},
+                                                         {DataType::UInt16, 0, 65535},
+                                                         {DataType::Int32, -2147483648.0, 2147483647.0},
+                                                         {DataType::UInt32, 0, 4294967295.0}}) {
     SCOPED_TRACE(qlty::zarr::name(dt));
     auto a = Array::create(dir / qlty::zarr::name(dt), ArrayOptions({3}, {3}, dt));
     a.write({0}, torch::tensor({lo, hi, 1.9}, torch::kDouble));  // the bounds fit; fractions are cut toward zero
     EXPECT_TRUE(torch::equal(a.read().to(torch::kDouble), torch::tensor({lo, hi, 1.0}, torch::kDouble)));
     for (double bad : {lo - 1, hi + 1, std::nan(""), std::numeric_limits<double>::infinity()})
-      expect_c10<c10::ValueError>([&] { a.write({0}, torch::tensor({bad, 0.0, 0.0}, torch::kDouble)); },
-                                  std::isnan(bad) || std::isinf(bad) ? "NaN or infinite" : "values must be in [");
+      expect_c10<c10::ValueError>(
+          [&] {
+            a.write({0}, torch::tensor({bad, 0.0, 0.0}, torch::kDouble));
+          },
+          std::isnan(bad) || std::isinf(bad) ? "NaN or infinite" : "values must be in [");
     if (hi < 300)
       expect_c10<c10::ValueError>([&] { a.write({0}, torch::tensor({300.0f, 0.f, 0.f})); }, "values must be in [");
     EXPECT_TRUE(torch::equal(a.read().to(torch::kDouble), torch::tensor({lo, hi, 1.0}, torch::kDouble)));  // kept
@@ -676,9 +684,12 @@ TEST(ZarrHostile, IntegerWritesRefuseWhatTheTypeCannotHold) {
   auto i64 = Array::create(dir / "i64", ArrayOptions({1}, {1}, DataType::Int64));
   expect_c10<c10::ValueError>([&] { i64.write({0}, torch::tensor({1e19})); }, "values must be in [");
   auto wide = Array::create(dir / "i8", ArrayOptions({2}, {2}, DataType::Int8));
-  expect_c10<c10::ValueError>([&] { wide.write({0}, torch::tensor({int64_t(1000), int64_t(0)})); }, "values must be in [");
+  expect_c10<c10::ValueError>(
+      [&] {
+        wide.write({0}, torch::tensor({int64_t(1000), int64_t(0)}));
+      },
+      "values must be in [");
 }
-
 
 TEST(ZarrPython, ArraysWrittenByZarrPythonRead) {
   QLTY_SKIP_WITHOUT_ZARR_PYTHON();

@@ -48,8 +48,9 @@ class BlockInput {
 
   /// @brief A tensor (N, C, *S) of any dtype, on any device; read as views, without copies. `name` goes into
   /// messages (default: the tensor's shape); `id`, the caller's name for the data (e.g. the file it came from and
-  /// its version), is checked on resume.
-  static BlockInput from_tensor(const torch::Tensor& x, const std::string& name = "", const std::string& id = "") {
+  /// its version), is checked on resume; `source`, the file it was read from, if any (see the constructor).
+  static BlockInput from_tensor(const torch::Tensor& x, const std::string& name = "", const std::string& id = "",
+                                const std::string& source = "") {
     TORCH_CHECK_VALUE(x.defined(), "qlty::BlockInput::from_tensor: x is an undefined tensor");
     auto t = x.detach();
     return BlockInput(
@@ -59,7 +60,7 @@ class BlockInput {
           for (size_t a = 0; a < shape.size(); ++a) v = v.narrow(static_cast<int64_t>(a), offset[a], shape[a]);
           return v;
         },
-        name.empty() ? c10::str("tensor of shape ", x.sizes()) : name, id);
+        name.empty() ? c10::str("tensor of shape ", x.sizes()) : name, id, source);
   }
 
   /// @brief A Zarr array (N, C, *S), read chunk-parallel; its id is its resolved path and checksums of its metadata

@@ -155,8 +155,9 @@ class LargeQuilt {
     lock_ = std::make_unique<detail::LockFile>(
         detail::join_path(detail::parent_path(prefix_), "." + detail::base_name(prefix_) + ".qlty.lock"));
     if (!lock_->try_lock(0))
-      throw Error("lock", acc_path() + ": another quilt has this prefix open, in this process or another; its "
-                                       "accumulators cannot be shared (one process at a time, or one prefix each)");
+      throw Error("lock", acc_path() +
+                              ": another quilt has this prefix open, in this process or another; its "
+                              "accumulators cannot be shared (one process at a time, or one prefix each)");
     open_or_create();
     last_checkpoint_ = std::chrono::steady_clock::now();
   }
@@ -554,9 +555,9 @@ class LargeQuilt {
     const std::string want_dir = detail::parent_path(target);
     const std::string staged_dir = detail::parent_path(staged);
     const std::string base = detail::base_name(staged);
-    return (target == "stitched" ? staged.find('/') == std::string::npos : staged_dir == want_dir) &&
-           base.size() > 1 && base[0] == '.' && base.find(".ckpt.") != std::string::npos &&
-           base.find('/') == std::string::npos && staged.find("..") == std::string::npos;
+    return (target == "stitched" ? staged.find('/') == std::string::npos : staged_dir == want_dir) && base.size() > 1 &&
+           base[0] == '.' && base.find(".ckpt.") != std::string::npos && base.find('/') == std::string::npos &&
+           staged.find("..") == std::string::npos;
   }
 
   /// Renames each staged file over its target (skipping those already renamed), then drops the journal.

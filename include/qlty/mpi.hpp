@@ -245,8 +245,8 @@ inline DistributedSummary infer_blockwise(const BlockModel& model, const BlockIn
   if (rank == 0) {
     try {
       check_blockwise_options(model, output, options, who);
-      TORCH_CHECK_VALUE(options.part.second == 1, who, ": part is for runs without MPI; got part ",
-                        options.part.first, " of ", options.part.second);
+      TORCH_CHECK_VALUE(options.part.second == 1, who, ": part is for runs without MPI; got part ", options.part.first,
+                        " of ", options.part.second);
       TORCH_CHECK_VALUE(options.max_blocks == -1, who, ": max_blocks is for one process; got ", options.max_blocks);
       plan = plan_grid(input.shape(), options, who);
       const auto existing = read_manifest(output);
@@ -328,8 +328,12 @@ inline DistributedSummary infer_blockwise(const BlockModel& model, const BlockIn
   MPI_Allreduce(local, sum, 3, MPI_INT64_T, MPI_SUM, comm);
   constexpr int kRow = 6;
   std::vector<double> all(static_cast<size_t>(rank == 0 ? kRow * ranks : 0));
-  const double row[kRow] = {double(rank),         double(mine.blocks_computed), double(mine.windows_computed),
-                            double(mine.windows_received), mine.seconds, mine.model_seconds};
+  const double row[kRow] = {double(rank),
+                            double(mine.blocks_computed),
+                            double(mine.windows_computed),
+                            double(mine.windows_received),
+                            mine.seconds,
+                            mine.model_seconds};
   MPI_Gather(row, kRow, MPI_DOUBLE, all.data(), kRow, MPI_DOUBLE, 0, comm);
   double model_sum = 0;
   MPI_Allreduce(&mine.model_seconds, &model_sum, 1, MPI_DOUBLE, MPI_SUM, comm);

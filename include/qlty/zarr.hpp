@@ -216,7 +216,8 @@ class Array {
                       ": dimension_names must have ", o.shape.size(), " entries, got ", o.dimension_names.size());
     TORCH_CHECK_VALUE(o.dimension_names.empty() || o.zarr_format == 3, where,
                       ": dimension_names are a Zarr v3 feature (zarr_format is 2)");
-    TORCH_CHECK_VALUE(o.attributes.is_object(), where, ": attributes must be a JSON object, got ", qlty::detail::brief(o.attributes));
+    TORCH_CHECK_VALUE(o.attributes.is_object(), where, ": attributes must be a JSON object, got ",
+                      qlty::detail::brief(o.attributes));
     if (o.zarr_format == 2) {
       TORCH_CHECK_VALUE(o.codecs.size() <= 1, where, ": Zarr v2 takes at most one compressor, got ", o.codecs.size());
       for (const auto& c : o.codecs) TORCH_CHECK_VALUE(c.id != Codec::Id::Crc32c, where, ": crc32c is a Zarr v3 codec");
@@ -722,18 +723,25 @@ class Array {
     const auto dt = s_->meta.dtype;
     auto t = data.to(torch::kCPU);
     // The range of each integer type, as doubles (the bounds of 64-bit types are powers of two: exact).
+    struct Range {
+      DataType type;
+      double lo, hi;
+    };
+    static const Range kRanges[] = {{DataType::Int8, -128, 127},
+                                    {DataType::UInt8, 0, 255},
+                                    {DataType::Int16, -32768, 32767},
+                                    {DataType::UInt16, 0, 65535},
+                                    {DataType::Int32, -2147483648.0, 2147483647.0},
+                                    {DataType::UInt32, 0, 4294967295.0},
+                                    {DataType::Int64, -9223372036854775808.0, 9223372036854775807.0},
+                                    {DataType::UInt64, 0, 18446744073709551615.0}};
     auto range = [](DataType d, double& lo, double& hi) {
-      switch (d) {
-        case DataType::Int8: lo = -128, hi = 127; return true;
-        case DataType::UInt8: lo = 0, hi = 255; return true;
-        case DataType::Int16: lo = -32768, hi = 32767; return true;
-        case DataType::UInt16: lo = 0, hi = 65535; return true;
-        case DataType::Int32: lo = -2147483648.0, hi = 2147483647.0; return true;
-        case DataType::UInt32: lo = 0, hi = 4294967295.0; return true;
-        case DataType::Int64: lo = -9223372036854775808.0, hi = 9223372036854775807.0; return true;
-        case DataType::UInt64: lo = 0, hi = 18446744073709551615.0; return true;
-        default: return false;
-      }
+      for (const auto& r : kRanges)
+        if (r.type == d) {
+          lo = r.lo, hi = r.hi;
+          return true;
+        }
+      return false;
     };
     double lo = 0, hi = 0;
     if (t.numel() > 0 && range(dt, lo, hi)) {

@@ -157,11 +157,13 @@ inline MappedNpy map_npy(const std::string& path) {
   int64_t numel = 1, nbytes = 0;
   for (auto v : h.shape)
     if (__builtin_mul_overflow(numel, v, &numel))
-      throw Error("input", path + ": the shape " + c10::str(c10::IntArrayRef(h.shape)) + " has more elements than 64 "
-                                  "bits can count");
+      throw Error("input", path + ": the shape " + c10::str(c10::IntArrayRef(h.shape)) +
+                               " has more elements than 64 "
+                               "bits can count");
   if (__builtin_mul_overflow(numel, static_cast<int64_t>(c10::elementSize(h.dtype)), &nbytes))
-    throw Error("input", path + ": the shape " + c10::str(c10::IntArrayRef(h.shape)) + " has more bytes than 64 bits "
-                                "can count");
+    throw Error("input", path + ": the shape " + c10::str(c10::IntArrayRef(h.shape)) +
+                             " has more bytes than 64 bits "
+                             "can count");
   const size_t bytes = static_cast<size_t>(nbytes);
   if (bytes > size || h.data_offset + bytes > size)
     throw Error("input", path + ": truncated: the header promises " + std::to_string(bytes) +
@@ -385,15 +387,8 @@ inline BlockInput open_input(const std::string& path) {
   if (is_npy(path)) return open_npy(path);
   if (is_tiff(path)) {
     auto t = read_tiff(path);  // (Y, X), (Z, Y, X) or (1, C, [Z,] Y, X)
-    auto x = t.dim() < 4 ? t.unsqueeze(0).unsqueeze(0) : t;
-    return BlockInput(
-        x.sizes().vec(),
-        [x](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
-          auto v = x;
-          for (size_t a = 0; a < ext.size(); ++a) v = v.narrow(static_cast<int64_t>(a), off[a], ext[a]);
-          return v;
-        },
-        path, detail::file_fingerprint(path), path);
+    return BlockInput::from_tensor(t.dim() < 4 ? t.unsqueeze(0).unsqueeze(0) : t, path, detail::file_fingerprint(path),
+                                   path);
   }
   const auto kind = zarr::node_type(path);
   if (kind == zarr::NodeType::Group && zarr::node_type(detail::join_path(path, "0")) == zarr::NodeType::Array)

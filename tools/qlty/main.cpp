@@ -184,7 +184,8 @@ void load_model(const std::string& file, int D, const torch::Device& device, Loa
     try {
       m.script = torch::jit::load(file, device);
     } catch (const c10::Error& e) {
-      throw qlty::Error("model", file + ": not a TorchScript model this LibTorch can load: " + e.what_without_backtrace());
+      throw qlty::Error("model",
+                        file + ": not a TorchScript model this LibTorch can load: " + e.what_without_backtrace());
     }
     m.script.eval();
     m.fn = [&m](const torch::Tensor& x) { return m.script.forward({x}).toTensor(); };
@@ -217,8 +218,9 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
   o.max_blocks = a.max_blocks;
   if (!a.part.empty()) o.part = parse_part(a.part);
   if (o.part.second > 1 && a.overwrite)
-    throw CLI::ValidationError("--overwrite", "cannot be combined with --part: the parts share one output and each "
-                                              "would delete the others' work; delete the output once before");
+    throw CLI::ValidationError("--overwrite",
+                               "cannot be combined with --part: the parts share one output and each "
+                               "would delete the others' work; delete the output once before");
   return o;
 }
 
@@ -231,17 +233,17 @@ void print_summary(const InferArgs& a, const qlty::BlockInput& input, const qlty
   std::printf(
       "qlty infer: %s %s%s: %lld windows in %.2f s (%.1f windows/s, %.0f MB/s of windows), %lld of %lld blocks "
       "computed, %lld already done; block %s, chunks %s; %.2f s in the model; %d thread%s\n",
-      s.complete ? "wrote" : "partly wrote", a.output.c_str(), part.c_str(),
-      static_cast<long long>(s.windows_computed), s.seconds, rate, rate * double(wvox * input.shape()[1] * 4) / 1e6,
-      static_cast<long long>(s.blocks_computed), static_cast<long long>(s.blocks_total),
-      static_cast<long long>(s.blocks_skipped), c10::str(c10::IntArrayRef(s.block)).c_str(),
-      c10::str(c10::IntArrayRef(s.chunks)).c_str(), s.model_seconds, at::get_num_threads(),
-      at::get_num_threads() == 1 ? "" : "s");
+      s.complete ? "wrote" : "partly wrote", a.output.c_str(), part.c_str(), static_cast<long long>(s.windows_computed),
+      s.seconds, rate, rate * double(wvox * input.shape()[1] * 4) / 1e6, static_cast<long long>(s.blocks_computed),
+      static_cast<long long>(s.blocks_total), static_cast<long long>(s.blocks_skipped),
+      c10::str(c10::IntArrayRef(s.block)).c_str(), c10::str(c10::IntArrayRef(s.chunks)).c_str(), s.model_seconds,
+      at::get_num_threads(), at::get_num_threads() == 1 ? "" : "s");
   if (!a.preview.empty() && s.complete) std::printf("qlty infer: preview %s\n", a.preview.c_str());
   if (!s.complete && o.part.second > 1)
-    std::printf("qlty infer: this part is done when its blocks are; the output is complete when every part has run "
-                "(see qlty info %s)\n",
-                a.output.c_str());
+    std::printf(
+        "qlty infer: this part is done when its blocks are; the output is complete when every part has run "
+        "(see qlty info %s)\n",
+        a.output.c_str());
   else if (!s.complete)
     std::printf("qlty infer: run the same command again to finish\n");
 }
@@ -311,7 +313,8 @@ int run_infer(const InferArgs& a) {
   const int D = input.spatial_dims();
   if (world > 1) {
 #ifdef QLTY_WITH_MPI
-    if (o.part.second > 1) throw CLI::ValidationError("--part", "is for runs without MPI; mpirun shares the blocks itself");
+    if (o.part.second > 1)
+      throw CLI::ValidationError("--part", "is for runs without MPI; mpirun shares the blocks itself");
     if (a.max_blocks >= 0) throw CLI::ValidationError("--max-blocks", "is for runs without MPI");
     return run_infer_mpi(a, input, o);
 #else
@@ -490,9 +493,10 @@ int run_info(const std::string& path) {
     for (const auto& p : s.parts)
       std::printf("  part %lld/%lld: %lld of %lld blocks done%s\n", static_cast<long long>(p.index),
                   static_cast<long long>(p.count), static_cast<long long>(p.blocks_done),
-                  static_cast<long long>(p.blocks), p.blocks_done == p.blocks ? " (complete)"
-                                                     : p.started             ? " (started)"
-                                                                             : " (missing: never started)");
+                  static_cast<long long>(p.blocks),
+                  p.blocks_done == p.blocks ? " (complete)"
+                  : p.started               ? " (started)"
+                                            : " (missing: never started)");
   }
   return 0;
 }
@@ -525,8 +529,11 @@ int run_convert(const ConvertArgs& a) {
     for (auto v : arr.shape()) bytes *= v;  // checked when the metadata was read
     const double memory = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
     if (memory > 0 && double(bytes) > memory / 2)
-      throw Error("input", c10::str(a.input, ": the array holds ", double(bytes) / 1e9, " GB, more than half of this "
-                                    "machine's memory (", memory / 1e9, " GB); convert reads it whole, so convert "
+      throw Error("input", c10::str(a.input, ": the array holds ", double(bytes) / 1e9,
+                                    " GB, more than half of this "
+                                    "machine's memory (",
+                                    memory / 1e9,
+                                    " GB); convert reads it whole, so convert "
                                     "parts of it, or use it as a Zarr input directly (qlty infer reads blocks)"));
     data = arr.read();
   } else {
@@ -621,11 +628,12 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   infer->add_option("--max-blocks", ia.max_blocks, "stop after computing this many blocks (rerun to continue)");
-  infer->add_option("--part", ia.part,
-                    "compute part i of K (0 <= i < K): a fixed share of the blocks, for Slurm job arrays or "
-                    "independent processes on shared storage (e.g. --part $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); "
-                    "the K parts together write what one run writes. Under mpirun or srun, the ranks share the "
-                    "blocks without it");
+  infer->add_option(
+      "--part", ia.part,
+      "compute part i of K (0 <= i < K): a fixed share of the blocks, for Slurm job arrays or "
+      "independent processes on shared storage (e.g. --part $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); "
+      "the K parts together write what one run writes. Under mpirun or srun, the ranks share the "
+      "blocks without it");
   infer->add_option("--preview", ia.preview, "write a PNG of the middle slice: input, output channels, std");
   infer->add_flag("--overwrite", ia.overwrite, "replace an existing output instead of resuming it");
   infer->add_flag("--quiet,-q", ia.quiet, "no progress bar, no summary");
@@ -689,9 +697,9 @@ int main(int argc, char** argv) {
   }
   // Under a launcher, errors before MPI starts (an input one node cannot read) name the rank.
   const auto [world, world_rank] = launcher_world();
-  const std::string who = world > 1 ? "qlty: error: rank " + std::to_string(world_rank) + " of " +
-                                          std::to_string(world) + ": "
-                                    : "qlty: error: ";
+  const std::string who =
+      world > 1 ? "qlty: error: rank " + std::to_string(world_rank) + " of " + std::to_string(world) + ": "
+                : "qlty: error: ";
   try {
     if (*infer) return run_infer(ia);
     if (*demo) return run_demo(da);

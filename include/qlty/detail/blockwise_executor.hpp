@@ -81,7 +81,8 @@ inline int64_t probe_channels(const BlockModel& model, const BlockInput& input, 
   try {
     y = model(w);
   } catch (const std::exception& e) {
-    throw Error("model", where + ": the model failed on the first window (shape " + c10::str(w.sizes()) + "): " + e.what());
+    throw Error("model",
+                where + ": the model failed on the first window (shape " + c10::str(w.sizes()) + "): " + e.what());
   }
   const bool ok = y.defined() && y.dim() == plan.D + 2 && y.size(0) == 1 && y.sizes().slice(2) == w.sizes().slice(2);
   if (!ok) {
@@ -100,7 +101,12 @@ class BlockExecutor {
   /// `progress(windows, block_done)` is called after every batch (with its window count) and every block.
   BlockExecutor(const BlockModel& model, const BlockInput& input, const BlockPlan& plan, BlockwiseOutput& out,
                 const BlockwiseOptions& o, std::function<void(int64_t windows, bool block_done)> progress = {})
-      : model_(model), input_(input), plan_(plan), out_(out), o_(o), progress_(std::move(progress)),
+      : model_(model),
+        input_(input),
+        plan_(plan),
+        out_(out),
+        o_(o),
+        progress_(std::move(progress)),
         blend_device_(o.device) {
     const Grid3& g = plan_.g;
     weight_cpu_ = torch::full({g.window[0], g.window[1], g.window[2]}, static_cast<float>(g.border_weight));

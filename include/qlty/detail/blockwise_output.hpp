@@ -41,7 +41,7 @@ inline std::optional<nlohmann::json> read_manifest(const std::string& out) {
   auto m = parse_json(std::string(text->begin(), text->end()), f);
   as_string(key(m, "format", f), "format", f);
   as_string(key(m, "hash", f), "hash", f);
-  if (!key(m, "layout", f).is_object()) bad_meta(f, "layout must be an object, got " + brief(m["layout"]));
+  if (!key(m, "layout", f).is_object()) bad_meta(f, "layout must be an object, got " + brief(m.at("layout")));
   if (as_int(key(m, "out_channels", f), "out_channels", f) < 1) bad_meta(f, "out_channels must be >= 1");
   if (as_int(key(m, "blocks_total", f), "blocks_total", f) < 0) bad_meta(f, "blocks_total must be >= 0");
   return m;
@@ -225,7 +225,7 @@ class BlockwiseOutput {
     for (auto it = layout.begin(); it != layout.end(); ++it) {
       const auto o = old_layout.find(it.key());
       if (o == old_layout.end() || *o != it.value())
-        diff += (diff.empty() ? "" : "; ") + it.key() + ": " + (o == old_layout.end() ? "none" : o->dump()) +
+        diff += (diff.empty() ? "" : "; ") + it.key() + ": " + (o == old_layout.end() ? "none" : brief(*o, 300)) +
                 " there, " + it.value().dump() + " now";
     }
     throw Error("checkpoint", path_ + ": this output was written with other settings (" +
@@ -282,8 +282,7 @@ class BlockwiseOutput {
                         {"image-label", {{"version", "0.4"}, {"source", {{"image", "../../"}}}}}}
                        .dump(4, ' ', true),
                    false);
-      label_arr_ =
-          make_array(join_path(am, "0"), plan_.Cout <= 256 ? zarr::DataType::UInt8 : zarr::DataType::Int32, 1);
+      label_arr_ = make_array(join_path(am, "0"), plan_.Cout <= 256 ? zarr::DataType::UInt8 : zarr::DataType::Int32, 1);
     }
   }
 

@@ -102,7 +102,9 @@ struct BlockPlan {
     return std::max<int64_t>(0, rows(i).second - first_computed_row(i, carried_in) + 1) * row_windows(i);
   }
   /// The blocks of part p of P (0-based): [first, second) in run order.
-  std::pair<int64_t, int64_t> part_range(int64_t p, int64_t P) const { return {total() * p / P, total() * (p + 1) / P}; }
+  std::pair<int64_t, int64_t> part_range(int64_t p, int64_t P) const {
+    return {total() * p / P, total() * (p + 1) / P};
+  }
   /// The spatial entries of a 3D-form vector.
   std::vector<int64_t> spatial(const std::array<int64_t, 3>& v) const {
     return std::vector<int64_t>(v.begin() + (3 - D), v.end());
@@ -121,8 +123,8 @@ inline void check_blockwise_options(const BlockModel& model, const std::string& 
   TORCH_CHECK_VALUE(!output.empty(), who, ": output path is empty");
   TORCH_CHECK_VALUE(o.part.second >= 1 && o.part.first >= 0 && o.part.first < o.part.second, who,
                     ": part must be {i, K} with 0 <= i < K, got {", o.part.first, ", ", o.part.second, "}");
-  TORCH_CHECK_VALUE(!(o.overwrite && o.part.second > 1), who,
-                    ": overwrite cannot be combined with a part (", o.part.first, " of ", o.part.second,
+  TORCH_CHECK_VALUE(!(o.overwrite && o.part.second > 1), who, ": overwrite cannot be combined with a part (",
+                    o.part.first, " of ", o.part.second,
                     "): the parts share one output, and each would delete the others' work; delete it once first");
 }
 

@@ -279,37 +279,27 @@ class LockFile {
   ~LockFile() { ::close(fd_); }
 
   /// Blocks until byte `slot` of the file is locked by this object.
-  void lock(int64_t slot) { set(slot, F_WRLCK); }
+  void lock(int64_t slot) { set(slot, F_WRLCK, true); }
   /// Locks byte `slot` if no one else holds it; false when someone does.
-  bool try_lock(int64_t slot) {
-    struct flock fl;
-    std::memset(&fl, 0, sizeof fl);
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = static_cast<off_t>(slot);
-    fl.l_len = 1;
-    while (::fcntl(fd_, F_OFD_SETLK, &fl) != 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EACCES) return false;
-      throw Error("lock", path_ + ": fcntl(F_OFD_SETLK) on slot " + std::to_string(slot) + ": " + errno_text(errno));
-    }
-    return true;
-  }
-  void unlock(int64_t slot) { set(slot, F_UNLCK); }
+  bool try_lock(int64_t slot) { return set(slot, F_WRLCK, false); }
+  void unlock(int64_t slot) { set(slot, F_UNLCK, true); }
   const std::string& path() const { return path_; }
 
  private:
-  void set(int64_t slot, short type) {
+  bool set(int64_t slot, short type, bool wait) {
     struct flock fl;
     std::memset(&fl, 0, sizeof fl);
     fl.l_type = type;
     fl.l_whence = SEEK_SET;
     fl.l_start = static_cast<off_t>(slot);
     fl.l_len = 1;
-    while (::fcntl(fd_, F_OFD_SETLKW, &fl) != 0) {
+    while (::fcntl(fd_, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) != 0) {
       if (errno == EINTR) continue;
-      throw Error("lock", path_ + ": fcntl(F_OFD_SETLKW) on slot " + std::to_string(slot) + ": " + errno_text(errno));
+      if (!wait && (errno == EAGAIN || errno == EACCES)) return false;
+      throw Error("lock", path_ + ": fcntl(" + (wait ? "F_OFD_SETLKW" : "F_OFD_SETLK") + ") on slot " +
+                              std::to_string(slot) + ": " + errno_text(errno));
     }
+    return true;
   }
 
   std::string path_;

@@ -21,10 +21,10 @@ inline torch::Tensor empty_output(c10::IntArrayRef sizes, const torch::TensorOpt
   for (auto v : sizes)
     TORCH_CHECK_VALUE(v >= 0 && !__builtin_mul_overflow(numel, v, &numel), "qlty: a tensor of shape ", sizes,
                       " has more elements than 64 bits can count");
-  TORCH_CHECK_VALUE(!__builtin_mul_overflow(numel, static_cast<int64_t>(c10::elementSize(
-                                                                 c10::typeMetaToScalarType(options.dtype()))),
-                                            &nbytes),
-                    "qlty: a tensor of shape ", sizes, " has more bytes than 64 bits can count");
+  TORCH_CHECK_VALUE(
+      !__builtin_mul_overflow(numel, static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(options.dtype()))),
+                              &nbytes),
+      "qlty: a tensor of shape ", sizes, " has more bytes than 64 bits can count");
   const size_t bytes = static_cast<size_t>(nbytes);
   if (options.device().is_cpu() && bytes >= kHugePage && !options.pinned_memory()) {
     const size_t len = (bytes + kHugePage - 1) / kHugePage * kHugePage;

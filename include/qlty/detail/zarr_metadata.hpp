@@ -610,8 +610,8 @@ inline ArrayMetadata parse_v3(const std::string& text, const std::string& file) 
     // describe. So unknown codecs are refused even with must_understand: false.
     if (!have_bytes)
       unsupported(file, "codec \"" + name + "\" before \"bytes\" (array-to-array codecs and sharding are not " +
-                            "supported" + (optional ? "; it cannot be skipped, although must_understand is false" : "") +
-                            ")");
+                            "supported" +
+                            (optional ? "; it cannot be skipped, although must_understand is false" : "") + ")");
     Codec k;
     if (name == "gzip") {
       k = Codec::gzip(conf_int("level", 1));
