@@ -273,6 +273,23 @@ TEST(LargeQuilt, OneQuiltAtATimeOnAPrefix) {
   EXPECT_FALSE(c.is_stitched(1));
 }
 
+TEST(LargeQuilt, AnInputAmongItsOwnOutputsIsRefused) {
+  // Reading the input from <prefix>_mean.zarr: return_mean would overwrite it.
+  TempDir dir;
+  qlty::LargeQuiltOptions o;
+  o.durable = false;
+  auto x = torch::randn({1, 1, 16, 16});
+  qlty::zarr::Array::create(dir / "q_mean.zarr", qlty::zarr::ArrayOptions({1, 1, 16, 16}, {1, 1, 8, 8}))
+      .write({0, 0, 0, 0}, x);
+  qlty::LargeNCYXQuilt q(dir / "q", 1, 16, 16, 8, 4, 0, 1.0, o);
+  const auto in = qlty::zarr::Array::open(dir / "q_mean.zarr");
+  qlty_test::expect_error<qlty::Error>([&] { q.unstitch(in, 0); },
+                                       {"[qlty.overlap]", "q_mean.zarr", "which this quilt writes"});
+  qlty::zarr::Array::create(dir / "other.zarr", qlty::zarr::ArrayOptions({1, 1, 16, 16}, {1, 1, 8, 8}))
+      .write({0, 0, 0, 0}, x);
+  EXPECT_TRUE(torch::equal(q.unstitch(qlty::zarr::Array::open(dir / "other.zarr"), 0), q.unstitch(x, 0)));
+}
+
 TEST(LargeQuilt, ACraftedJournalRenamesNothingAndTemporaryFilesGo) {
   TempDir dir;
   qlty::LargeQuiltOptions o;

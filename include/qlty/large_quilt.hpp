@@ -16,6 +16,7 @@
 /// that no complete journal names, so after a crash the arrays hold exactly the patches listed as stitched.
 /// This is the redo journal of shared/design/out-of-core.md with the chunk data written once, not twice.
 
+#include <qlty/detail/fingerprint.hpp>
 #include <qlty/detail/fs.hpp>
 #include <qlty/error.hpp>
 #include <qlty/geometry.hpp>
@@ -31,6 +32,7 @@
 #include <chrono>
 #include <list>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -201,6 +203,19 @@ class LargeQuilt {
     for (int a = 0; ok && a < D; ++a) ok = s[2 + a] == geom_.shape()[a];
     TORCH_CHECK_VALUE(ok, name(), ".unstitch: the array ", x.path(), " must have shape (", N_, ", C, ",
                       c10::IntArrayRef(geom_.shape().data(), D), "), got [", c10::IntArrayRef(s), "]");
+    // return_mean and checkpoints would overwrite an input that is one of the quilt's own folders (checked once
+    // per input path: unstitch runs once per patch)
+    {
+      std::lock_guard<std::mutex> g(checked_mutex_);  // unstitch may run on several threads
+      if (x.path() != checked_input_) {
+        for (const char* own : {"_acc.zarr", "_mean.zarr", "_std.zarr"})
+          if (detail::paths_overlap(x.path(), prefix_ + own))
+            throw Error("overlap",
+                        x.path() + ": " + name() + ".unstitch: the input is " + prefix_ + own +
+                            " (or holds it, or lies inside it), which this quilt writes; use another prefix");
+        checked_input_ = x.path();
+      }
+    }
     const auto o = origin(index);
     std::vector<int64_t> off{o[0], 0}, shape{1, s[1]};
     for (int a = 0; a < D; ++a) {
@@ -815,6 +830,8 @@ class LargeQuilt {
   }
 
   std::string prefix_;
+  mutable std::string checked_input_;  // the last input array found apart from the quilt's folders
+  mutable std::mutex checked_mutex_;
   std::unique_ptr<detail::LockFile> lock_;
   int64_t N_;
   Geometry<D> geom_;
