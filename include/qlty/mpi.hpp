@@ -76,7 +76,7 @@ constexpr int kFailed = 0, kFinished = 1, kWindows = 2, kBlocks = 3, kHeader = 4
 
 class Claims {
  public:
-  Claims(MPI_Comm comm, const BlockPlan& plan, const std::vector<int32_t>& initial) : comm_(comm), plan_(plan) {
+  Claims(MPI_Comm comm, const BlockPlan& plan, const std::vector<int32_t>& initial) : plan_(plan) {
     MPI_Comm_rank(comm, &rank_);
     const MPI_Aint bytes = rank_ == 0 ? MPI_Aint(kHeader * 8 + plan.total() * 4) : 0;
     MPI_Win_allocate(bytes, 1, MPI_INFO_NULL, comm, &base_, &win_);
@@ -190,7 +190,6 @@ class Claims {
     return best_mid >= 0 ? best_mid : best_head;
   }
 
-  MPI_Comm comm_;
   const BlockPlan& plan_;
   int rank_ = 0;
   void* base_ = nullptr;
