@@ -102,7 +102,7 @@ void BM_V3_LargeQuilt(benchmark::State& state) {
       checkpoints = q.checkpoints();
     }
     peak = std::max(peak, peak_mib() - base);
-  });
+  }, /*warm=*/false);  // each run is seconds long and starts from fresh files
   qlty_bench::report(state, v3_patch_bytes(), inv, "v3", false);
   state.counters["s"] = 1.0 / (inv * static_cast<double>(state.iterations()));
   state.counters["peak_MiB"] = peak;
@@ -124,7 +124,7 @@ void BM_V3_InMemoryPlusWrite(benchmark::State& state) {
     ao.overwrite = true;
     qlty::zarr::Array::create(bench_dir() + "/v3_memory.zarr", ao).write({0, 0, 0, 0, 0}, mean);
     peak = std::max(peak, peak_mib() - base);
-  });
+  }, /*warm=*/false);  // each run is seconds long and starts from fresh files
   qlty_bench::report(state, v3_patch_bytes(), inv, "v3", false);
   state.counters["s"] = 1.0 / (inv * static_cast<double>(state.iterations()));
   state.counters["peak_MiB_beyond_patches"] = peak;

@@ -26,15 +26,15 @@ int64_t produced_bytes(const Case& c) {
   return static_cast<int64_t>(p1.nbytes() + p2.nbytes() + o1.nbytes() + o2.nbytes());
 }
 
-// Registers `key/copy` (the reference) and `key + suffix` timing `body(x, seed)` on x of the case's shape.
+void args(benchmark::internal::Benchmark* b) {
+  b->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+// Registers `key/copy` and `key/clone` (the references) and `key + suffix` timing `body(x, seed)` on x of the case's shape.
 template <typename Body>
 void register_pair(const std::string& key, const std::string& suffix, int64_t bytes, const Case& c,
                    const torch::Device& device, Body body) {
-  auto args = [](benchmark::internal::Benchmark* b) {
-    b->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
-  };
-  args(benchmark::RegisterBenchmark((key + "/copy").c_str(),
-                                    [=](benchmark::State& s) { copy_reference(s, bytes, key); }));
+  register_references(key, bytes, args, device);
   args(benchmark::RegisterBenchmark((key + suffix).c_str(), [=](benchmark::State& s) {
     at::set_num_threads(static_cast<int>(s.range(0)));
     auto x = torch::rand(c.shape).to(device);
@@ -44,7 +44,7 @@ void register_pair(const std::string& key, const std::string& suffix, int64_t by
       if (device.is_cuda()) torch::cuda::synchronize();
       benchmark::DoNotOptimize(last.data_ptr());
     });
-    report(s, bytes, inv, key, false);
+    report(s, bytes, inv, key);
   }));
 }
 

@@ -5,7 +5,11 @@
 //   W2: x (4, 1, 1024, 1024), window 128, step 64, border 16; stitch with 8 channels
 //   W3: x (2, 1, 128, 128, 128), window 64, step 32, border 8; stitch with 2 channels
 //
-// The counter `of_copy` is the throughput divided by the copy's at the same thread count.
+// Each workload has two references (copy_reference.hpp): `copy`, a warm `Tensor::copy_` of the patch bytes, and
+// `clone`, an allocating `clone()` of them. Cases: the allocating API call (`unstitch`), the call into a reused
+// buffer (`unstitch_out`) and the native kernel alone (`unstitch/kernel`). The counters `of_copy` and `of_clone`
+// are the throughput over the references' at the same thread count. On CUDA (when present) the references are
+// the GPU's own copy and clone.
 #include <benchmark/benchmark.h>
 #include <qlty/qlty.hpp>
 
@@ -40,64 +44,104 @@ int64_t patch_bytes(const Workload& w, int64_t channels) {
   return n;
 }
 
+void args(benchmark::internal::Benchmark* b) {
+  b->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+/// Registers `name`: `body(state)` returns 1 / seconds (timed_loop); reported against `key`'s references.
+template <typename Body>
+void add(const std::string& name, const std::string& key, int64_t bytes, Body body) {
+  args(benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) {
+    at::set_num_threads(static_cast<int>(s.range(0)));
+    report(s, bytes, body(s), key);
+  }));
+}
+
 template <int D>
-void register_workload(const Workload& w) {
-  const std::string un = std::string(w.name) + "/unstitch", st = std::string(w.name) + "/stitch";
+void register_workload(const Workload& w, const torch::Device& device) {
+  const std::string dev = device.is_cuda() ? "/cuda" : "";
+  const std::string un = std::string(w.name) + dev + "/unstitch", st = std::string(w.name) + dev + "/stitch";
   const int64_t unstitch_bytes = patch_bytes<D>(w, w.x_shape[1]);
   const int64_t stitch_bytes = patch_bytes<D>(w, w.stitch_channels);
-  auto args = [](benchmark::internal::Benchmark* b) {
-    b->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+  auto sync = [device] {
+    if (device.is_cuda()) torch::cuda::synchronize();
   };
-  args(benchmark::RegisterBenchmark((un + "/copy").c_str(),
-                                    [=](benchmark::State& s) { copy_reference(s, unstitch_bytes, un); }));
-  args(benchmark::RegisterBenchmark(un.c_str(), [=](benchmark::State& s) {
-    at::set_num_threads(static_cast<int>(s.range(0)));
-    auto q = make_quilt<D>(w);
-    auto x = torch::rand(w.x_shape);
-    auto inv = timed_loop(s, [&] { benchmark::DoNotOptimize(q.unstitch(x)); });
-    report(s, unstitch_bytes, inv, un, false);
-  }));
-  // The kernel alone, into an output allocated once: what the call costs without fresh pages from the OS.
-  args(benchmark::RegisterBenchmark((un + "/into_preallocated").c_str(), [=](benchmark::State& s) {
-    at::set_num_threads(static_cast<int>(s.range(0)));
-    auto q = make_quilt<D>(w);
-    auto x = torch::rand(w.x_shape);
-    auto x5 = D == 2 ? x.unsqueeze(2) : x;
-    const auto g = q.geometry().grid3();
-    auto out = torch::empty({x.size(0) * g.per_image(), x.size(1), g.window[0], g.window[1], g.window[2]});
-    auto inv = timed_loop(s, [&] { qlty::detail::unfold_cpu(x5, out, g, false); });
-    report(s, unstitch_bytes, inv, un, false);
-  }));
-  args(benchmark::RegisterBenchmark((st + "/copy").c_str(),
-                                    [=](benchmark::State& s) { copy_reference(s, stitch_bytes, st); }));
-  args(benchmark::RegisterBenchmark(st.c_str(), [=](benchmark::State& s) {
-    at::set_num_threads(static_cast<int>(s.range(0)));
+  auto image = [w, device] { return torch::rand(w.x_shape).to(device); };
+  auto patches = [w, device] {
     auto q = make_quilt<D>(w);
     std::vector<int64_t> shape{w.x_shape[0] * q.patches_per_image(), w.stitch_channels};
     for (int a = 0; a < D; ++a) shape.push_back(w.window);
-    auto patches = torch::rand(shape);
-    auto inv = timed_loop(s, [&] { benchmark::DoNotOptimize(q.stitch(patches)); });
-    report(s, stitch_bytes, inv, st, false);
-  }));
-  args(benchmark::RegisterBenchmark((st + "/into_preallocated").c_str(), [=](benchmark::State& s) {
-    at::set_num_threads(static_cast<int>(s.range(0)));
+    return torch::rand(shape).to(device);
+  };
+
+  register_references(un, unstitch_bytes, args, device);
+  add(un, un, unstitch_bytes, [=](benchmark::State& s) {  // the API call: a fresh result each time
     auto q = make_quilt<D>(w);
-    const auto g = q.geometry().grid3();
-    auto patches =
-        torch::rand({w.x_shape[0] * g.per_image(), w.stitch_channels, g.window[0], g.window[1], g.window[2]});
-    auto out = torch::empty({w.x_shape[0], w.stitch_channels, g.shape[0], g.shape[1], g.shape[2]});
-    auto wsum = torch::empty({g.shape[0], g.shape[1], g.shape[2]});
-    auto inv = timed_loop(s, [&] { qlty::detail::fold_cpu(patches, out, wsum, g, true, true); });
-    report(s, stitch_bytes, inv, st, false);
-  }));
+    auto x = image();
+    return timed_loop(s, [&] {
+      benchmark::DoNotOptimize(q.unstitch(x));
+      sync();
+    });
+  });
+  add(un + "_out", un, unstitch_bytes, [=](benchmark::State& s) {  // the API call into a reused buffer
+    auto q = make_quilt<D>(w);
+    auto x = image();
+    auto out = q.unstitch(x);
+    return timed_loop(s, [&] {
+      q.unstitch_out(x, out);
+      sync();
+    });
+  });
+  if (device.is_cpu())
+    add(un + "/kernel", un, unstitch_bytes, [=](benchmark::State& s) {  // the native kernel alone
+      auto q = make_quilt<D>(w);
+      auto x = image();
+      auto x5 = D == 2 ? x.unsqueeze(2) : x;
+      const auto g = q.geometry().grid3();
+      auto out = q.unstitch(x);
+      auto out5 = D == 2 ? out.unsqueeze(2) : out;
+      return timed_loop(s, [&] { qlty::detail::unfold_cpu(x5, out5, g, false); });
+    });
+
+  register_references(st, stitch_bytes, args, device);
+  add(st, st, stitch_bytes, [=](benchmark::State& s) {
+    auto q = make_quilt<D>(w);
+    auto p = patches();
+    return timed_loop(s, [&] {
+      benchmark::DoNotOptimize(q.stitch(p));
+      sync();
+    });
+  });
+  add(st + "_out", st, stitch_bytes, [=](benchmark::State& s) {
+    auto q = make_quilt<D>(w);
+    auto p = patches();
+    auto [result, weights] = q.stitch(p);
+    return timed_loop(s, [&] {
+      q.stitch_out(p, result, weights);
+      sync();
+    });
+  });
+  if (device.is_cpu())
+    add(st + "/kernel", st, stitch_bytes, [=](benchmark::State& s) {
+      auto q = make_quilt<D>(w);
+      const auto g = q.geometry().grid3();
+      auto p = patches();
+      auto p5 = D == 2 ? p.unsqueeze(2) : p;
+      auto out = torch::empty({w.x_shape[0], w.stitch_channels, g.shape[0], g.shape[1], g.shape[2]});
+      auto wsum = torch::empty({g.shape[0], g.shape[1], g.shape[2]});
+      return timed_loop(s, [&] { qlty::detail::fold_cpu(p5, out, wsum, g, true, true); });
+    });
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  register_workload<2>(kW1);
-  register_workload<2>(kW2);
-  register_workload<3>(kW3);
+  for (const auto& device : {torch::Device(torch::kCPU), torch::Device(torch::kCUDA)}) {
+    if (device.is_cuda() && !torch::cuda::is_available()) continue;
+    register_workload<2>(kW1, device);
+    register_workload<2>(kW2, device);
+    register_workload<3>(kW3, device);
+  }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -15,41 +15,84 @@
 
 namespace qlty_bench {
 
-inline std::map<std::pair<std::string, int64_t>, double> copy_rate;  // (bytes key, threads) -> bytes/s
+/// The references of a key at a thread count: a warm `Tensor::copy_` of the same bytes (`copy`) and an allocating
+/// `clone()` of them (`clone`), in bytes/s.
+struct Reference {
+  double copy = 0, clone = 0;
+};
+inline std::map<std::pair<std::string, int64_t>, Reference> references;  // (bytes key, threads) -> rates
 
+/// Times `f` over the state's iterations, after one untimed call (`warm`) that touches every buffer and pays
+/// first-use costs, so kernels and references are timed alike. Returns 1 / seconds.
 template <typename F>
-inline double timed_loop(benchmark::State& state, F&& f) {
+inline double timed_loop(benchmark::State& state, F&& f, bool warm = true) {
+  if (warm) f();
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) f();
   const auto dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return dt > 0 ? 1.0 / dt : 0.0;  // multiplied by bytes * iterations below
 }
 
-inline void report(benchmark::State& state, int64_t bytes, double inv_seconds, const std::string& key, bool is_copy) {
+/// Sets bytes/s and, for a measured case, `of_copy` and `of_clone`: its rate over the references' at the same
+/// thread count (registered, and so run, before it).
+inline void report(benchmark::State& state, int64_t bytes, double inv_seconds, const std::string& key,
+                   bool is_reference = false) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * bytes);
   const double rate = inv_seconds * static_cast<double>(state.iterations()) * static_cast<double>(bytes);
-  const auto k = std::make_pair(key, state.range(0));
-  if (is_copy) {
-    copy_rate[k] = rate;
-  } else if (copy_rate.count(k) && copy_rate[k] > 0) {
-    state.counters["of_copy"] = rate / copy_rate[k];
-  }
+  if (is_reference) return;
+  const auto it = references.find({key, state.range(0)});
+  if (it == references.end()) return;
+  if (it->second.copy > 0) state.counters["of_copy"] = rate / it->second.copy;
+  if (it->second.clone > 0) state.counters["of_clone"] = rate / it->second.clone;
 }
 
-// The reference: copy `bytes` from one buffer to another, split across the threads like the kernels.
-inline void copy_reference(benchmark::State& state, int64_t bytes, const std::string& key) {
+inline torch::Tensor reference_source(int64_t bytes, const torch::Device& device) {
+  return torch::rand({std::max<int64_t>(1, bytes / 4)}, torch::TensorOptions().device(device));  // float32, written
+}
+
+inline void synchronize(const torch::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize();
+}
+
+/// The limit: `dst.copy_(src)` of `bytes` into a buffer already written, LibTorch's own copy at the state's
+/// thread count (range(0)), timed like the kernels. Its rate should match what the machine shows for any warm copy.
+inline void copy_reference(benchmark::State& state, int64_t bytes, const std::string& key,
+                           const torch::Device& device = torch::kCPU) {
   at::set_num_threads(static_cast<int>(state.range(0)));
-  std::vector<char> src(bytes, 1), dst(bytes, 0);
-  const int64_t block = 1 << 20;
+  auto src = reference_source(bytes, device);
+  auto dst = torch::zeros_like(src);
   auto inv = timed_loop(state, [&] {
-    at::parallel_for(0, (bytes + block - 1) / block, 1, [&](int64_t b, int64_t e) {
-      const int64_t lo = b * block, hi = std::min(bytes, e * block);
-      std::memcpy(dst.data() + lo, src.data() + lo, hi - lo);
-    });
-    benchmark::DoNotOptimize(dst.data());
+    dst.copy_(src);
+    synchronize(device);
+    benchmark::DoNotOptimize(dst.data_ptr());
     benchmark::ClobberMemory();
   });
   report(state, bytes, inv, key, true);
+  references[{key, state.range(0)}].copy = inv * static_cast<double>(state.iterations()) * static_cast<double>(bytes);
+}
+
+/// What an allocating call pays at least: `src.clone()` of the same bytes (fresh pages, then a copy).
+inline void clone_reference(benchmark::State& state, int64_t bytes, const std::string& key,
+                            const torch::Device& device = torch::kCPU) {
+  at::set_num_threads(static_cast<int>(state.range(0)));
+  auto src = reference_source(bytes, device);
+  auto inv = timed_loop(state, [&] {
+    auto dst = src.clone();
+    synchronize(device);
+    benchmark::DoNotOptimize(dst.data_ptr());
+    benchmark::ClobberMemory();
+  });
+  report(state, bytes, inv, key, true);
+  references[{key, state.range(0)}].clone = inv * static_cast<double>(state.iterations()) * static_cast<double>(bytes);
+}
+
+/// Registers both references of `key` on `device` (run before the cases that report against them).
+inline void register_references(const std::string& key, int64_t bytes, void (*args)(benchmark::internal::Benchmark*),
+                                const torch::Device& device = torch::kCPU) {
+  args(benchmark::RegisterBenchmark((key + "/copy").c_str(),
+                                    [=](benchmark::State& s) { copy_reference(s, bytes, key, device); }));
+  args(benchmark::RegisterBenchmark((key + "/clone").c_str(),
+                                    [=](benchmark::State& s) { clone_reference(s, bytes, key, device); }));
 }
 
 /// A folder for a benchmark's files: $QLTY_BENCH_DIR (default /tmp) / name.

@@ -500,3 +500,89 @@ TEST(PatchPairs, DeviceGenericPathsMatchTheNativeKernels) {
   EXPECT_TRUE(torch::equal(n1, g1));
   EXPECT_TRUE(torch::equal(n2, g2));
 }
+
+// The _out calls: bitwise the allocating calls for the same seed (with and without rotations, 2D and 3D, one to
+// five channels), into buffers reused across calls; overlap outputs grow from empty and are reused.
+TEST(PatchPairs, OutVariantsEqualTheAllocatingCalls) {
+  for (int64_t C : {1, 2, 3, 4, 5}) {
+    auto x = torch::randn({3, C, 48, 44});
+    torch::Tensor p1 = torch::full({30, C, 16, 16}, 9.0f), p2 = torch::full({30, C, 16, 16}, 9.0f);
+    torch::Tensor o1 = torch::empty({0, C}), o2 = torch::empty({0, C});
+    for (bool rotate : {false, true}) {
+      std::optional<std::vector<int64_t>> choices;
+      if (rotate) choices = std::vector<int64_t>{0, 1, 2, 3};
+      for (uint64_t seed : {5u, 6u}) {
+        auto [e1, e2, ed, er] = qlty::extract_patch_pairs(x, {16, 16}, 10, {4.0, 12.0}, seed, choices);
+        auto [d, r] = qlty::extract_patch_pairs_out(x, {16, 16}, 10, {4.0, 12.0}, p1, p2, seed, choices);
+        EXPECT_TRUE(torch::equal(p1, e1) && torch::equal(p2, e2)) << "C " << C << " rotate " << rotate;
+        EXPECT_TRUE(torch::equal(d, ed) && torch::equal(r, er));
+        auto [eo1, eo2] = qlty::extract_overlapping_pixels(e1, e2, ed, er);
+        auto out = qlty::extract_overlapping_pixels_out(p1, p2, d, r, o1, o2);
+        EXPECT_EQ(&std::get<0>(out), &o1);
+        EXPECT_TRUE(torch::equal(o1, eo1) && torch::equal(o2, eo2)) << "C " << C << " rotate " << rotate;
+      }
+    }
+    // An earlier result (memory qlty owns, which cannot grow) is a valid buffer: replaced when too small.
+    auto [a1, a2, ad, ar] = qlty::extract_patch_pairs(x, {16, 16}, 2, {4.0, 12.0}, 1);
+    auto [small1, small2] = qlty::extract_overlapping_pixels(a1, a2, ad, ar);
+    auto [b1, b2, bd, br] = qlty::extract_patch_pairs(x, {16, 16}, 20, {4.0, 12.0}, 2);
+    qlty::extract_overlapping_pixels_out(b1, b2, bd, br, small1, small2);
+    auto [eb1, eb2] = qlty::extract_overlapping_pixels(b1, b2, bd, br);
+    EXPECT_TRUE(torch::equal(small1, eb1) && torch::equal(small2, eb2));
+  }
+  auto x3 = torch::randn({2, 2, 20, 18, 22});
+  auto [e1, e2, ed] = qlty::extract_patch_pairs_3d(x3, {8, 8, 10}, 12, {2.0, 6.0}, 4);
+  auto p1 = torch::empty_like(e1), p2 = torch::empty_like(e2);
+  auto d = qlty::extract_patch_pairs_3d_out(x3, {8, 8, 10}, 12, {2.0, 6.0}, p1, p2, 4);
+  EXPECT_TRUE(torch::equal(p1, e1) && torch::equal(p2, e2) && torch::equal(d, ed));
+  auto [eo1, eo2] = qlty::extract_overlapping_pixels_3d(e1, e2, ed);
+  torch::Tensor o1 = torch::empty({0}), o2 = torch::empty({0});
+  qlty::extract_overlapping_pixels_3d_out(p1, p2, d, o1, o2);
+  EXPECT_TRUE(torch::equal(o1, eo1) && torch::equal(o2, eo2));
+}
+
+TEST(PatchPairsErrors, OutVariantsRefuseBadBuffers) {
+  auto x = torch::randn({2, 3, 40, 40});
+  auto p1 = torch::empty({8, 3, 16, 16}), p2 = torch::empty({8, 3, 16, 16});
+  expect_error<c10::ValueError>(
+      [&] {
+        auto bad = torch::empty({8, 3, 16, 15});
+        qlty::extract_patch_pairs_out(x, {16, 16}, 4, {4.0, 12.0}, bad, p2, 1);
+      },
+      {"extract_patch_pairs_out", "patches1 must have shape [8, 3, 16, 16]", "[8, 3, 16, 15]"});
+  expect_error<c10::TypeError>(
+      [&] {
+        auto bad = torch::empty({8, 3, 16, 16}, torch::kFloat16);
+        qlty::extract_patch_pairs_out(x, {16, 16}, 4, {4.0, 12.0}, p1, bad, 1);
+      },
+      {"patches2 must have dtype Float", "got Half"});
+  expect_error<c10::ValueError>(
+      [&] {
+        auto same = p1;
+        qlty::extract_patch_pairs_out(x, {16, 16}, 4, {4.0, 12.0}, p1, same, 1);
+      },
+      {"patches1 must not share memory with patches2"});
+  auto xg = x.clone().requires_grad_(true);
+  expect_error<c10::ValueError>([&] { qlty::extract_patch_pairs_out(xg, {16, 16}, 4, {4.0, 12.0}, p1, p2, 1); },
+                                {"x requires grad", "do not support autograd"});
+  auto [e1, e2, d, r] = qlty::extract_patch_pairs(x, {16, 16}, 4, {4.0, 12.0}, 1);
+  auto o1 = torch::empty({0, 3}), o2 = torch::empty({0, 3});
+  expect_error<c10::TypeError>(
+      [&] {
+        auto bad = torch::empty({0, 3}, torch::kFloat64);
+        qlty::extract_overlapping_pixels_out(e1, e2, d, r, bad, o2);
+      },
+      {"extract_overlapping_pixels_out", "overlapping1 must have dtype Float"});
+  expect_error<c10::ValueError>(
+      [&] {
+        auto view = o1.view({0, 3});  // the same storage
+        qlty::extract_overlapping_pixels_out(e1, e2, d, r, o1, view);
+      },
+      {"overlapping1 and overlapping2 must not share memory"});
+  expect_error<c10::ValueError>(
+      [&] {
+        auto in_patches = e1.view(-1).narrow(0, 0, 30).view({10, 3});
+        qlty::extract_overlapping_pixels_out(e1, e2, d, r, in_patches, o2);
+      },
+      {"overlapping1 must not share memory with patches1"});
+}

@@ -309,3 +309,197 @@ TEST(QuiltErrors, BadInputsGiveClearErrors) {
   qlty::NCZYXQuilt q3(8, 8, 8, 4, 2, 1, 0.1);
   expect_error<V>([&] { q3.unstitch(torch::zeros({1, 8, 8, 8})); }, {"NCZYXQuilt.unstitch", "5-D", "4-D"});
 }
+
+// The native fold streams whole windows in patch order into a ring of window rows, split into ranges along the
+// outer axis and into channel groups when a ring would exceed kFoldRingBytes. Each path against the slicing
+// reference, and bitwise the same whatever the threads.
+TEST(Quilt, FoldPathsMatchTheReferenceAndDoNotDependOnThreads) {
+  struct Case {
+    std::vector<int64_t> S, W, s, b;
+    int64_t N, C;
+    bool strided;  // patches with a strided X axis (no fast row path)
+  };
+  const std::vector<Case> cases{
+      {{37, 29}, {9, 8}, {4, 3}, {2, 1}, 2, 3, false},     // 2D, ring wraps many times, width 8
+      {{40, 70}, {16, 16}, {5, 6}, {3, 4}, 3, 5, false},   // width 16
+      {{33, 64}, {12, 32}, {7, 32}, {0, 5}, 1, 2, false},  // width 32, no border along Y
+      {{20, 64}, {6, 64}, {6, 64}, {1, 1}, 2, 1, false},   // width 64, windows that tile exactly
+      {{31, 23}, {10, 7}, {3, 5}, {2, 2}, 2, 2, true},     // odd width, strided patches
+      {{21, 19, 17}, {8, 7, 6}, {3, 4, 5}, {1, 2, 1}, 2, 3, false},
+      {{21, 19, 17}, {8, 7, 16}, {3, 4, 5}, {1, 2, 1}, 1, 2, true},
+      // 3D whose ring of one channel (32 planes of 200 x 200 floats, 5 MiB) exceeds kFoldRingBytes: one
+      // channel per group
+      {{64, 200, 200}, {32, 16, 16}, {16, 16, 16}, {4, 4, 4}, 1, 2, false},
+  };
+  const int threads = at::get_num_threads();
+  for (const auto& c : cases) {
+    const int D = static_cast<int>(c.S.size());
+    qlty::detail::Grid3 g;
+    int64_t P = 0;
+    if (D == 2) {
+      qlty::NCYXQuilt q(c.S[0], c.S[1], c.W, c.s, c.b, 0.1);
+      g = q.geometry().grid3();
+      P = q.patches_per_image();
+    } else {
+      qlty::NCZYXQuilt q(c.S[0], c.S[1], c.S[2], c.W, c.s, c.b, 0.1);
+      g = q.geometry().grid3();
+      P = q.patches_per_image();
+    }
+    std::vector<int64_t> shape{c.N * P, c.C};
+    shape.insert(shape.end(), c.W.begin(), c.W.end());
+    auto patches = torch::randn(shape, torch::kFloat64);
+    if (c.strided) {
+      auto wide = shape;
+      wide.back() *= 2;
+      auto big = torch::randn(wide, torch::kFloat64);
+      patches = big.narrow(-1, 0, shape.back() * 2).slice(-1, 0, shape.back() * 2, 2);
+      ASSERT_NE(patches.stride(-1), 1);
+    }
+    auto [ref, rw] = reference_stitch(patches, c.S, c.W, c.s, c.b, 0.1);
+    std::vector<torch::Tensor> results;
+    for (int t : {1, 2, 3}) {
+      at::set_num_threads(t);
+      auto p5 = D == 2 ? patches.unsqueeze(2) : patches;
+      auto [out, w] = qlty::fold(p5, g, Backend::Native);
+      if (D == 2) out = out.squeeze(2), w = w.squeeze(0);
+      EXPECT_TRUE(torch::allclose(out, ref, 1e-12, 1e-12)) << "case S=" << c10::IntArrayRef(c.S) << " threads " << t;
+      EXPECT_TRUE(torch::allclose(w, rw, 1e-12, 1e-12));
+      results.push_back(out);
+      // float32, half and bfloat16 accumulate in float32: the same sums, rounded once at the end
+      for (auto dt : {torch::kFloat32, torch::kFloat16, torch::kBFloat16}) {
+        auto [o, ow] = qlty::fold(p5.to(dt), g, Backend::Native);
+        if (D == 2) o = o.squeeze(2);
+        const double tol = dt == torch::kFloat32 ? 1e-5 : dt == torch::kFloat16 ? 4e-3 : 3e-2;
+        EXPECT_TRUE(torch::allclose(o.to(torch::kFloat64), ref, tol, tol)) << dt << " S=" << c10::IntArrayRef(c.S);
+      }
+    }
+    at::set_num_threads(threads);
+    EXPECT_TRUE(torch::equal(results[0], results[1]) && torch::equal(results[0], results[2])) << "S=" << c10::IntArrayRef(c.S);
+  }
+}
+
+// unstitch_out / stitch_out: bitwise the allocating calls, over dtypes, in 2D and 3D, buffers reused.
+TEST(Quilt, OutVariantsEqualTheAllocatingCalls) {
+  qlty::NCYXQuilt q2(37, 29, {9, 8}, {4, 3}, {2, 1}, 0.2);
+  qlty::NCZYXQuilt q3(13, 12, 11, {5, 4, 6}, {3, 3, 2}, 1, 0.1);
+  for (auto dt : {torch::kFloat32, torch::kFloat64, torch::kFloat16, torch::kBFloat16}) {
+    for (int d : {2, 3}) {
+      auto shape = d == 2 ? std::vector<int64_t>{2, 3, 37, 29} : std::vector<int64_t>{2, 3, 13, 12, 11};
+      auto x1 = torch::randn(shape).to(dt), x2 = torch::randn(shape).to(dt);
+      auto un = [&](const torch::Tensor& x) { return d == 2 ? q2.unstitch(x) : q3.unstitch(x); };
+      auto st = [&](const torch::Tensor& p) { return d == 2 ? q2.stitch(p) : q3.stitch(p); };
+      auto patches = torch::full_like(un(x1), 7);  // stale values must all be overwritten
+      for (const auto& x : {x1, x2}) {
+        auto& r = d == 2 ? q2.unstitch_out(x, patches) : q3.unstitch_out(x, patches);
+        EXPECT_EQ(&r, &patches);
+        EXPECT_TRUE(torch::equal(patches, un(x))) << dt << " " << d << "D";
+      }
+      auto [rexp, wexp] = st(patches * 3);
+      auto result = torch::full_like(rexp, -1), weights = torch::full_like(wexp, -1);
+      for (int rep = 0; rep < 2; ++rep) {
+        auto p = (patches * 3).contiguous();
+        if (d == 2)
+          q2.stitch_out(p, result, weights);
+        else
+          q3.stitch_out(p, result, weights);
+        EXPECT_TRUE(torch::equal(result, rexp)) << dt << " " << d << "D";
+        EXPECT_TRUE(torch::equal(weights, wexp));
+      }
+      // The torch-op path (what other devices run) into the same buffers: the same values.
+      if (d == 2) {
+        q2.unstitch_out(x1, patches, Backend::Torch);
+        EXPECT_TRUE(torch::equal(patches, un(x1)));
+        q2.stitch_out(patches, result, weights, Backend::Torch);
+        auto [rt, wt] = q2.stitch(patches, Backend::Torch);
+        EXPECT_TRUE(torch::equal(result, rt));
+        EXPECT_TRUE(torch::equal(weights, wt));
+      }
+    }
+  }
+}
+
+TEST(QuiltErrors, OutVariantsRefuseBadBuffers) {
+  qlty::NCYXQuilt q(16, 16, 8, 4, 1, 0.1);
+  auto x = torch::randn({2, 3, 16, 16});
+  auto good = q.unstitch(x);
+  auto patches = torch::empty_like(good);
+  expect_error<c10::ValueError>([&] { auto p = torch::empty({1, 2, 3}); q.unstitch_out(x, p); },
+                                {"NCYXQuilt.unstitch_out", "patches must have shape [18, 3, 8, 8]", "[1, 2, 3]"});
+  expect_error<c10::TypeError>([&] { auto p = good.to(torch::kFloat64); q.unstitch_out(x, p); },
+                               {"NCYXQuilt.unstitch_out", "patches must have dtype Float", "got Double"});
+  expect_error<c10::ValueError>(
+      [&] {
+        auto p = torch::empty(good.sizes(), torch::TensorOptions().device(torch::kMeta));
+        q.unstitch_out(x, p);
+      },
+      {"NCYXQuilt.unstitch_out", "patches must be on cpu", "got meta"});
+  expect_error<c10::ValueError>(
+      [&] {
+        auto p = torch::empty({3, 18, 8, 8}).transpose(0, 1);
+        q.unstitch_out(x, p);
+      },
+      {"patches must be contiguous"});
+  // x inside the output buffer: the call would read what it writes.
+  auto buffer = torch::empty({good.numel() + x.numel()});
+  auto xin = buffer.narrow(0, 0, x.numel()).view(x.sizes()).copy_(x);
+  auto pin = buffer.narrow(0, 10, good.numel()).view(good.sizes());
+  expect_error<c10::ValueError>([&] { q.unstitch_out(xin, pin); }, {"patches must not share memory with x"});
+  // Autograd is refused, not silently dropped.
+  auto xg = x.clone().requires_grad_(true);
+  expect_error<c10::ValueError>([&] { q.unstitch_out(xg, patches); },
+                                {"x requires grad", "_out calls do not support autograd", "NoGradGuard"});
+  {
+    torch::NoGradGuard no_grad;
+    q.unstitch_out(xg, patches);  // allowed without grad mode
+    EXPECT_TRUE(torch::equal(patches, good));
+  }
+  // stitch_out: the result's shape, the weights' dtype, result and weights on one storage, in place.
+  auto [r, w] = q.stitch(good);
+  auto result = torch::empty_like(r), weights = torch::empty_like(w);
+  expect_error<c10::ValueError>([&] { auto bad = torch::empty({2, 3, 16, 15}); q.stitch_out(good, bad, weights); },
+                                {"NCYXQuilt.stitch_out", "result must have shape [2, 3, 16, 16]"});
+  expect_error<c10::TypeError>([&] { auto bad = torch::empty({16, 16}, torch::kFloat64); q.stitch_out(good, result, bad); },
+                               {"weights must have dtype Float"});
+  auto both = torch::empty({r.numel() + w.numel()});
+  auto r_in = both.narrow(0, 0, r.numel()).view(r.sizes()), w_in = both.narrow(0, 100, w.numel()).view(w.sizes());
+  expect_error<c10::ValueError>([&] { q.stitch_out(good, r_in, w_in); }, {"result must not share memory with weights"});
+  auto in_place = good.clone();
+  auto alias = in_place.view(-1).narrow(0, 0, r.numel()).view(r.sizes());
+  expect_error<c10::ValueError>([&] { q.stitch_out(in_place, alias, weights); },
+                                {"result must not share memory with patches"});
+  expect_error<c10::TypeError>([&] { auto ip = good.to(torch::kInt32); q.stitch_out(ip, result, weights); },
+                               {"NCYXQuilt.stitch_out", "floating point"});
+  // Nothing was written by a refused call.
+  result.fill_(5);
+  expect_error<c10::ValueError>([&] { auto bad = torch::empty({16, 16, 1}); q.stitch_out(good, result, bad); },
+                                {"weights must have shape"});
+  EXPECT_TRUE((result == 5).all().item<bool>());
+}
+
+// Outputs come from a small cache of freed buffers: stale contents never show, and the cache can be emptied.
+TEST(Quilt, ReusedOutputBuffersHoldOnlyNewValues) {
+  qlty::release_cached_memory();
+  qlty::NCYXQuilt q(256, 256, 32, 16, 4, 0.1);
+  auto x = torch::randn({2, 2, 256, 256});
+  auto first = q.unstitch(x * 0 + 3);  // 3.4 MB: from the huge-page allocator
+  const auto bytes = first.nbytes();
+  first = torch::Tensor();  // freed into the cache
+  EXPECT_GE(qlty::detail::OutputCache::instance().cached_bytes(), bytes);
+  auto second = q.unstitch(x);
+  EXPECT_TRUE(torch::equal(second, reference_unstitch(x, {32, 32}, {16, 16})));
+  second = torch::Tensor();
+  EXPECT_GE(qlty::release_cached_memory(), bytes);
+  EXPECT_EQ(qlty::detail::OutputCache::instance().cached_bytes(), 0u);
+}
+
+// An _out call bumps its outputs' version, as LibTorch's in-place ops do: a backward pass that needs the values a
+// buffer held before is refused instead of using the new ones.
+TEST(Quilt, OutVariantsInvalidateSavedBuffers) {
+  qlty::NCYXQuilt q(16, 16, 8, 4, 1, 0.1);
+  auto x = torch::randn({1, 2, 16, 16});
+  auto patches = q.unstitch(x);
+  auto weight = torch::randn({2}, torch::requires_grad());
+  auto loss = (patches * weight.view({1, 2, 1, 1})).pow(2).sum();  // saves `patches` for backward
+  q.unstitch_out(x * 2, patches);
+  expect_error<c10::Error>([&] { loss.backward(); }, {"modified by an inplace operation"});
+}

@@ -5,8 +5,10 @@
 /// These are the building blocks of the quilts; most users call NCYXQuilt / NCZYXQuilt instead. Tensors here are
 /// five-dimensional (N, C, Z, Y, X); 2D quilts use Z = 1.
 
+#include <ATen/MemoryOverlap.h>
 #include <torch/torch.h>
 
+#include <initializer_list>
 #include <tuple>
 
 #include "detail/cpu_kernels.hpp"
@@ -31,6 +33,33 @@ inline bool use_native(const torch::Tensor& t, Backend b, const char* who) {
 
 inline torch::ScalarType accumulate_type(torch::ScalarType t) {
   return t == torch::kDouble ? torch::kDouble : torch::kFloat;
+}
+
+/// Checks the output argument `arg` of an `_out` call `who`: defined, of the given shape, dtype and device,
+/// contiguous, sharing no memory with `others` (inputs and the other outputs), and no autograd: like LibTorch's
+/// own `_out` functions, these calls write in place and record no graph.
+inline void check_out(const char* who, const char* arg, const torch::Tensor& out, c10::IntArrayRef sizes,
+                      c10::ScalarType dtype, const c10::Device& device,
+                      std::initializer_list<std::pair<const char*, const torch::Tensor*>> others) {
+  TORCH_CHECK_VALUE(out.defined(), who, ": ", arg, " must be a defined tensor of shape ", sizes);
+  TORCH_CHECK_VALUE(out.sizes() == sizes, who, ": ", arg, " must have shape ", sizes, ", got ", out.sizes());
+  TORCH_CHECK_TYPE(out.scalar_type() == dtype, who, ": ", arg, " must have dtype ", dtype, ", got ", out.scalar_type());
+  TORCH_CHECK_VALUE(out.device() == device, who, ": ", arg, " must be on ", device, ", got ", out.device());
+  TORCH_CHECK_VALUE(out.is_contiguous(), who, ": ", arg, " must be contiguous, got strides ", out.strides(),
+                    " (allocate it with torch::empty of that shape)");
+  const bool grad = torch::GradMode::is_enabled();
+  TORCH_CHECK_VALUE(!(grad && out.requires_grad()), who, ": ", arg,
+                    " requires grad; _out calls do not support autograd (use the allocating call, or run under "
+                    "torch::NoGradGuard)");
+  for (const auto& [name, t] : others) {
+    if (!t->defined()) continue;
+    TORCH_CHECK_VALUE(!(grad && t->requires_grad()), who, ": ", name,
+                      " requires grad; _out calls do not support autograd (use the allocating call, or run under "
+                      "torch::NoGradGuard)");
+    const auto status = at::get_overlap_status(out, *t);
+    TORCH_CHECK_VALUE(status == at::MemOverlapStatus::No, who, ": ", arg, " must not share memory with ", name,
+                      status == at::MemOverlapStatus::TooHard ? " (they share a storage)" : "");
+  }
 }
 
 /// patches (N * P, C, Wz, Wy, Wx) from x (N, C, Sz, Sy, Sx); `weighted` multiplies by the stitching weights.
@@ -119,12 +148,17 @@ struct GatherFunction : torch::autograd::Function<GatherFunction> {
   static torch::Tensor gather_raw(const torch::Tensor& x, const torch::Tensor& origins,
                                   const std::array<int64_t, 3>& window) {
     auto out = empty_output({origins.size(0), x.size(1), window[0], window[1], window[2]}, x.options());
-    if (out.numel() == 0) return out;
+    gather_into(x, origins, window, out);
+    return out;
+  }
+  /// Into `out` (M, C, *window), contiguous, preallocated.
+  static void gather_into(const torch::Tensor& x, const torch::Tensor& origins, const std::array<int64_t, 3>& window,
+                          torch::Tensor& out) {
+    if (out.numel() == 0) return;
     if (x.device().is_cpu())
       gather_cpu(x, origins.to(torch::kCPU).contiguous(), out, window);
     else
       gather_torch(x, origins.to(x.device()), out, window);
-    return out;
   }
 };
 
@@ -142,6 +176,39 @@ inline torch::Tensor gather_windows(const torch::Tensor& x, const torch::Tensor&
 inline torch::Tensor unfold(const torch::Tensor& x, const detail::Grid3& g, Backend b = Backend::Auto) {
   if (x.requires_grad() && torch::GradMode::is_enabled()) return detail::UnfoldFunction::apply(x, g, b);
   return detail::unfold_raw(x, g, false, b);
+}
+
+namespace detail {
+/// Marks `t` as written in place, as LibTorch's own `_out` functions do: autograd then refuses a backward pass
+/// that needs the values `t` held before (instead of silently using the new ones).
+inline void mark_written(const torch::Tensor& t) {
+  if (t.defined()) t.unsafeGetTensorImpl()->bump_version();
+}
+}  // namespace detail
+
+/// @brief unfold into `out` (N * P, C, Wz, Wy, Wx), a contiguous tensor of x's dtype and device that shares no
+/// memory with x: no allocation, no autograd (checked). Shapes are checked by the callers (the quilts).
+inline torch::Tensor& unfold_out(const torch::Tensor& x, torch::Tensor& out, const detail::Grid3& g,
+                                 Backend b = Backend::Auto) {
+  detail::mark_written(out);
+  if (out.numel() == 0) return out;
+  if (detail::use_native(x, b, "qlty::unfold_out"))
+    detail::unfold_cpu(x, out, g, false);
+  else
+    detail::unfold_torch(x, out, g, false);
+  return out;
+}
+
+/// @brief fold into `out` (N, C, Z, Y, X) and `wsum` (Z, Y, X): contiguous, of the patches' dtype and its
+/// accumulation dtype (float32, float64 for double), no autograd. Checked by the callers.
+inline void fold_out(const torch::Tensor& patches, torch::Tensor& out, torch::Tensor& wsum, const detail::Grid3& g,
+                     Backend b = Backend::Auto) {
+  detail::mark_written(out);
+  detail::mark_written(wsum);
+  if (detail::use_native(patches, b, "qlty::fold_out"))
+    detail::fold_cpu(patches, out, wsum, g, true, true);
+  else
+    detail::fold_torch(patches, out, wsum, g, true, true);
 }
 
 /// @brief (weighted mean image (N, C, Z, Y, X), weight sum (Z, Y, X)) from floating patches; differentiable.

@@ -9,8 +9,11 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <optional>
+#include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -63,6 +66,28 @@ inline torch::Tensor rotate_pairs(const torch::Tensor& patches, const torch::Ten
   return out;
 }
 
+/// rot90(k) in place, for the pairs whose k (mod 4) is 1, 2 or 3 (square patches for odd k).
+inline void rotate_pairs_(torch::Tensor& patches, const torch::Tensor& turns) {
+  auto k4 = turns.remainder(4);
+  for (int64_t k = 1; k < 4; ++k) {
+    auto sel = (k4 == k).nonzero().squeeze(1);
+    if (sel.numel() == 0) continue;
+    patches.index_copy_(0, sel, torch::rot90(patches.index_select(0, sel), k, {-2, -1}));
+  }
+}
+
+/// t.resize_(sizes), reusing t's memory when it is large enough; a tensor whose memory cannot grow (a view of
+/// foreign memory, such as qlty's own outputs) gets fresh memory instead.
+inline torch::Tensor& resize_output(torch::Tensor& t, c10::IntArrayRef sizes) {
+  int64_t numel = 1;
+  for (auto v : sizes) numel *= v;
+  const auto needed = static_cast<size_t>((numel + t.storage_offset()) * static_cast<int64_t>(t.element_size()));
+  if (!t.storage().resizable() && t.storage().nbytes() < needed) t.set_(torch::empty({0}, t.options()));
+  t.resize_(sizes);
+  mark_written(t);
+  return t;
+}
+
 /// Offsets (M + 1) of each pair's first overlapping pixel: the prefix sum of prod(W - |d|) over axes.
 inline std::vector<int64_t> overlap_offsets(const torch::Tensor& d, const std::array<int64_t, 3>& w) {
   const int64_t M = d.size(0);
@@ -77,13 +102,21 @@ inline std::vector<int64_t> overlap_offsets(const torch::Tensor& d, const std::a
 }
 
 /// Moves n pixels of C channels between a patch row (pixel stride sj, channel stride sc) and rows of (n, C).
-template <typename T, bool backward>
+/// Rows are walked pixel by pixel, so the (n, C) side is read or written contiguously; one channel is a copy.
+/// CC > 0 is C known at compile time (the loop over channels unrolls).
+template <typename T, bool backward, int CC>
 inline void move_row(T* p, int64_t sj, int64_t sc, T* r, int64_t n, int64_t C) {
-  for (int64_t c = 0; c < C; ++c, r += 1, p += sc) {
+  if (CC == 1 && sj == 1) {
+    backward ? std::memcpy(p, r, n * sizeof(T)) : std::memcpy(r, p, n * sizeof(T));
+    return;
+  }
+  const int64_t channels = CC > 0 ? CC : C;
+  for (int64_t j = 0; j < n; ++j, r += channels) {
+    T* q = p + j * sj;
     if (backward) {
-      for (int64_t j = 0; j < n; ++j) p[j * sj] = r[j * C];
+      for (int64_t c = 0; c < channels; ++c) q[c * sc] = r[c];
     } else {
-      for (int64_t j = 0; j < n; ++j) r[j * C] = p[j * sj];
+      for (int64_t c = 0; c < channels; ++c) r[c] = q[c * sc];
     }
   }
 }
@@ -92,9 +125,16 @@ inline void move_row(T* p, int64_t sj, int64_t sc, T* r, int64_t n, int64_t C) {
 /// x - dx) lies in patch 2, row k of o1 takes patch 1's C values there and row k of o2 takes patch 2's, read
 /// through its rotation. With `backward`, the same map runs the other way: o1/o2 rows into zeroed p1/p2 grads
 /// (each patch pixel is at most one row, so no sums). T is a plain element of the dtype's size.
-template <typename T, bool backward>
+template <typename T, bool backward, int CC = 0>
 void overlap_cpu(T* p1, T* p2, const Strides5& s1, const Strides5& s2, T* o1, T* o2, const torch::Tensor& d,
                  const int64_t* turns, const std::array<int64_t, 3>& w, int64_t C, const std::vector<int64_t>& off) {
+  if (CC == 0 && C >= 1 && C <= 4) {  // the common channel counts get unrolled loops
+    auto fixed = [&](auto cc) { overlap_cpu<T, backward, decltype(cc)::value>(p1, p2, s1, s2, o1, o2, d, turns, w, C, off); };
+    if (C == 1) return fixed(std::integral_constant<int, 1>{});
+    if (C == 2) return fixed(std::integral_constant<int, 2>{});
+    if (C == 3) return fixed(std::integral_constant<int, 3>{});
+    return fixed(std::integral_constant<int, 4>{});
+  }
   const int64_t M = d.size(0);
   auto da = d.accessor<int64_t, 2>();
   at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
@@ -108,7 +148,7 @@ void overlap_cpu(T* p1, T* p2, const Strides5& s1, const Strides5& s2, T* o1, T*
           // Patch 1's row segment, channel by channel.
           T* a = p1 + i * s1.n + z * s1.z + y * s1.y + x0 * s1.x;
           T* r1 = o1 + row * C;
-          move_row<T, backward>(a, s1.x, s1.c, r1, nx, C);
+          move_row<T, backward, CC>(a, s1.x, s1.c, r1, nx, C);
           // Patch 2's pixels (y - dy, x - dx), read through rot90(k): (y2, x2) of the unrotated patch sits at
           // (ry, rx) of the stored one, which moves by (sy, sx) per step in x.
           const int64_t y2 = y - dy, x2 = x0 - dx;
@@ -132,7 +172,7 @@ void overlap_cpu(T* p1, T* p2, const Strides5& s1, const Strides5& s2, T* o1, T*
           T* b = p2 + i * s2.n + (z - dz) * s2.z + ry * s2.y + rx * s2.x;
           const int64_t step = sy * s2.y + sx * s2.x;
           T* r2 = o2 + row * C;
-          move_row<T, backward>(b, step, s2.c, r2, nx, C);
+          move_row<T, backward, CC>(b, step, s2.c, r2, nx, C);
         }
     }
   });
@@ -166,12 +206,21 @@ struct OverlapFunction : torch::autograd::Function<OverlapFunction> {
     });
     return {q1, q2, torch::Tensor(), torch::Tensor()};
   }
+  /// The overlap into fresh tensors, or into `into` (two tensors resized to (K, C)) when given.
   static torch::autograd::variable_list run(const torch::Tensor& p1, const torch::Tensor& p2, const torch::Tensor& d,
-                                            const torch::Tensor& turns) {
+                                            const torch::Tensor& turns,
+                                            const std::array<torch::Tensor*, 2>& into = {nullptr, nullptr}) {
     const std::array<int64_t, 3> w{p1.size(2), p1.size(3), p1.size(4)};
     const auto off = overlap_offsets(d, w);
     const int64_t C = p1.size(1);
-    auto o1 = empty_output({off.back(), C}, p1.options()), o2 = empty_output({off.back(), C}, p1.options());
+    torch::Tensor o1, o2;
+    if (into[0]) {
+      o1 = resize_output(*into[0], {off.back(), C});
+      o2 = resize_output(*into[1], {off.back(), C});
+    } else {
+      o1 = empty_output({off.back(), C}, p1.options());
+      o2 = empty_output({off.back(), C}, p1.options());
+    }
     const int64_t* t = turns.data_ptr<int64_t>();
     dispatch_by_size(p1, [&](auto e) {
       using T = decltype(e);
@@ -196,8 +245,10 @@ template <int D>
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> extract_pairs(
     const torch::Tensor& x, const std::array<int64_t, D>& window, int64_t num_patches,
     std::pair<double, double> delta_range, std::optional<uint64_t> seed,
-    const std::optional<std::vector<int64_t>>& rotation_choices) {
-  const char* who = pairs_name<D>();
+    const std::optional<std::vector<int64_t>>& rotation_choices,
+    const std::array<torch::Tensor*, 2>& into = {nullptr, nullptr}) {
+  const std::string who_out = c10::str(pairs_name<D>(), "_out");
+  const char* who = into[0] ? who_out.c_str() : pairs_name<D>();
   const char* axes = D == 2 ? "(N, C, Y, X)" : "(N, C, Z, Y, X)";
   TORCH_CHECK_VALUE(x.dim() == D + 2, who, ": x must be ", D + 2, "-D ", axes, ", got ", x.dim(), "-D tensor of shape ",
                     x.sizes());
@@ -227,8 +278,15 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> extract_p
   const auto table = displacements<D>(low, high);
   TORCH_CHECK_VALUE(!table.empty(), who, ": no integer displacement has a length in [", low, ", ", high, "]");
 
-  // Sampling: a few draws of N * P numbers on the CPU generator (same seed, same pairs on every device).
   const int64_t N = x.size(0), M = N * num_patches;
+  if (into[0]) {
+    std::vector<int64_t> sizes{M, x.size(1)};
+    sizes.insert(sizes.end(), window.begin(), window.end());
+    check_out(who, "patches1", *into[0], sizes, x.scalar_type(), x.device(), {{"x", &x}, {"patches2", into[1]}});
+    check_out(who, "patches2", *into[1], sizes, x.scalar_type(), x.device(), {{"x", &x}});
+  }
+
+  // Sampling: a few draws of N * P numbers on the CPU generator (same seed, same pairs on every device).
   auto gen = pair_generator(seed);
   std::vector<int64_t> flat;
   for (const auto& v : table) flat.insert(flat.end(), v.begin(), v.end());
@@ -254,13 +312,25 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> extract_p
   const auto x5 = D == 2 ? x.unsqueeze(2) : x;
   const std::array<int64_t, 3> w3 = D == 2 ? std::array<int64_t, 3>{1, window[0], window[1]}
                                            : std::array<int64_t, 3>{window[0], window[1], window[2]};
-  auto p1 = gather_windows(x5, origins, w3);
-  auto p2 = gather_windows(x5, shifted, w3);
-  if (D == 2) {
-    p1 = p1.squeeze(2);
-    p2 = p2.squeeze(2);
+  torch::Tensor p1, p2;
+  if (into[0]) {
+    for (int i = 0; i < 2; ++i) {
+      mark_written(*into[i]);
+      auto o5 = D == 2 ? into[i]->unsqueeze(2) : *into[i];
+      GatherFunction::gather_into(x5, i == 0 ? origins : shifted, w3, o5);
+    }
+    p1 = *into[0];
+    p2 = *into[1];
+    if (rotation_choices) rotate_pairs_(p2, turns.to(x.device()));
+  } else {
+    p1 = gather_windows(x5, origins, w3);
+    p2 = gather_windows(x5, shifted, w3);
+    if (D == 2) {
+      p1 = p1.squeeze(2);
+      p2 = p2.squeeze(2);
+    }
+    if (rotation_choices) p2 = rotate_pairs(p2, turns.to(x.device()), 1);
   }
-  if (rotation_choices) p2 = rotate_pairs(p2, turns.to(x.device()), 1);
   return {p1, p2, deltas.to(torch::TensorOptions().dtype(torch::kFloat32).device(x.device())), turns.to(x.device())};
 }
 
@@ -293,12 +363,30 @@ std::tuple<torch::Tensor, torch::Tensor> overlap_torch(const torch::Tensor& p1, 
   return {last(p1).index({inside1}), last(q2).index({inside2})};
 }
 
+/// The outputs of extract_overlapping_pixels_out: of the patches' dtype and device, contiguous, sharing no memory
+/// with the inputs or each other; no autograd. Their shape is free: they are resized (resize_output).
+inline void check_overlap_outputs(const char* who, const torch::Tensor& p1, const torch::Tensor& p2,
+                                  const torch::Tensor& deltas, const std::array<torch::Tensor*, 2>& into) {
+  const std::array<const char*, 2> names{"overlapping1", "overlapping2"};
+  for (int i = 0; i < 2; ++i) {
+    const torch::Tensor& o = *into[i];
+    // Shape is free (the output is resized); the rest is checked as for every _out call.
+    check_out(who, names[i], o, o.defined() ? o.sizes() : c10::IntArrayRef{}, p1.scalar_type(), p1.device(),
+              {{"patches1", &p1}, {"patches2", &p2}, {"deltas", &deltas}});
+  }
+  // Resizing one of two tensors on one storage would move the other's memory: they need storages of their own.
+  TORCH_CHECK_VALUE(into[0]->storage().unsafeGetStorageImpl() != into[1]->storage().unsafeGetStorageImpl(), who,
+                    ": overlapping1 and overlapping2 must not share memory");
+}
+
 /// The shared body of extract_overlapping_pixels(_3d).
 template <int D>
 std::tuple<torch::Tensor, torch::Tensor> overlapping(const torch::Tensor& p1, const torch::Tensor& p2,
                                                      const torch::Tensor& deltas,
-                                                     const std::optional<torch::Tensor>& rotations) {
-  const char* who = overlap_name<D>();
+                                                     const std::optional<torch::Tensor>& rotations,
+                                                     const std::array<torch::Tensor*, 2>& into = {nullptr, nullptr}) {
+  const std::string who_out = c10::str(overlap_name<D>(), "_out");
+  const char* who = into[0] ? who_out.c_str() : overlap_name<D>();
   TORCH_CHECK_VALUE(p1.dim() == D + 2, who, ": patches1 must be ", D + 2, "-D (M, C, window), got shape ", p1.sizes());
   TORCH_CHECK_VALUE(p1.sizes() == p2.sizes(), who, ": patches1 and patches2 must have the same shape, got ", p1.sizes(),
                     " and ", p2.sizes());
@@ -315,6 +403,7 @@ std::tuple<torch::Tensor, torch::Tensor> overlapping(const torch::Tensor& p1, co
     TORCH_CHECK_VALUE(p1.size(-1) == p1.size(-2) || (rotations->remainder(2) == 0).all().item<bool>(), who,
                       ": odd quarter turns need square patches, got ", p1.sizes());
   }
+  if (into[0]) check_overlap_outputs(who, p1, p2, deltas, into);
   if (p1.device().is_cpu() && p2.device().is_cpu()) {  // native kernel; the torch ops below serve other devices
     auto d3 = torch::zeros({M, 3}, torch::kInt64);
     for (int a = 0; a < D; ++a) d3.select(1, 3 - D + a).copy_(deltas.select(1, D - 1 - a).round());
@@ -324,10 +413,14 @@ std::tuple<torch::Tensor, torch::Tensor> overlapping(const torch::Tensor& p1, co
     if ((q1.requires_grad() || q2.requires_grad()) && torch::GradMode::is_enabled())
       o = OverlapFunction::apply(q1, q2, d3, turns);
     else
-      o = OverlapFunction::run(q1, q2, d3, turns);
+      o = OverlapFunction::run(q1, q2, d3, turns, into);
     return {o[0], o[1]};
   }
-  return overlap_torch<D>(p1, p2, deltas, rotated ? *rotations : torch::Tensor());
+  auto [o1, o2] = overlap_torch<D>(p1, p2, deltas, rotated ? *rotations : torch::Tensor());
+  if (!into[0]) return {o1, o2};
+  resize_output(*into[0], o1.sizes()).copy_(o1);
+  resize_output(*into[1], o2.sizes()).copy_(o2);
+  return {*into[0], *into[1]};
 }
 
 }  // namespace detail
@@ -344,12 +437,35 @@ inline std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> ex
   return detail::extract_pairs<2>(x, window, num_patches, delta_range, seed, rotation_choices);
 }
 
+/// @brief extract_patch_pairs into patches1 and patches2, buffers a training loop reuses: (N*P, C, U, V),
+/// contiguous, of x's dtype and device, sharing no memory with x or each other. Returns (deltas, rotations). The same
+/// seed gives bitwise the same pairs as extract_patch_pairs. No autograd (an input that requires grad is refused).
+inline std::tuple<torch::Tensor, torch::Tensor> extract_patch_pairs_out(
+    const torch::Tensor& x, const std::array<int64_t, 2>& window, int64_t num_patches,
+    std::pair<double, double> delta_range, torch::Tensor& patches1, torch::Tensor& patches2,
+    std::optional<uint64_t> seed = std::nullopt,
+    const std::optional<std::vector<int64_t>>& rotation_choices = std::nullopt) {
+  auto [p1, p2, d, r] =
+      detail::extract_pairs<2>(x, window, num_patches, delta_range, seed, rotation_choices, {&patches1, &patches2});
+  return {d, r};
+}
+
 /// @brief (overlapping1 (K, C), overlapping2 (K, C)): for each pair in order, after undoing its rotation, the
 /// pixels (u, v) of patch 1 that lie in patch 2 at (u - dy, v - dx), row-major, and those pixels of patch 2.
 inline std::tuple<torch::Tensor, torch::Tensor> extract_overlapping_pixels(
     const torch::Tensor& patches1, const torch::Tensor& patches2, const torch::Tensor& deltas,
     const std::optional<torch::Tensor>& rotations = std::nullopt) {
   return detail::overlapping<2>(patches1, patches2, deltas, rotations);
+}
+
+/// @brief extract_overlapping_pixels into overlapping1 and overlapping2, resized to (K, C) as LibTorch's `_out`
+/// functions resize: their memory is reused when large enough, so a loop pays for fresh pages once. Of the
+/// patches' dtype and device, contiguous, sharing no memory with the inputs or each other; no autograd.
+inline std::tuple<torch::Tensor&, torch::Tensor&> extract_overlapping_pixels_out(
+    const torch::Tensor& patches1, const torch::Tensor& patches2, const torch::Tensor& deltas,
+    const std::optional<torch::Tensor>& rotations, torch::Tensor& overlapping1, torch::Tensor& overlapping2) {
+  detail::overlapping<2>(patches1, patches2, deltas, rotations, {&overlapping1, &overlapping2});
+  return {overlapping1, overlapping2};
 }
 
 /// @brief (patches1 (N*P, C, U, V, W), patches2, deltas (N*P, 3) float32 as (dx, dy, dz)) from x (N, C, Z, Y, X),
@@ -359,6 +475,24 @@ inline std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> extract_patch_pai
     std::pair<double, double> delta_range, std::optional<uint64_t> seed = std::nullopt) {
   auto [p1, p2, d, r] = detail::extract_pairs<3>(x, window, num_patches, delta_range, seed, std::nullopt);
   return {p1, p2, d};
+}
+
+/// @brief extract_patch_pairs_3d into patches1 and patches2 ((N*P, C, U, V, W), as extract_patch_pairs_out);
+/// returns the deltas.
+inline torch::Tensor extract_patch_pairs_3d_out(const torch::Tensor& x, const std::array<int64_t, 3>& window,
+                                                int64_t num_patches, std::pair<double, double> delta_range,
+                                                torch::Tensor& patches1, torch::Tensor& patches2,
+                                                std::optional<uint64_t> seed = std::nullopt) {
+  return std::get<2>(
+      detail::extract_pairs<3>(x, window, num_patches, delta_range, seed, std::nullopt, {&patches1, &patches2}));
+}
+
+/// @brief extract_overlapping_pixels_3d into overlapping1 and overlapping2 (as extract_overlapping_pixels_out).
+inline std::tuple<torch::Tensor&, torch::Tensor&> extract_overlapping_pixels_3d_out(
+    const torch::Tensor& patches1, const torch::Tensor& patches2, const torch::Tensor& deltas,
+    torch::Tensor& overlapping1, torch::Tensor& overlapping2) {
+  detail::overlapping<3>(patches1, patches2, deltas, std::nullopt, {&overlapping1, &overlapping2});
+  return {overlapping1, overlapping2};
 }
 
 /// @brief As extract_overlapping_pixels for 3D pairs: (u, v, w) of patch 1 matches (u - dz, v - dy, w - dx).

@@ -8,6 +8,7 @@
 #include <array>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "geometry.hpp"
 #include "kernels.hpp"
@@ -51,20 +52,43 @@ class Quilt {
   /// their windows, and the sum of the window weights per pixel. Floating dtypes; half and bfloat16 accumulate
   /// in float32, the result keeps the patches' dtype, the weights are float32 (float64 for double patches).
   std::tuple<torch::Tensor, torch::Tensor> stitch(const torch::Tensor& patches, Backend backend = Backend::Auto) const {
-    TORCH_CHECK_TYPE(patches.is_floating_point(), name(),
-                     ".stitch: patches must be floating point (float, double, half, bfloat16), got ",
-                     patches.scalar_type());
-    TORCH_CHECK_VALUE(patches.dim() == D + 2, name(), ".stitch: patches must be ", D + 2, "-D (M, C, ",
-                      window_letters(), "), got ", patches.dim(), "-D tensor of shape ", patches.sizes());
-    for (int a = 0; a < D; ++a)
-      TORCH_CHECK_VALUE(patches.size(a + 2) == geometry_.window()[a], name(),
-                        ".stitch: patches must have the window's shape ", c10::IntArrayRef(geometry_.window()),
-                        " in their last ", D, " axes, got ", patches.sizes());
-    const int64_t P = geometry_.per_image();
-    TORCH_CHECK_VALUE(patches.size(0) % P == 0, name(), ".stitch: the number of patches must be a multiple of the ", P,
-                      " windows per image, got ", patches.size(0));
+    check_patches(patches, "stitch");
     auto [out, wsum] = fold(to5(patches), geometry_.grid3(), backend);
     return {from5(out), D == 2 ? wsum.squeeze(0) : wsum};
+  }
+
+  /// @brief unstitch into `patches`, a buffer a loop can reuse: contiguous, of x's dtype and device and of the
+  /// shape unstitch returns (N * P, C, *window), sharing no memory with x. Writes every element; returns patches.
+  /// No autograd: an input or output that requires grad (with grad mode on) is refused; use unstitch for that.
+  torch::Tensor& unstitch_out(const torch::Tensor& x, torch::Tensor& patches, Backend backend = Backend::Auto) const {
+    const auto who = c10::str(name(), ".unstitch_out");
+    check_images(x, "unstitch_out", "x", false);
+    std::vector<int64_t> sizes{x.size(0) * geometry_.per_image(), x.size(1)};
+    for (auto w : geometry_.window()) sizes.push_back(w);
+    detail::check_out(who.c_str(), "patches", patches, sizes, x.scalar_type(), x.device(), {{"x", &x}});
+    auto p5 = to5(patches);
+    unfold_out(to5(x), p5, geometry_.grid3(), backend);
+    return patches;
+  }
+
+  /// @brief stitch into `result` (M / P, C, *shape), of the patches' dtype, and `weights` (*shape), float32
+  /// (float64 for double patches): contiguous, on the patches' device, sharing no memory with each other or the
+  /// patches. Values are bitwise those of stitch. No autograd (refused as in unstitch_out).
+  std::tuple<torch::Tensor&, torch::Tensor&> stitch_out(const torch::Tensor& patches, torch::Tensor& result,
+                                                        torch::Tensor& weights, Backend backend = Backend::Auto) const {
+    const auto who = c10::str(name(), ".stitch_out");
+    check_patches(patches, "stitch_out");
+    std::vector<int64_t> rsizes{patches.size(0) / geometry_.per_image(), patches.size(1)};
+    for (auto v : geometry_.shape()) rsizes.push_back(v);
+    const std::vector<int64_t> wsizes(geometry_.shape().begin(), geometry_.shape().end());
+    detail::check_out(who.c_str(), "result", result, rsizes, patches.scalar_type(), patches.device(),
+                      {{"patches", &patches}, {"weights", &weights}});
+    detail::check_out(who.c_str(), "weights", weights, wsizes, detail::accumulate_type(patches.scalar_type()),
+                      patches.device(), {{"patches", &patches}});
+    auto r5 = to5(result);
+    auto w3 = D == 2 ? weights.unsqueeze(0) : weights;
+    fold_out(to5(patches), r5, w3, geometry_.grid3(), backend);
+    return {result, weights};
   }
 
   /// @brief float32 tensor of the window's shape: 1 inside the border, 0 on it (all ones without a border).
@@ -80,6 +104,20 @@ class Quilt {
   static const char* name() { return detail::quilt_name<D>(); }
   static const char* window_letters() { return D == 2 ? "Wy, Wx" : "Wz, Wy, Wx"; }
 
+  void check_patches(const torch::Tensor& patches, const char* fn) const {
+    TORCH_CHECK_TYPE(patches.is_floating_point(), name(), ".", fn,
+                     ": patches must be floating point (float, double, half, bfloat16), got ", patches.scalar_type());
+    TORCH_CHECK_VALUE(patches.dim() == D + 2, name(), ".", fn, ": patches must be ", D + 2, "-D (M, C, ",
+                      window_letters(), "), got ", patches.dim(), "-D tensor of shape ", patches.sizes());
+    for (int a = 0; a < D; ++a)
+      TORCH_CHECK_VALUE(patches.size(a + 2) == geometry_.window()[a], name(), ".", fn,
+                        ": patches must have the window's shape ", c10::IntArrayRef(geometry_.window()),
+                        " in their last ", D, " axes, got ", patches.sizes());
+    const int64_t P = geometry_.per_image();
+    TORCH_CHECK_VALUE(patches.size(0) % P == 0, name(), ".", fn,
+                      ": the number of patches must be a multiple of the ", P, " windows per image, got ",
+                      patches.size(0));
+  }
   void check_images(const torch::Tensor& t, const char* fn, const char* arg, bool channel_optional) const {
     const char* axes = D == 2 ? "Y, X" : "Z, Y, X";
     const bool rank_ok = t.dim() == D + 2 || (channel_optional && t.dim() == D + 1);

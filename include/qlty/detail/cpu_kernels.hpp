@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../geometry.hpp"
@@ -20,10 +21,9 @@
 
 namespace qlty::detail {
 
-/// Bytes of accumulators a fold task keeps hot (a quarter of a 512 KiB L2 cache), and the size of a window's
-/// channel plane from which fold streams one channel at a time.
-constexpr int64_t kFoldCacheBytes = int64_t(128) << 10;
-constexpr int64_t kFoldStreamBytes = int64_t(16) << 10;
+/// The most bytes of accumulators a fold task keeps (a share of a shared L3 cache): more channels than fit are
+/// summed in groups.
+constexpr int64_t kFoldRingBytes = int64_t(4) << 20;
 
 /// For each coordinate t along axis a: `first[t]`, the first window ending after t, and `last[t]`, the last
 /// window starting at or before t. The windows covering t are first[t]..last[t] (none when first > last), and
@@ -103,6 +103,7 @@ inline void copy_row(T* dst, const T* src, int64_t n, int64_t stride, bool strea
 /// Where patch m comes from: {image n, z0, y0, x0}. GridOrigins walks the quilt's grid (patch order of
 /// semantics.md); ListOrigins reads a contiguous int64 (M, 4) table.
 struct GridOrigins {
+  static constexpr bool kScattered = false;  // windows in grid order: the hardware prefetcher follows them
   const Grid3& g;
   std::array<int64_t, 4> operator()(int64_t m) const {
     const int64_t P = g.per_image(), ty = g.times[1], tx = g.times[2], p = m % P;
@@ -110,6 +111,7 @@ struct GridOrigins {
   }
 };
 struct ListOrigins {
+  static constexpr bool kScattered = true;
   const int64_t* table;
   std::array<int64_t, 4> operator()(int64_t m) const {
     const int64_t* r = table + 4 * m;
@@ -132,6 +134,17 @@ void for_window_rows(const torch::Tensor& x, torch::Tensor& out, const std::arra
                      for (int64_t q = begin; q < end; ++q) {  // patch plane q = m * C + c
                        const auto o = origins(q / C);
                        const T* src = xp + o[0] * s.n + (q % C) * s.c + o[1] * s.z + o[2] * s.y + o[3] * s.x;
+                       if (Origins::kScattered && q + 1 < end) {
+                         // Windows at scattered origins: fetch the next window's rows while this one is copied.
+                         const auto n1 = origins((q + 1) / C);
+                         const T* next = xp + n1[0] * s.n + ((q + 1) % C) * s.c + n1[1] * s.z + n1[2] * s.y + n1[3] * s.x;
+                         for (int64_t wz = 0; wz < Wz; ++wz)
+                           for (int64_t wy = 0; wy < Wy; ++wy) {
+                             const auto* row = reinterpret_cast<const char*>(next + wz * s.z + wy * s.y);
+                             for (int64_t b = 0; b < Wx * s.x * static_cast<int64_t>(sizeof(T)); b += 64)
+                               __builtin_prefetch(row + b);
+                           }
+                       }
                        T* dst = op + q * K;
                        for (int64_t wz = 0; wz < Wz; ++wz)
                          for (int64_t wy = 0; wy < Wy; ++wy, dst += Wx) row(dst, src + wz * s.z + wy * s.y, wz, wy);
@@ -144,8 +157,29 @@ void for_window_rows(const torch::Tensor& x, torch::Tensor& out, const std::arra
 template <typename T, typename Origins>
 void gather_copy_cpu(const torch::Tensor& x, torch::Tensor& out, const std::array<int64_t, 3>& window,
                      const Origins& origins) {
-  const bool stream = out.nbytes() >= static_cast<size_t>(kStreamOutputBytes);
+  // Streaming stores pay off for grid windows, whose rows of a plane are written back to back; windows at
+  // scattered origins run at the speed of their reads, and were slower with them (bench_patch_pairs).
+  const bool stream = !Origins::kScattered && out.nbytes() >= static_cast<size_t>(kStreamOutputBytes);
   const int64_t Wx = window[2], sx = x.stride(4);
+  // Short rows of a known size are copied inline (a memcpy call costs as much as moving 64 bytes).
+  auto fixed = [&](auto bytes) {
+    for_window_rows<T>(x, out, window, origins, false,
+                       [&](T* dst, const T* src, int64_t, int64_t) { std::memcpy(dst, src, decltype(bytes)::value); });
+  };
+  if (sx == 1 && !stream) {
+    switch (Wx * static_cast<int64_t>(sizeof(T))) {
+      case 16:
+        return fixed(std::integral_constant<size_t, 16>{});
+      case 32:
+        return fixed(std::integral_constant<size_t, 32>{});
+      case 64:
+        return fixed(std::integral_constant<size_t, 64>{});
+      case 128:
+        return fixed(std::integral_constant<size_t, 128>{});
+      default:
+        break;
+    }
+  }
   for_window_rows<T>(x, out, window, origins, stream,
                      [&](T* dst, const T* src, int64_t, int64_t) { copy_row(dst, src, Wx, sx, stream); });
 }
@@ -223,11 +257,32 @@ void weight_sum_cpu(acc_t* ws, const Grid3& g, const Cover& cz, const Cover& cy,
   });
 }
 
+// The inner loops of fold, on rows that never alias (accumulators are the task's own buffer): o += w * p.
+template <typename acc_t, typename T>
+inline void add_weighted_row(acc_t* __restrict o, const T* __restrict p, const acc_t* __restrict w, int64_t n) {
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < n; ++k) o[k] += w[k] * static_cast<acc_t>(p[k]);
+}
+template <typename acc_t, typename T>
+inline void add_scaled_row(acc_t* __restrict o, const T* __restrict p, acc_t w, int64_t n) {
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < n; ++k) o[k] += w * static_cast<acc_t>(p[k]);
+}
+/// o = a / max(wsum, tiny), in the output's dtype (pixels no window touched have a = 0 and stay 0).
+template <typename acc_t, typename T>
+inline void store_normalized(T* __restrict o, const acc_t* __restrict a, const acc_t* __restrict wsum, acc_t tiny,
+                             int64_t n) {
+  for (int64_t k = 0; k < n; ++k) o[k] = static_cast<T>(a[k] / std::max(wsum[k], tiny));
+}
+
 /// out (N, C, Sz, Sy, Sx) = sum over windows of weight * patch, divided by wsum when `normalize`; wsum (Sz, Sy, Sx)
-/// in acc_t. A task owns a band of rows of one image along the outer axis (Z, or Y for 2D) and reads the windows
-/// that meet it in patch order, so each output pixel has one writer and sums its windows in the same order
-/// whatever the threads. Patch data streams in contiguous pieces while the band's accumulators stay in cache:
-/// small windows take all channels of a window at once; large ones take one channel at a time.
+/// in acc_t. Patches are read in patch order, whole windows at a time, so the patch stream is sequential (the
+/// bandwidth this work is bound by). Along the outer axis A (Z, or Y for 2D) the windows form rows; the pixels a
+/// window row touches accumulate in a ring of WA rows, and a row is normalised and written out as soon as the next
+/// window row starts beyond it. A task owns a range of rows along A of one image and one group of channels: each
+/// output pixel has one writer and sums its windows in patch order whatever the threads. Channel groups keep a
+/// ring within kFoldRingBytes (a share of a shared L3 cache); ranges split along A only when there are too few
+/// (image, group) tasks for the threads.
 template <typename T>
 void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tensor& wsum, const Grid3& g, bool weighted,
                    bool normalize) {
@@ -235,8 +290,9 @@ void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tens
   const Strides5 s(patches);
   const int64_t N = out.size(0), C = out.size(1), Sy = g.shape[1], Sx = g.shape[2], L = g.image_numel();
   const int64_t Wz = g.window[0], Wy = g.window[1], Wx = g.window[2], P = g.per_image();
-  const int A = g.shape[0] > 1 ? 0 : 1;           // band axis
-  const int64_t row_len = A == 0 ? Sy * Sx : Sx;  // elements per step along the band axis
+  const int64_t ty = g.times[1], tx = g.times[2];
+  const int A = g.shape[0] > 1 ? 0 : 1;           // the axis of window rows
+  const int64_t row_len = A == 0 ? Sy * Sx : Sx;  // elements per step along A
   const int64_t SA = g.shape[A], WA = g.window[A];
   const Cover cz = cover(g, 0), cy = cover(g, 1), &ca = A == 0 ? cz : cy;
   acc_t* ws = wsum.data_ptr<acc_t>();
@@ -247,75 +303,106 @@ void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tens
   const T* pp = patches.data_ptr<T>();
   T* op = out.data_ptr<T>();
 
-  // Channels per group: one when a window's channel plane is large enough to stream on its own.
-  const int64_t group = g.window_numel() * static_cast<int64_t>(sizeof(T)) >= kFoldStreamBytes ? 1 : C;
-  // Band height: at most a window's extent, thin enough that a group's accumulators stay in a core's L2 cache,
-  // and thinner when there are too few (image, band) tasks for the threads.
-  const int64_t wanted = (4 * static_cast<int64_t>(at::get_num_threads()) + N - 1) / N;
-  const int64_t cache_rows = kFoldCacheBytes / static_cast<int64_t>(row_len * group * sizeof(acc_t));
-  const int64_t H = std::max<int64_t>(1, std::min({WA, SA / wanted, cache_rows}));
-  const int64_t bands = (SA + H - 1) / H;
+  const int64_t ring_channel = WA * row_len * static_cast<int64_t>(sizeof(acc_t));
+  const int64_t group = std::max<int64_t>(1, std::min(C, kFoldRingBytes / ring_channel));
+  const int64_t groups = (C + group - 1) / group;
+  const int64_t wanted = 4 * static_cast<int64_t>(at::get_num_threads());
+  const int64_t ranges =
+      std::max<int64_t>(1, std::min((wanted + N * groups - 1) / (N * groups), std::max<int64_t>(1, SA / WA)));
+  const int64_t H = (SA + ranges - 1) / ranges;
   const bool stream = out.nbytes() >= static_cast<size_t>(kStreamOutputBytes);
+  const acc_t tiny = std::numeric_limits<acc_t>::min();  // pixels no window touched have acc = wsum = 0: stay 0
 
-  at::parallel_for(0, N * bands, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> buffer;
+  // Rows of a few common window widths get loops of a known length (fully unrolled, no remainder).
+  auto run = [&](auto width) {
+  constexpr int64_t kWidth = decltype(width)::value;  // 0: Wx at run time
+  const int64_t wx = kWidth ? kWidth : Wx;
+  at::parallel_for(0, N * groups * ranges, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> ring;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / bands, r0 = (task % bands) * H, r1 = std::min(SA, r0 + H);
-      const int64_t origin = r0 * row_len, len = (r1 - r0) * row_len;  // the band within one image plane
-      const int64_t kfirst = ca.first[r0], klast = ca.last[r1 - 1];
-      const int64_t kz0 = A == 0 ? kfirst : 0, kz1 = A == 0 ? klast : g.times[0] - 1;
-      const int64_t ky0 = A == 1 ? kfirst : 0, ky1 = A == 1 ? klast : g.times[1] - 1;
-      for (int64_t c0 = 0; c0 < C; c0 += group) {
-        const int64_t c1 = std::min(C, c0 + group);
-        auto acc_plane = [&](int64_t c) { return buffer.data() + (c - c0) * len; };  // the band of channel c
-        buffer.assign((c1 - c0) * len, acc_t(0));
+      const int64_t n = task / (groups * ranges), c0 = (task / ranges) % groups * group, c1 = std::min(C, c0 + group);
+      const int64_t R0 = task % ranges * H, R1 = std::min(SA, R0 + H);
+      if (R0 >= R1) continue;
+      ring.assign((c1 - c0) * WA * row_len, acc_t(0));
+      auto slot = [&](int64_t c, int64_t r) { return ring.data() + ((c - c0) * WA + r % WA) * row_len; };
+      int64_t done = R0;  // rows before `done` are written out
+      auto flush = [&](int64_t upto) {
+        for (int64_t r = done; r < upto; ++r) {
+          const acc_t* wb = ws + r * row_len;
+          for (int64_t c = c0; c < c1; ++c) {
+            acc_t* a = slot(c, r);
+            T* o = op + (n * C + c) * L + r * row_len;
+            if (!normalize) {
+              for (int64_t k = 0; k < row_len; ++k) o[k] = static_cast<T>(a[k]);
+            } else if (std::is_same<T, acc_t>::value && stream) {  // streamed: the output is not read again soon
+              for (int64_t k = 0; k < row_len; ++k) a[k] /= std::max(wb[k], tiny);
+              stream_copy(o, a, row_len * sizeof(T));
+            } else {
+              store_normalized(o, a, wb, tiny, row_len);
+            }
+            std::fill(a, a + row_len, acc_t(0));
+          }
+        }
+        done = std::max(done, upto);
+      };
 
-        for (int64_t kz = kz0; kz <= kz1; ++kz) {
-          const int64_t z0 = g.start(0, kz);
-          const int64_t wz0 = A == 0 ? std::max(r0, z0) - z0 : 0, wz1 = A == 0 ? std::min(r1, z0 + Wz) - z0 : Wz;
-          for (int64_t ky = ky0; ky <= ky1; ++ky) {
-            const int64_t y0 = g.start(1, ky);
-            const int64_t wy0 = A == 1 ? std::max(r0, y0) - y0 : 0, wy1 = A == 1 ? std::min(r1, y0 + Wy) - y0 : Wy;
-            for (int64_t kx = 0; kx < g.times[2]; ++kx) {
-              const int64_t x0 = g.start(2, kx), m = n * P + (kz * g.times[1] + ky) * g.times[2] + kx;
-              for (int64_t c = c0; c < c1; ++c) {
-                acc_t* plane = acc_plane(c);
-                for (int64_t wz = wz0; wz < wz1; ++wz)
+      for (int64_t ka = ca.first[R0]; ka <= ca.last[R1 - 1]; ++ka) {
+        const int64_t start = g.start(A, ka);
+        flush(std::min(start, R1));  // no later window row reaches below its start
+        const int64_t wa0 = std::max(R0, start) - start, wa1 = std::min(R1, start + WA) - start;
+        const int64_t kz0 = A == 0 ? ka : 0, kz1 = A == 0 ? ka + 1 : g.times[0];
+        const int64_t ky0 = A == 1 ? ka : 0, ky1 = A == 1 ? ka + 1 : ty;
+        const int64_t wz0 = A == 0 ? wa0 : 0, wz1 = A == 0 ? wa1 : Wz;
+        const int64_t wy0 = A == 1 ? wa0 : 0, wy1 = A == 1 ? wa1 : Wy;
+        for (int64_t kz = kz0; kz < kz1; ++kz)
+          for (int64_t ky = ky0; ky < ky1; ++ky)
+            for (int64_t kx = 0; kx < tx; ++kx) {
+              const int64_t z0 = g.start(0, kz), y0 = g.start(1, ky), x0 = g.start(2, kx);
+              const int64_t m = n * P + (kz * ty + ky) * tx + kx;
+              for (int64_t c = c0; c < c1; ++c)
+                for (int64_t wz = wz0; wz < wz1; ++wz) {
+                  // The ring row of (wz, wy0) and of each next wy (2D: rows along Y wrap around the ring).
+                  acc_t* base = A == 0 ? slot(c, z0 + wz) + y0 * Sx + x0 : nullptr;
+                  int64_t rr = A == 1 ? (y0 + wy0) % WA : 0;
+                  acc_t* cring = ring.data() + (c - c0) * WA * row_len + x0;
                   for (int64_t wy = wy0; wy < wy1; ++wy) {
                     const T* prow = pp + m * s.n + c * s.c + wz * s.z + wy * s.y;
-                    acc_t* o = plane + (((z0 + wz) * Sy + y0 + wy) * Sx + x0 - origin);
+                    acc_t* o;
+                    if (A == 0) {
+                      o = base + wy * Sx;
+                    } else {
+                      o = cring + rr * row_len;
+                      if (++rr == WA) rr = 0;
+                    }
                     const bool in = g.inside(0, wz) && g.inside(1, wy);
                     if (s.x == 1 && in) {
-                      for (int64_t k = 0; k < Wx; ++k) o[k] += wrow[k] * static_cast<acc_t>(prow[k]);
+                      add_weighted_row(o, prow, wrow.data(), wx);
                     } else if (s.x == 1) {
-                      for (int64_t k = 0; k < Wx; ++k) o[k] += bw * static_cast<acc_t>(prow[k]);
+                      add_scaled_row(o, prow, bw, wx);
                     } else {
                       for (int64_t k = 0; k < Wx; ++k) o[k] += (in ? wrow[k] : bw) * static_cast<acc_t>(prow[k * s.x]);
                     }
                   }
-              }
+                }
             }
-          }
-        }
-
-        // Pixels no window touched have acc = 0 and wsum = 0: dividing by `tiny` keeps them 0.
-        const acc_t* wb = ws + origin;
-        const acc_t tiny = std::numeric_limits<acc_t>::min();
-        for (int64_t c = c0; c < c1; ++c) {
-          acc_t* a = acc_plane(c);
-          T* o = op + (n * C + c) * L + origin;
-          if (normalize)
-            for (int64_t k = 0; k < len; ++k) a[k] /= std::max(wb[k], tiny);
-          if constexpr (std::is_same<T, acc_t>::value) {
-            stream ? stream_copy(o, a, len * sizeof(T)) : (void)std::memcpy(o, a, len * sizeof(T));
-          } else {
-            for (int64_t k = 0; k < len; ++k) o[k] = static_cast<T>(a[k]);
-          }
-        }
       }
+      flush(R1);
     }
     if (stream) stream_fence();
   });
+  };
+  switch (s.x == 1 ? Wx : 0) {
+    case 8:
+      return run(std::integral_constant<int64_t, 8>{});
+    case 16:
+      return run(std::integral_constant<int64_t, 16>{});
+    case 32:
+      return run(std::integral_constant<int64_t, 32>{});
+    case 64:
+      return run(std::integral_constant<int64_t, 64>{});
+    default:
+      return run(std::integral_constant<int64_t, 0>{});
+  }
 }
 
 /// Floating patches (M, C, Wz, Wy, Wx), any strides, into preallocated contiguous out and wsum.
