@@ -92,17 +92,20 @@ void BM_V3_LargeQuilt(benchmark::State& state) {
   o.cache_bytes = int64_t(256) << 20;
   double peak = 0;
   int64_t checkpoints = 0;
-  const auto inv = qlty_bench::timed_loop(state, [&] {
-    qlty::detail::remove_tree(prefix + "_acc.zarr");
-    const double base = reset_peak();
-    {
-      qlty::LargeNCZYXQuilt q(prefix, 1, kV[0], kV[1], kV[2], kVW, kVStep, kVB, 0.1, o);
-      for (int64_t i = 0; i < q.N_chunks(); ++i) q.stitch(v3_patch(i), i);
-      q.return_mean(false, false, false);
-      checkpoints = q.checkpoints();
-    }
-    peak = std::max(peak, peak_mib() - base);
-  }, /*warm=*/false);  // each run is seconds long and starts from fresh files
+  const auto inv = qlty_bench::timed_loop(
+      state,
+      [&] {
+        qlty::detail::remove_tree(prefix + "_acc.zarr");
+        const double base = reset_peak();
+        {
+          qlty::LargeNCZYXQuilt q(prefix, 1, kV[0], kV[1], kV[2], kVW, kVStep, kVB, 0.1, o);
+          for (int64_t i = 0; i < q.N_chunks(); ++i) q.stitch(v3_patch(i), i);
+          q.return_mean(false, false, false);
+          checkpoints = q.checkpoints();
+        }
+        peak = std::max(peak, peak_mib() - base);
+      },
+      /*warm=*/false);  // each run is seconds long and starts from fresh files
   qlty_bench::report(state, v3_patch_bytes(), inv, "v3", false);
   state.counters["s"] = 1.0 / (inv * static_cast<double>(state.iterations()));
   state.counters["peak_MiB"] = peak;
@@ -117,14 +120,17 @@ void BM_V3_InMemoryPlusWrite(benchmark::State& state) {
   auto patches = torch::empty({M, 1, kVW, kVW, kVW});
   for (int64_t i = 0; i < M; ++i) patches[i].copy_(v3_patch(i));
   double peak = 0;
-  const auto inv = qlty_bench::timed_loop(state, [&] {
-    const double base = reset_peak();
-    auto mean = std::get<0>(q.stitch(patches));
-    qlty::zarr::ArrayOptions ao({1, 1, kV[0], kV[1], kV[2]}, {1, 1, 96, 96, 96});
-    ao.overwrite = true;
-    qlty::zarr::Array::create(bench_dir() + "/v3_memory.zarr", ao).write({0, 0, 0, 0, 0}, mean);
-    peak = std::max(peak, peak_mib() - base);
-  }, /*warm=*/false);  // each run is seconds long and starts from fresh files
+  const auto inv = qlty_bench::timed_loop(
+      state,
+      [&] {
+        const double base = reset_peak();
+        auto mean = std::get<0>(q.stitch(patches));
+        qlty::zarr::ArrayOptions ao({1, 1, kV[0], kV[1], kV[2]}, {1, 1, 96, 96, 96});
+        ao.overwrite = true;
+        qlty::zarr::Array::create(bench_dir() + "/v3_memory.zarr", ao).write({0, 0, 0, 0, 0}, mean);
+        peak = std::max(peak, peak_mib() - base);
+      },
+      /*warm=*/false);  // each run is seconds long and starts from fresh files
   qlty_bench::report(state, v3_patch_bytes(), inv, "v3", false);
   state.counters["s"] = 1.0 / (inv * static_cast<double>(state.iterations()));
   state.counters["peak_MiB_beyond_patches"] = peak;

@@ -30,7 +30,8 @@ void args(benchmark::internal::Benchmark* b) {
   b->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
-// Registers `key/copy` and `key/clone` (the references) and `key + suffix` timing `body(x, seed)` on x of the case's shape.
+// Registers `key/copy` and `key/clone` (the references) and `key + suffix` timing `body(x, seed)` on x of the case's
+// shape.
 template <typename Body>
 void register_pair(const std::string& key, const std::string& suffix, int64_t bytes, const Case& c,
                    const torch::Device& device, Body body) {

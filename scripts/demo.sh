@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 build_dir=${QLTY_BUILD_DIR:-build}
 echo "== qlty demo"
 "$build_dir/tools/qlty" demo --output "$build_dir/demo" "$@"
-for example in quilt_2d quilt_3d sparse_labels patch_pairs large_quilt; do
+for example in quilt_2d quilt_3d sparse_labels patch_pairs large_quilt reused_buffers; do
   echo "== examples/$example"
   "$build_dir/examples/example_$example"
 done

@@ -563,8 +563,11 @@ TEST(PatchPairsErrors, OutVariantsRefuseBadBuffers) {
       },
       {"patches1 must not share memory with patches2"});
   auto xg = x.clone().requires_grad_(true);
-  expect_error<c10::ValueError>([&] { qlty::extract_patch_pairs_out(xg, {16, 16}, 4, {4.0, 12.0}, p1, p2, 1); },
-                                {"x requires grad", "do not support autograd"});
+  expect_error<c10::ValueError>(
+      [&] {
+        qlty::extract_patch_pairs_out(xg, {16, 16}, 4, {4.0, 12.0}, p1, p2, 1);
+      },
+      {"x requires grad", "do not support autograd"});
   auto [e1, e2, d, r] = qlty::extract_patch_pairs(x, {16, 16}, 4, {4.0, 12.0}, 1);
   auto o1 = torch::empty({0, 3}), o2 = torch::empty({0, 3});
   expect_error<c10::TypeError>(

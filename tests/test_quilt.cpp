@@ -374,7 +374,8 @@ TEST(Quilt, FoldPathsMatchTheReferenceAndDoNotDependOnThreads) {
       }
     }
     at::set_num_threads(threads);
-    EXPECT_TRUE(torch::equal(results[0], results[1]) && torch::equal(results[0], results[2])) << "S=" << c10::IntArrayRef(c.S);
+    EXPECT_TRUE(torch::equal(results[0], results[1]) && torch::equal(results[0], results[2]))
+        << "S=" << c10::IntArrayRef(c.S);
   }
 }
 
@@ -423,10 +424,18 @@ TEST(QuiltErrors, OutVariantsRefuseBadBuffers) {
   auto x = torch::randn({2, 3, 16, 16});
   auto good = q.unstitch(x);
   auto patches = torch::empty_like(good);
-  expect_error<c10::ValueError>([&] { auto p = torch::empty({1, 2, 3}); q.unstitch_out(x, p); },
-                                {"NCYXQuilt.unstitch_out", "patches must have shape [18, 3, 8, 8]", "[1, 2, 3]"});
-  expect_error<c10::TypeError>([&] { auto p = good.to(torch::kFloat64); q.unstitch_out(x, p); },
-                               {"NCYXQuilt.unstitch_out", "patches must have dtype Float", "got Double"});
+  expect_error<c10::ValueError>(
+      [&] {
+        auto p = torch::empty({1, 2, 3});
+        q.unstitch_out(x, p);
+      },
+      {"NCYXQuilt.unstitch_out", "patches must have shape [18, 3, 8, 8]", "[1, 2, 3]"});
+  expect_error<c10::TypeError>(
+      [&] {
+        auto p = good.to(torch::kFloat64);
+        q.unstitch_out(x, p);
+      },
+      {"NCYXQuilt.unstitch_out", "patches must have dtype Float", "got Double"});
   expect_error<c10::ValueError>(
       [&] {
         auto p = torch::empty(good.sizes(), torch::TensorOptions().device(torch::kMeta));
@@ -456,10 +465,18 @@ TEST(QuiltErrors, OutVariantsRefuseBadBuffers) {
   // stitch_out: the result's shape, the weights' dtype, result and weights on one storage, in place.
   auto [r, w] = q.stitch(good);
   auto result = torch::empty_like(r), weights = torch::empty_like(w);
-  expect_error<c10::ValueError>([&] { auto bad = torch::empty({2, 3, 16, 15}); q.stitch_out(good, bad, weights); },
-                                {"NCYXQuilt.stitch_out", "result must have shape [2, 3, 16, 16]"});
-  expect_error<c10::TypeError>([&] { auto bad = torch::empty({16, 16}, torch::kFloat64); q.stitch_out(good, result, bad); },
-                               {"weights must have dtype Float"});
+  expect_error<c10::ValueError>(
+      [&] {
+        auto bad = torch::empty({2, 3, 16, 15});
+        q.stitch_out(good, bad, weights);
+      },
+      {"NCYXQuilt.stitch_out", "result must have shape [2, 3, 16, 16]"});
+  expect_error<c10::TypeError>(
+      [&] {
+        auto bad = torch::empty({16, 16}, torch::kFloat64);
+        q.stitch_out(good, result, bad);
+      },
+      {"weights must have dtype Float"});
   auto both = torch::empty({r.numel() + w.numel()});
   auto r_in = both.narrow(0, 0, r.numel()).view(r.sizes()), w_in = both.narrow(0, 100, w.numel()).view(w.sizes());
   expect_error<c10::ValueError>([&] { q.stitch_out(good, r_in, w_in); }, {"result must not share memory with weights"});
@@ -467,12 +484,20 @@ TEST(QuiltErrors, OutVariantsRefuseBadBuffers) {
   auto alias = in_place.view(-1).narrow(0, 0, r.numel()).view(r.sizes());
   expect_error<c10::ValueError>([&] { q.stitch_out(in_place, alias, weights); },
                                 {"result must not share memory with patches"});
-  expect_error<c10::TypeError>([&] { auto ip = good.to(torch::kInt32); q.stitch_out(ip, result, weights); },
-                               {"NCYXQuilt.stitch_out", "floating point"});
+  expect_error<c10::TypeError>(
+      [&] {
+        auto ip = good.to(torch::kInt32);
+        q.stitch_out(ip, result, weights);
+      },
+      {"NCYXQuilt.stitch_out", "floating point"});
   // Nothing was written by a refused call.
   result.fill_(5);
-  expect_error<c10::ValueError>([&] { auto bad = torch::empty({16, 16, 1}); q.stitch_out(good, result, bad); },
-                                {"weights must have shape"});
+  expect_error<c10::ValueError>(
+      [&] {
+        auto bad = torch::empty({16, 16, 1});
+        q.stitch_out(good, result, bad);
+      },
+      {"weights must have shape"});
   EXPECT_TRUE((result == 5).all().item<bool>());
 }
 

@@ -129,7 +129,9 @@ template <typename T, bool backward, int CC = 0>
 void overlap_cpu(T* p1, T* p2, const Strides5& s1, const Strides5& s2, T* o1, T* o2, const torch::Tensor& d,
                  const int64_t* turns, const std::array<int64_t, 3>& w, int64_t C, const std::vector<int64_t>& off) {
   if (CC == 0 && C >= 1 && C <= 4) {  // the common channel counts get unrolled loops
-    auto fixed = [&](auto cc) { overlap_cpu<T, backward, decltype(cc)::value>(p1, p2, s1, s2, o1, o2, d, turns, w, C, off); };
+    auto fixed = [&](auto cc) {
+      overlap_cpu<T, backward, decltype(cc)::value>(p1, p2, s1, s2, o1, o2, d, turns, w, C, off);
+    };
     if (C == 1) return fixed(std::integral_constant<int, 1>{});
     if (C == 2) return fixed(std::integral_constant<int, 2>{});
     if (C == 3) return fixed(std::integral_constant<int, 3>{});
@@ -488,9 +490,11 @@ inline torch::Tensor extract_patch_pairs_3d_out(const torch::Tensor& x, const st
 }
 
 /// @brief extract_overlapping_pixels_3d into overlapping1 and overlapping2 (as extract_overlapping_pixels_out).
-inline std::tuple<torch::Tensor&, torch::Tensor&> extract_overlapping_pixels_3d_out(
-    const torch::Tensor& patches1, const torch::Tensor& patches2, const torch::Tensor& deltas,
-    torch::Tensor& overlapping1, torch::Tensor& overlapping2) {
+inline std::tuple<torch::Tensor&, torch::Tensor&> extract_overlapping_pixels_3d_out(const torch::Tensor& patches1,
+                                                                                    const torch::Tensor& patches2,
+                                                                                    const torch::Tensor& deltas,
+                                                                                    torch::Tensor& overlapping1,
+                                                                                    torch::Tensor& overlapping2) {
   detail::overlapping<3>(patches1, patches2, deltas, std::nullopt, {&overlapping1, &overlapping2});
   return {overlapping1, overlapping2};
 }

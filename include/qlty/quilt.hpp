@@ -114,9 +114,8 @@ class Quilt {
                         ": patches must have the window's shape ", c10::IntArrayRef(geometry_.window()),
                         " in their last ", D, " axes, got ", patches.sizes());
     const int64_t P = geometry_.per_image();
-    TORCH_CHECK_VALUE(patches.size(0) % P == 0, name(), ".", fn,
-                      ": the number of patches must be a multiple of the ", P, " windows per image, got ",
-                      patches.size(0));
+    TORCH_CHECK_VALUE(patches.size(0) % P == 0, name(), ".", fn, ": the number of patches must be a multiple of the ",
+                      P, " windows per image, got ", patches.size(0));
   }
   void check_images(const torch::Tensor& t, const char* fn, const char* arg, bool channel_optional) const {
     const char* axes = D == 2 ? "Y, X" : "Z, Y, X";

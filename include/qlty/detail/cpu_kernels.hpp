@@ -21,8 +21,8 @@
 
 namespace qlty::detail {
 
-/// The most bytes of accumulators a fold task keeps (a share of a shared L3 cache): more channels than fit are
-/// summed in groups.
+/// The bytes of accumulators a fold task aims to keep (a share of a shared L3 cache): more channels than fit are
+/// summed in groups, and volumes with larger planes in column ranges.
 constexpr int64_t kFoldRingBytes = int64_t(4) << 20;
 
 /// For each coordinate t along axis a: `first[t]`, the first window ending after t, and `last[t]`, the last
@@ -129,28 +129,28 @@ void for_window_rows(const torch::Tensor& x, torch::Tensor& out, const std::arra
   const int64_t C = x.size(1), Wz = window[0], Wy = window[1], Wx = window[2], K = Wz * Wy * Wx;
   const T* xp = static_cast<const T*>(x.data_ptr());
   T* op = static_cast<T*>(out.data_ptr());
-  at::parallel_for(0, out.size(0) * C, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)),
-                   [&](int64_t begin, int64_t end) {
-                     for (int64_t q = begin; q < end; ++q) {  // patch plane q = m * C + c
-                       const auto o = origins(q / C);
-                       const T* src = xp + o[0] * s.n + (q % C) * s.c + o[1] * s.z + o[2] * s.y + o[3] * s.x;
-                       if (Origins::kScattered && q + 1 < end) {
-                         // Windows at scattered origins: fetch the next window's rows while this one is copied.
-                         const auto n1 = origins((q + 1) / C);
-                         const T* next = xp + n1[0] * s.n + ((q + 1) % C) * s.c + n1[1] * s.z + n1[2] * s.y + n1[3] * s.x;
-                         for (int64_t wz = 0; wz < Wz; ++wz)
-                           for (int64_t wy = 0; wy < Wy; ++wy) {
-                             const auto* row = reinterpret_cast<const char*>(next + wz * s.z + wy * s.y);
-                             for (int64_t b = 0; b < Wx * s.x * static_cast<int64_t>(sizeof(T)); b += 64)
-                               __builtin_prefetch(row + b);
-                           }
-                       }
-                       T* dst = op + q * K;
-                       for (int64_t wz = 0; wz < Wz; ++wz)
-                         for (int64_t wy = 0; wy < Wy; ++wy, dst += Wx) row(dst, src + wz * s.z + wy * s.y, wz, wy);
-                     }
-                     if (stream) stream_fence();
-                   });
+  at::parallel_for(
+      0, out.size(0) * C, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)), [&](int64_t begin, int64_t end) {
+        for (int64_t q = begin; q < end; ++q) {  // patch plane q = m * C + c
+          const auto o = origins(q / C);
+          const T* src = xp + o[0] * s.n + (q % C) * s.c + o[1] * s.z + o[2] * s.y + o[3] * s.x;
+          if (Origins::kScattered && q + 1 < end) {
+            // Windows at scattered origins: fetch the next window's rows while this one is copied.
+            const auto n1 = origins((q + 1) / C);
+            const T* next = xp + n1[0] * s.n + ((q + 1) % C) * s.c + n1[1] * s.z + n1[2] * s.y + n1[3] * s.x;
+            for (int64_t wz = 0; wz < Wz; ++wz)
+              for (int64_t wy = 0; wy < Wy; ++wy) {
+                const auto* row = reinterpret_cast<const char*>(next + wz * s.z + wy * s.y);
+                for (int64_t b = 0; b < Wx * s.x * static_cast<int64_t>(sizeof(T)); b += 64)
+                  __builtin_prefetch(row + b);
+              }
+          }
+          T* dst = op + q * K;
+          for (int64_t wz = 0; wz < Wz; ++wz)
+            for (int64_t wy = 0; wy < Wy; ++wy, dst += Wx) row(dst, src + wz * s.z + wy * s.y, wz, wy);
+        }
+        if (stream) stream_fence();
+      });
 }
 
 /// patches (M, C, Wz, Wy, Wx) contiguous = windows of x (N, C, Sz, Sy, Sx), any strides, at `origins`. A pure copy.
@@ -281,8 +281,8 @@ inline void store_normalized(T* __restrict o, const acc_t* __restrict a, const a
 /// window row touches accumulate in a ring of WA rows, and a row is normalised and written out as soon as the next
 /// window row starts beyond it. A task owns a range of rows along A of one image and one group of channels: each
 /// output pixel has one writer and sums its windows in patch order whatever the threads. Channel groups keep a
-/// ring within kFoldRingBytes (a share of a shared L3 cache); ranges split along A only when there are too few
-/// (image, group) tasks for the threads.
+/// ring within kFoldRingBytes (a share of a shared L3 cache); a volume whose ring of one channel is larger is also
+/// cut along Y into column ranges; ranges split along A only when there are too few tasks for the threads.
 template <typename T>
 void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tensor& wsum, const Grid3& g, bool weighted,
                    bool normalize) {
@@ -306,90 +306,103 @@ void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tens
   const int64_t ring_channel = WA * row_len * static_cast<int64_t>(sizeof(acc_t));
   const int64_t group = std::max<int64_t>(1, std::min(C, kFoldRingBytes / ring_channel));
   const int64_t groups = (C + group - 1) / group;
+  // Volumes whose ring of one channel exceeds the budget are also cut along Y into column ranges (each at least a
+  // window high), so no thread holds more than about kFoldRingBytes whatever the volume.
+  const int64_t columns = A == 0 ? std::max<int64_t>(1, std::min((ring_channel + kFoldRingBytes - 1) / kFoldRingBytes,
+                                                                 std::max<int64_t>(1, Sy / Wy)))
+                                 : 1;
+  const int64_t HY = (Sy + columns - 1) / columns;
   const int64_t wanted = 4 * static_cast<int64_t>(at::get_num_threads());
-  const int64_t ranges =
-      std::max<int64_t>(1, std::min((wanted + N * groups - 1) / (N * groups), std::max<int64_t>(1, SA / WA)));
+  const int64_t others = N * groups * columns;
+  const int64_t ranges = std::max<int64_t>(1, std::min((wanted + others - 1) / others, std::max<int64_t>(1, SA / WA)));
   const int64_t H = (SA + ranges - 1) / ranges;
   const bool stream = out.nbytes() >= static_cast<size_t>(kStreamOutputBytes);
   const acc_t tiny = std::numeric_limits<acc_t>::min();  // pixels no window touched have acc = wsum = 0: stay 0
 
   // Rows of a few common window widths get loops of a known length (fully unrolled, no remainder).
   auto run = [&](auto width) {
-  constexpr int64_t kWidth = decltype(width)::value;  // 0: Wx at run time
-  const int64_t wx = kWidth ? kWidth : Wx;
-  at::parallel_for(0, N * groups * ranges, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> ring;
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / (groups * ranges), c0 = (task / ranges) % groups * group, c1 = std::min(C, c0 + group);
-      const int64_t R0 = task % ranges * H, R1 = std::min(SA, R0 + H);
-      if (R0 >= R1) continue;
-      ring.assign((c1 - c0) * WA * row_len, acc_t(0));
-      auto slot = [&](int64_t c, int64_t r) { return ring.data() + ((c - c0) * WA + r % WA) * row_len; };
-      int64_t done = R0;  // rows before `done` are written out
-      auto flush = [&](int64_t upto) {
-        for (int64_t r = done; r < upto; ++r) {
-          const acc_t* wb = ws + r * row_len;
-          for (int64_t c = c0; c < c1; ++c) {
-            acc_t* a = slot(c, r);
-            T* o = op + (n * C + c) * L + r * row_len;
-            if (!normalize) {
-              for (int64_t k = 0; k < row_len; ++k) o[k] = static_cast<T>(a[k]);
-            } else if (std::is_same<T, acc_t>::value && stream) {  // streamed: the output is not read again soon
-              for (int64_t k = 0; k < row_len; ++k) a[k] /= std::max(wb[k], tiny);
-              stream_copy(o, a, row_len * sizeof(T));
-            } else {
-              store_normalized(o, a, wb, tiny, row_len);
+    constexpr int64_t kWidth = decltype(width)::value;  // 0: Wx at run time
+    const int64_t wx = kWidth ? kWidth : Wx;
+    at::parallel_for(0, N * groups * columns * ranges, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> ring;
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t n = task / (groups * columns * ranges);
+        const int64_t c0 = task / (columns * ranges) % groups * group, c1 = std::min(C, c0 + group);
+        const int64_t Y0 = task / ranges % columns * HY, Y1 = std::min(Sy, Y0 + HY);  // (3D) the task's rows of Y
+        const int64_t R0 = task % ranges * H, R1 = std::min(SA, R0 + H);
+        if (R0 >= R1 || Y0 >= Y1) continue;
+        // A ring row: the task's part of a plane (3D: rows Y0..Y1 of a Z plane, contiguous; 2D: a row of X).
+        const int64_t first = A == 0 ? Y0 * Sx : 0, len = A == 0 ? (Y1 - Y0) * Sx : row_len;
+        ring.assign((c1 - c0) * WA * len, acc_t(0));
+        auto slot = [&](int64_t c, int64_t r) { return ring.data() + ((c - c0) * WA + r % WA) * len; };
+        int64_t done = R0;  // rows before `done` are written out
+        auto flush = [&](int64_t upto) {
+          for (int64_t r = done; r < upto; ++r) {
+            const acc_t* wb = ws + r * row_len + first;
+            for (int64_t c = c0; c < c1; ++c) {
+              acc_t* a = slot(c, r);
+              T* o = op + (n * C + c) * L + r * row_len + first;
+              if (!normalize) {
+                for (int64_t k = 0; k < len; ++k) o[k] = static_cast<T>(a[k]);
+              } else if (std::is_same<T, acc_t>::value && stream) {  // streamed: the output is not read again soon
+                for (int64_t k = 0; k < len; ++k) a[k] /= std::max(wb[k], tiny);
+                stream_copy(o, a, len * sizeof(T));
+              } else {
+                store_normalized(o, a, wb, tiny, len);
+              }
+              std::fill(a, a + len, acc_t(0));
             }
-            std::fill(a, a + row_len, acc_t(0));
           }
-        }
-        done = std::max(done, upto);
-      };
+          done = std::max(done, upto);
+        };
 
-      for (int64_t ka = ca.first[R0]; ka <= ca.last[R1 - 1]; ++ka) {
-        const int64_t start = g.start(A, ka);
-        flush(std::min(start, R1));  // no later window row reaches below its start
-        const int64_t wa0 = std::max(R0, start) - start, wa1 = std::min(R1, start + WA) - start;
-        const int64_t kz0 = A == 0 ? ka : 0, kz1 = A == 0 ? ka + 1 : g.times[0];
-        const int64_t ky0 = A == 1 ? ka : 0, ky1 = A == 1 ? ka + 1 : ty;
-        const int64_t wz0 = A == 0 ? wa0 : 0, wz1 = A == 0 ? wa1 : Wz;
-        const int64_t wy0 = A == 1 ? wa0 : 0, wy1 = A == 1 ? wa1 : Wy;
-        for (int64_t kz = kz0; kz < kz1; ++kz)
-          for (int64_t ky = ky0; ky < ky1; ++ky)
-            for (int64_t kx = 0; kx < tx; ++kx) {
-              const int64_t z0 = g.start(0, kz), y0 = g.start(1, ky), x0 = g.start(2, kx);
-              const int64_t m = n * P + (kz * ty + ky) * tx + kx;
-              for (int64_t c = c0; c < c1; ++c)
-                for (int64_t wz = wz0; wz < wz1; ++wz) {
-                  // The ring row of (wz, wy0) and of each next wy (2D: rows along Y wrap around the ring).
-                  acc_t* base = A == 0 ? slot(c, z0 + wz) + y0 * Sx + x0 : nullptr;
-                  int64_t rr = A == 1 ? (y0 + wy0) % WA : 0;
-                  acc_t* cring = ring.data() + (c - c0) * WA * row_len + x0;
-                  for (int64_t wy = wy0; wy < wy1; ++wy) {
-                    const T* prow = pp + m * s.n + c * s.c + wz * s.z + wy * s.y;
-                    acc_t* o;
-                    if (A == 0) {
-                      o = base + wy * Sx;
-                    } else {
-                      o = cring + rr * row_len;
-                      if (++rr == WA) rr = 0;
-                    }
-                    const bool in = g.inside(0, wz) && g.inside(1, wy);
-                    if (s.x == 1 && in) {
-                      add_weighted_row(o, prow, wrow.data(), wx);
-                    } else if (s.x == 1) {
-                      add_scaled_row(o, prow, bw, wx);
-                    } else {
-                      for (int64_t k = 0; k < Wx; ++k) o[k] += (in ? wrow[k] : bw) * static_cast<acc_t>(prow[k * s.x]);
+        for (int64_t ka = ca.first[R0]; ka <= ca.last[R1 - 1]; ++ka) {
+          const int64_t start = g.start(A, ka);
+          flush(std::min(start, R1));  // no later window row reaches below its start
+          const int64_t wa0 = std::max(R0, start) - start, wa1 = std::min(R1, start + WA) - start;
+          const int64_t kz0 = A == 0 ? ka : 0, kz1 = A == 0 ? ka + 1 : g.times[0];
+          const int64_t ky0 = A == 1 ? ka : cy.first[Y0], ky1 = A == 1 ? ka + 1 : cy.last[Y1 - 1] + 1;
+          const int64_t wz0 = A == 0 ? wa0 : 0, wz1 = A == 0 ? wa1 : Wz;
+          for (int64_t kz = kz0; kz < kz1; ++kz)
+            for (int64_t ky = ky0; ky < ky1; ++ky)
+              for (int64_t kx = 0; kx < tx; ++kx) {
+                const int64_t z0 = g.start(0, kz), y0 = g.start(1, ky), x0 = g.start(2, kx);
+                const int64_t m = n * P + (kz * ty + ky) * tx + kx;
+                // Rows of the window within the task: along A in 2D, within the column range in 3D.
+                const int64_t wy0 = A == 1 ? wa0 : std::max(Y0, y0) - y0,
+                              wy1 = A == 1 ? wa1 : std::min(Y1, y0 + Wy) - y0;
+                for (int64_t c = c0; c < c1; ++c)
+                  for (int64_t wz = wz0; wz < wz1; ++wz) {
+                    // The ring row of (wz, wy0) and of each next wy (2D: rows along Y wrap around the ring).
+                    acc_t* base = A == 0 ? slot(c, z0 + wz) + (y0 - Y0) * Sx + x0 : nullptr;
+                    int64_t rr = A == 1 ? (y0 + wy0) % WA : 0;
+                    acc_t* cring = ring.data() + (c - c0) * WA * len + x0;
+                    for (int64_t wy = wy0; wy < wy1; ++wy) {
+                      const T* prow = pp + m * s.n + c * s.c + wz * s.z + wy * s.y;
+                      acc_t* o;
+                      if (A == 0) {
+                        o = base + wy * Sx;
+                      } else {
+                        o = cring + rr * len;
+                        if (++rr == WA) rr = 0;
+                      }
+                      const bool in = g.inside(0, wz) && g.inside(1, wy);
+                      if (s.x == 1 && in) {
+                        add_weighted_row(o, prow, wrow.data(), wx);
+                      } else if (s.x == 1) {
+                        add_scaled_row(o, prow, bw, wx);
+                      } else {
+                        for (int64_t k = 0; k < Wx; ++k)
+                          o[k] += (in ? wrow[k] : bw) * static_cast<acc_t>(prow[k * s.x]);
+                      }
                     }
                   }
-                }
-            }
+              }
+        }
+        flush(R1);
       }
-      flush(R1);
-    }
-    if (stream) stream_fence();
-  });
+      if (stream) stream_fence();
+    });
   };
   switch (s.x == 1 ? Wx : 0) {
     case 8:
