@@ -9,7 +9,7 @@
 // Patches are made on the fly from their index (a constant per patch plus a ramp) so that the disk-cached run
 // never holds them all; peak_MiB is the process's peak resident memory growth during the run (VmHWM, reset
 // before it through /proc/self/clear_refs). Files go to $QLTY_BENCH_DIR (default /tmp). Args: threads.
-// Checkpoints are not flushed to the device (durable = false): the figures measure the library, not the disk.
+// W4 runs with the default options (durable: checkpoints flushed to the device) and without flushing; V3 without.
 #include <benchmark/benchmark.h>
 #include <qlty/qlty.hpp>
 
@@ -42,12 +42,13 @@ int64_t w4_bytes() { return w4_patches().numel() * 4; }
 
 void BM_W4_Copy(benchmark::State& state) { qlty_bench::copy_reference(state, w4_bytes(), "w4"); }
 
+// Args: threads, durable (1: the default options, checkpoints flushed to the device).
 void BM_W4_LargeQuilt(benchmark::State& state) {
   at::set_num_threads(static_cast<int>(state.range(0)));
   const auto& p = w4_patches();
   const std::string prefix = bench_dir() + "/w4";
   qlty::LargeQuiltOptions o;
-  o.durable = false;
+  o.durable = state.range(1) != 0;
   double total = 0;  // seconds in runs, without removing the previous run's files
   for (auto _ : state) {
     state.PauseTiming();
@@ -66,6 +67,24 @@ void BM_W4_LargeQuilt(benchmark::State& state) {
   const double sec = 1.0 / (inv * static_cast<double>(state.iterations()));
   state.counters["ms"] = sec * 1e3;
   state.counters["x_python"] = 0.78 / sec;
+}
+
+// The floor of W4: the in-memory stitch of the same patches, then the mean written to a Zarr array chunked and
+// compressed as the disk-cached quilt writes it (durable as in the default options).
+void BM_W4_InMemoryPlusWrite(benchmark::State& state) {
+  at::set_num_threads(static_cast<int>(state.range(0)));
+  const auto& p = w4_patches();
+  qlty::NCYXQuilt q(kS, kS, kW, kStep, kB, 0.1);
+  const auto inv = qlty_bench::timed_loop(state, [&] {
+    auto mean = std::get<0>(q.stitch(p));
+    qlty::zarr::ArrayOptions ao({kN, kC, kS, kS}, {1, kC, 256, 256});
+    ao.codecs = {};
+    ao.overwrite = true;
+    ao.durable = state.range(1) != 0;
+    qlty::zarr::Array::create(bench_dir() + "/w4_memory.zarr", ao).write({0, 0, 0, 0}, mean);
+  });
+  qlty_bench::report(state, w4_bytes(), inv, "w4", false);
+  state.counters["ms"] = 1e3 / (inv * static_cast<double>(state.iterations()));
 }
 
 // ---- V3
@@ -139,7 +158,16 @@ void BM_V3_InMemoryPlusWrite(benchmark::State& state) {
 void BM_V3_Copy(benchmark::State& state) { qlty_bench::copy_reference(state, v3_patch_bytes(), "v3"); }
 
 BENCHMARK(BM_W4_Copy)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_W4_LargeQuilt)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_W4_LargeQuilt)
+    ->ArgsProduct({{1, 2}, {1, 0}})
+    ->ArgNames({"threads", "durable"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_W4_InMemoryPlusWrite)
+    ->ArgsProduct({{1, 2}, {1, 0}})
+    ->ArgNames({"threads", "durable"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_V3_Copy)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
 BENCHMARK(BM_V3_LargeQuilt)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_V3_InMemoryPlusWrite)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);

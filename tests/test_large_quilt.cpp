@@ -13,6 +13,7 @@
 
 #include <cstdio>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -110,6 +111,76 @@ TEST(LargeQuilt, Stitch3DWithVariancesThroughATinyCache) {
   check_against_memory<3>(large, q, 2, true, 2e-3);
   EXPECT_GT(large.spills(), 5);  // changed chunks went to staged files and came back
   EXPECT_LE(large.cached_bytes(), 20 << 10);
+}
+
+// stitch(indices, patches): the bytes of stitching one by one in the same order, on one thread or two, through a
+// small cache (spills and checkpoints inside a batch); unstitch(x, indices) stacks the windows. A bad batch adds
+// nothing.
+TEST(LargeQuilt, BatchedCallsEqualOneByOne) {
+  TempDir dir;
+  qlty::LargeQuiltOptions o;
+  o.durable = false;
+  o.cache_bytes = 64 << 10;
+  o.checkpoint_every = 7;
+  const int threads = at::get_num_threads();
+  auto x = torch::randn({2, 3, 19, 17, 21});
+  std::vector<torch::Tensor> means;
+  for (int mode = 0; mode < 3; ++mode) {  // one by one; batches on 1 thread; batches on 2 threads
+    at::set_num_threads(mode == 2 ? 2 : 1);
+    qlty::LargeNCZYXQuilt large(dir / ("b" + std::to_string(mode)), 2, 19, 17, 21, 8, {4, 5, 6}, 1, 0.3, o);
+    std::vector<int64_t> order(large.N_chunks());
+    for (int64_t i = 0; i < large.N_chunks(); ++i) order[i] = (i * 7) % large.N_chunks();  // a permutation
+    ASSERT_EQ(std::set<int64_t>(order.begin(), order.end()).size(), order.size());
+    if (mode == 0) {
+      for (auto i : order) large.stitch(large.unstitch(x, i) * 2 + 1, i, large.unstitch(x, i).abs());
+    } else {
+      for (size_t b = 0; b < order.size(); b += 11) {
+        std::vector<int64_t> idx(order.begin() + b, order.begin() + std::min(order.size(), b + 11));
+        auto p = large.unstitch(x, idx);
+        ASSERT_EQ(p.size(0), static_cast<int64_t>(idx.size()));
+        EXPECT_TRUE(torch::equal(p[0], large.unstitch(x, idx[0])));
+        large.stitch(idx, p * 2 + 1, p.abs());
+      }
+    }
+    EXPECT_TRUE(large.missing_indices().empty());
+    auto [m, sd] = large.return_mean(true);
+    means.push_back(torch::cat({m, sd}));
+  }
+  at::set_num_threads(threads);
+  EXPECT_TRUE(torch::equal(means[0], means[1]));
+  EXPECT_TRUE(torch::equal(means[0], means[2]));
+
+  // All or nothing: a duplicate index, an index already stitched, a wrong count or shape add nothing.
+  qlty::LargeNCYXQuilt q(dir / "bad", 1, 20, 20, 8, 4, 1, 0.1, o);
+  auto img = torch::randn({1, 2, 20, 20});
+  q.stitch({0, 1}, q.unstitch(img, std::vector<int64_t>{0, 1}));
+  qlty_test::expect_error<c10::ValueError>(
+      [&] {
+        q.stitch({2, 3, 2}, q.unstitch(img, std::vector<int64_t>{2, 3, 2}));
+      },
+      {"LargeNCYXQuilt.stitch", "index 2 appears twice"});
+  qlty_test::expect_error<c10::ValueError>(
+      [&] {
+        q.stitch({4, 1}, q.unstitch(img, std::vector<int64_t>{4, 1}));
+      },
+      {"index 1 was already stitched"});
+  qlty_test::expect_error<c10::ValueError>(
+      [&] {
+        q.stitch({4, 5}, q.unstitch(img, std::vector<int64_t>{4}));
+      },
+      {"B = 2 (the number of indices)"});
+  qlty_test::expect_error<c10::IndexError>(
+      [&] {
+        q.stitch({4, 99}, torch::zeros({2, 2, 8, 8}));
+      },
+      {"index must be in [0, 16)", "got 99"});
+  qlty_test::expect_error<c10::ValueError>(
+      [&] {
+        q.stitch({4, 5}, torch::zeros({2, 3, 8, 8}));
+      },
+      {"3 channels, but 2 were stitched before"});
+  EXPECT_EQ(q.missing_indices().size(), 14u);
+  EXPECT_FALSE(q.is_stitched(2) || q.is_stitched(4) || q.is_stitched(5));
 }
 
 TEST(LargeQuilt, WithoutStdOnlySumAndWeightAreKept) {

@@ -232,6 +232,17 @@ class LargeQuilt {
     return {i, unstitch(x, i)};
   }
 
+  /// @brief Windows `indices` of x (an in-memory tensor or a Zarr array (N, C, *S)), as (B, C, *W).
+  template <typename X>
+  torch::Tensor unstitch(const X& x, const std::vector<int64_t>& indices) const {
+    for (auto i : indices) check_index(i, "unstitch");
+    std::vector<torch::Tensor> parts;
+    parts.reserve(indices.size());
+    for (auto i : indices) parts.push_back(unstitch(x, i));
+    TORCH_CHECK_VALUE(!parts.empty(), name(), ".unstitch: indices must not be empty");
+    return torch::stack(parts);
+  }
+
   /// @brief Adds weight * patch (and weight * patch^2, weight * patch_var) at window `index`. patch is (C, *W)
   /// or (1, C, *W); C is fixed by the first patch ever stitched under this prefix.
   void stitch(const torch::Tensor& patch, int64_t index, const std::optional<torch::Tensor>& patch_var = std::nullopt) {
@@ -250,65 +261,42 @@ class LargeQuilt {
                       " were stitched before under ", prefix_);
     TORCH_CHECK_VALUE(opt_.allow_restitch || !stitched_[index], name(), ".stitch: index ", index,
                       " was already stitched (pass allow_restitch to add it again)");
-    const auto o = origin(index);
-    const int64_t C = C_;
-    std::array<int64_t, 3> wd{1, 1, 1}, cd{1, 1, 1};  // window and chunk extents, 3D (2D: leading 1)
-    for (int a = 0; a < D; ++a) {
-      wd[3 - D + a] = geom_.window()[a];
-      cd[3 - D + a] = chunk_[a];
+    add(p, index, v);
+  }
+
+  /// @brief Stitches B patches at once: patches (B, C, *W) at windows `indices` (B of them), patch_vars (B, C,
+  /// *W) when given. The same bytes as stitching them one by one in this order (checkpoints included). Everything
+  /// is checked before anything is added: a bad batch adds nothing.
+  void stitch(const std::vector<int64_t>& indices, const torch::Tensor& patches,
+              const std::optional<torch::Tensor>& patch_vars = std::nullopt) {
+    const int64_t B = static_cast<int64_t>(indices.size());
+    TORCH_CHECK_VALUE(patches.dim() == D + 2 && patches.size(0) == B, name(), ".stitch: patches must be (B, C, ",
+                      c10::IntArrayRef(geom_.window().data(), D), ") with B = ", B, " (the number of indices), got ",
+                      patches.sizes());
+    TORCH_CHECK_VALUE(!patch_vars || patch_vars->sizes() == patches.sizes(), name(),
+                      ".stitch: patch_vars must have the patches' shape ", patches.sizes(), ", got ",
+                      patch_vars ? patch_vars->sizes() : c10::IntArrayRef{});
+    TORCH_CHECK_VALUE(!patch_vars || opt_.track_std, name(),
+                      ".stitch: patch_vars needs track_std (it only enters the std)");
+    std::vector<uint8_t> seen(static_cast<size_t>(N_chunks()), 0);
+    for (auto i : indices) {
+      check_index(i, "stitch");
+      TORCH_CHECK_VALUE(opt_.allow_restitch || (!stitched_[i] && !seen[i]), name(), ".stitch: index ", i,
+                        stitched_[i] ? " was already stitched" : " appears twice in indices",
+                        " (pass allow_restitch to add it again)");
+      seen[i] = 1;
     }
-    const int64_t wn = wd[0] * wd[1] * wd[2], cn = cd[0] * cd[1] * cd[2];
-    const float* P = p.data_ptr<float>();
-    const float* V = v ? v->data_ptr<float>() : nullptr;
-    const float* Wt = weight_.data_ptr<float>();
-    for_chunks(
-        o, [&](const std::array<int64_t, D>& cidx, const std::array<int64_t, D>& lo, const std::array<int64_t, D>& hi) {
-          // One pass over the overlap of window and chunk: sum += w p, sum_sq += (w p) p, var_sum += w var,
-          // weight += w; the same float operations, in the same order, as the in-memory quilt's stitch.
-          float* S = static_cast<float*>(chunk(kSum, o[0], cidx).data_ptr());
-          float* Q = opt_.track_std ? static_cast<float*>(chunk(kSumSq, o[0], cidx).data_ptr()) : nullptr;
-          float* R = V ? static_cast<float*>(chunk(kVarSum, o[0], cidx).data_ptr()) : nullptr;
-          float* Wc = static_cast<float*>(chunk(kWeight, o[0], cidx).data_ptr());
-          std::array<int64_t, 3> l{0, 0, 0}, h{1, 1, 1}, wo{0, 0, 0}, co{0, 0, 0};
-          for (int a = 0; a < D; ++a) {
-            l[3 - D + a] = lo[a];
-            h[3 - D + a] = hi[a];
-            wo[3 - D + a] = o[1 + a];
-            co[3 - D + a] = cidx[a] * chunk_[a];
-          }
-          const int64_t L = h[2] - l[2];
-          for (int64_t c = 0; c < C; ++c)
-            for (int64_t z = l[0]; z < h[0]; ++z)
-              for (int64_t y = l[1]; y < h[1]; ++y) {
-                const int64_t pw = ((z - wo[0]) * wd[1] + (y - wo[1])) * wd[2] + (l[2] - wo[2]);
-                const int64_t pc = ((z - co[0]) * cd[1] + (y - co[1])) * cd[2] + (l[2] - co[2]);
-                const float* w = Wt + pw;
-                const float* x = P + c * wn + pw;
-                float* s = S + c * cn + pc;
-                if (Q) {
-                  float* q = Q + c * cn + pc;
-                  for (int64_t i = 0; i < L; ++i) {
-                    const float wx = w[i] * x[i];
-                    s[i] += wx;
-                    q[i] += wx * x[i];
-                  }
-                } else {
-                  for (int64_t i = 0; i < L; ++i) s[i] += w[i] * x[i];
-                }
-                if (R) {
-                  const float* vv = V + c * wn + pw;
-                  float* r = R + c * cn + pc;
-                  for (int64_t i = 0; i < L; ++i) r[i] += w[i] * vv[i];
-                }
-                if (c == 0) {
-                  float* ww = Wc + pc;
-                  for (int64_t i = 0; i < L; ++i) ww[i] += w[i];
-                }
-              }
-        });
-    stitched_[index] = 1;
-    ++since_checkpoint_;
-    maybe_checkpoint();
+    TORCH_CHECK_TYPE(patches.is_floating_point() && (!patch_vars || patch_vars->is_floating_point()), name(),
+                     ".stitch: patches and patch_vars must be floating point, got ", patches.scalar_type());
+    if (B == 0) return;
+    const auto p = patches.to(torch::kCPU, torch::kFloat32).contiguous();
+    auto first = squeeze_patch(p[0], "patches");  // shape and channels, checked as for one patch
+    TORCH_CHECK_VALUE(!has_arrays() || first.size(0) == C_, name(), ".stitch: patches have ", first.size(0),
+                      " channels, but ", C_, " were stitched before under ", prefix_);
+    std::optional<torch::Tensor> v;
+    if (patch_vars) v = patch_vars->to(torch::kCPU, torch::kFloat32).contiguous();
+    if (!has_arrays()) create_arrays(first.size(0));
+    for (int64_t b = 0; b < B; ++b) add(p[b], indices[b], v ? std::optional<torch::Tensor>((*v)[b]) : std::nullopt);
   }
 
   /// @brief Mean of the stitched predictions (N, C, *S), written to `prefix_mean.zarr`; with `std`, also their
@@ -634,6 +622,86 @@ class LargeQuilt {
       o.overwrite = true;
       arrays_[k] = g.create_array(array_names()[k], o);
     }
+  }
+
+  /// Adds a checked patch p (C, *W) float32, contiguous (and v of its shape) at window `index`: sum += w p,
+  /// sum_sq += (w p) p, var_sum += w var, weight += w, the same float operations, in the same order, as the
+  /// in-memory quilt's stitch. The rows of all the chunks the window touches are shared among the threads (each
+  /// row of a chunk has one writer).
+  void add(const torch::Tensor& p, int64_t index, const std::optional<torch::Tensor>& v) {
+    const auto o = origin(index);
+    const int64_t C = C_;
+    std::array<int64_t, 3> wd{1, 1, 1}, cd{1, 1, 1};  // window and chunk extents, 3D (2D: leading 1)
+    for (int a = 0; a < D; ++a) {
+      wd[3 - D + a] = geom_.window()[a];
+      cd[3 - D + a] = chunk_[a];
+    }
+    const int64_t wn = wd[0] * wd[1] * wd[2], cn = cd[0] * cd[1] * cd[2];
+    const float* P = p.data_ptr<float>();
+    const float* V = v ? v->data_ptr<float>() : nullptr;
+    const float* Wt = weight_.data_ptr<float>();
+    struct Part {
+      float *S, *Q, *R, *W;
+      std::array<int64_t, 3> l, h, wo, co;  // overlap [l, h), window and chunk origins, 3D
+    };
+    std::vector<Part> parts;
+    std::vector<int64_t> first_row{0};
+    for_chunks(
+        o, [&](const std::array<int64_t, D>& cidx, const std::array<int64_t, D>& lo, const std::array<int64_t, D>& hi) {
+          Part q{};
+          q.S = static_cast<float*>(chunk(kSum, o[0], cidx).data_ptr());
+          q.Q = opt_.track_std ? static_cast<float*>(chunk(kSumSq, o[0], cidx).data_ptr()) : nullptr;
+          q.R = V ? static_cast<float*>(chunk(kVarSum, o[0], cidx).data_ptr()) : nullptr;
+          q.W = static_cast<float*>(chunk(kWeight, o[0], cidx).data_ptr());
+          q.l = {0, 0, 0};
+          q.h = {1, 1, 1};
+          q.wo = {0, 0, 0};
+          q.co = {0, 0, 0};
+          for (int a = 0; a < D; ++a) {
+            q.l[3 - D + a] = lo[a];
+            q.h[3 - D + a] = hi[a];
+            q.wo[3 - D + a] = o[1 + a];
+            q.co[3 - D + a] = cidx[a] * chunk_[a];
+          }
+          parts.push_back(q);
+          first_row.push_back(first_row.back() + C * (q.h[0] - q.l[0]) * (q.h[1] - q.l[1]));
+        });
+    at::parallel_for(0, first_row.back(), 64, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const size_t k =
+            static_cast<size_t>(std::upper_bound(first_row.begin(), first_row.end(), row) - first_row.begin() - 1);
+        const Part& q = parts[k];
+        const int64_t ny = q.h[1] - q.l[1], per_c = (q.h[0] - q.l[0]) * ny, r = row - first_row[k];
+        const int64_t c = r / per_c, z = q.l[0] + r % per_c / ny, y = q.l[1] + r % ny, L = q.h[2] - q.l[2];
+        const int64_t pw = ((z - q.wo[0]) * wd[1] + (y - q.wo[1])) * wd[2] + (q.l[2] - q.wo[2]);
+        const int64_t pc = ((z - q.co[0]) * cd[1] + (y - q.co[1])) * cd[2] + (q.l[2] - q.co[2]);
+        const float* w = Wt + pw;
+        const float* x = P + c * wn + pw;
+        float* sum = q.S + c * cn + pc;
+        if (q.Q) {
+          float* sq = q.Q + c * cn + pc;
+          for (int64_t i = 0; i < L; ++i) {
+            const float wx = w[i] * x[i];
+            sum[i] += wx;
+            sq[i] += wx * x[i];
+          }
+        } else {
+          for (int64_t i = 0; i < L; ++i) sum[i] += w[i] * x[i];
+        }
+        if (q.R) {
+          const float* vv = V + c * wn + pw;
+          float* rr = q.R + c * cn + pc;
+          for (int64_t i = 0; i < L; ++i) rr[i] += w[i] * vv[i];
+        }
+        if (c == 0) {
+          float* ww = q.W + pc;
+          for (int64_t i = 0; i < L; ++i) ww[i] += w[i];
+        }
+      }
+    });
+    stitched_[index] = 1;
+    ++since_checkpoint_;
+    maybe_checkpoint();
   }
 
   void check_index(int64_t index, const char* who) const {
