@@ -183,6 +183,51 @@ TEST(LargeQuilt, BatchedCallsEqualOneByOne) {
   EXPECT_FALSE(q.is_stitched(2) || q.is_stitched(4) || q.is_stitched(5));
 }
 
+// stitch_order(): every index once; index order when the cache holds a row of windows; tiles (back and forth
+// along Z) with a small cache, which read fewer chunks back and give the same values to rounding.
+TEST(LargeQuilt, StitchOrderVisitsEveryPatchOnceAndRereadsLess) {
+  TempDir dir;
+  qlty::LargeQuiltOptions big;
+  big.durable = false;
+  qlty::LargeNCZYXQuilt roomy(dir / "roomy", 1, 24, 160, 160, 12, 8, 2, 0.1, big);
+  std::vector<int64_t> index_order(roomy.N_chunks());
+  for (int64_t i = 0; i < roomy.N_chunks(); ++i) index_order[i] = i;
+  EXPECT_EQ(roomy.stitch_order(1), index_order);
+
+  // A cache of 3.5 MiB for 7.2 MiB of accumulators (chunks of 24 x 56 x 56: 602 KiB a place, sum and weight).
+  qlty::LargeQuiltOptions small = big;
+  small.cache_bytes = int64_t(3584) << 10;
+  small.track_std = false;
+  auto x = torch::randn({1, 1, 24, 160, 160});
+  qlty::NCZYXQuilt q(24, 160, 160, 12, 8, 2, 0.1);
+  auto [want, w] = q.stitch(q.unstitch(x) * 3);
+  std::vector<int64_t> reloads;
+  for (int mode = 0; mode < 2; ++mode) {
+    qlty::LargeNCZYXQuilt large(dir / ("o" + std::to_string(mode)), 1, 24, 160, 160, 12, 8, 2, 0.1, small);
+    const auto t = large.get_times();  // 3 x 20 x 20 windows
+    auto order = mode ? large.stitch_order(1) : index_order;
+    if (mode) {
+      EXPECT_EQ(std::set<int64_t>(order.begin(), order.end()).size(), order.size());
+      EXPECT_EQ(order.size(), index_order.size());
+      // The first tile: 6 x 6 windows across Y and X (the most whose 2 x 2 chunks fit 3/4 of the cache), down
+      // all of Z; the second runs back up along Z.
+      for (size_t k = 0; k < 108; ++k) {
+        const int64_t kz = order[k] / (t[1] * t[2]), ky = order[k] / t[2] % t[1], kx = order[k] % t[2];
+        ASSERT_TRUE(ky < 6 && kx < 6) << k;
+        ASSERT_EQ(kz, static_cast<int64_t>(k / 36));
+      }
+      EXPECT_EQ(order[108] / (t[1] * t[2]), t[0] - 1);
+      EXPECT_EQ(order[108] % t[2], 6);
+    }
+    for (auto i : order) large.stitch(large.unstitch(x, i) * 3, i);
+    auto mean = std::get<0>(large.return_mean());
+    EXPECT_TRUE(torch::allclose(mean, want, 1e-5, 1e-5)) << "mode " << mode;
+    reloads.push_back(large.reloads());
+  }
+  EXPECT_GT(reloads[0], 0);
+  EXPECT_LT(reloads[1] * 2, reloads[0]) << reloads[1] << " vs " << reloads[0];
+}
+
 TEST(LargeQuilt, WithoutStdOnlySumAndWeightAreKept) {
   TempDir dir;
   qlty::LargeQuiltOptions o;

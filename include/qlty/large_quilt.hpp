@@ -398,6 +398,60 @@ class LargeQuilt {
     return {xk, yk};
   }
 
+  /// @brief Every patch index once, in an order that visits each accumulator chunk in few passes through the
+  /// cache: per image, tiles of T x T windows across the inner axes (Y, X in 3D; X in 2D), and in each tile the
+  /// windows row by row along the outer axis (forward in even tiles, backward in odd ones, so a tile starts where
+  /// the chunks it shares with the previous one are still cached). T is the largest tile whose chunks (for `channels`;
+  /// 0: the channels stitched so far, else 1) fit in 3/4 of cache_bytes; with a cache that holds a whole row of windows
+  /// this is index order. Stitching in another order changes the rounding of the sums, not their value: resume in the
+  /// same order (filter it by is_stitched) to get the bytes of an uninterrupted run.
+  std::vector<int64_t> stitch_order(int64_t channels = 0) const {
+    const int64_t C = channels > 0 ? channels : std::max<int64_t>(C_, 1);
+    const auto times = geom_.times();
+    const auto grid = chunk_grid();
+    int64_t chunk_elems = 1;
+    for (auto c : chunk_) chunk_elems *= c;
+    const int64_t arrays_bytes =
+        chunk_elems * 4 * (C * (1 + (opt_.track_std ? 1 : 0) + (arrays_[kVarSum].has_value() ? 1 : 0)) + 1);
+    auto touched = [&](int a, int64_t windows) {  // chunks along axis a that `windows` consecutive windows touch
+      const int64_t span = (windows - 1) * geom_.step()[a] + geom_.window()[a];
+      return std::min(grid[a], (span + chunk_[a] - 1) / chunk_[a] + 1);
+    };
+    auto bytes = [&](int64_t T) {
+      int64_t b = arrays_bytes * touched(0, 1);
+      for (int a = 1; a < D; ++a) b *= touched(a, std::min(T, times[a]));
+      return b;
+    };
+    int64_t tmax = 1;
+    for (int a = 1; a < D; ++a) tmax = std::max(tmax, times[a]);
+    int64_t T = 1;
+    while (T < tmax && bytes(T + 1) <= opt_.cache_bytes * 3 / 4) ++T;
+    std::array<int64_t, D> tiles{};
+    for (int a = 1; a < D; ++a) tiles[a] = (times[a] + T - 1) / T;
+    std::vector<int64_t> order;
+    order.reserve(static_cast<size_t>(N_chunks()));
+    const int64_t P = geom_.per_image();
+    const int64_t tiles_total = D == 3 ? tiles[1] * tiles[D - 1] : tiles[1];
+    for (int64_t n = 0; n < N_; ++n)
+      for (int64_t t = 0; t < tiles_total; ++t) {
+        const int64_t t1 = D == 3 ? t / tiles[D - 1] : t, t2 = D == 3 ? t % tiles[D - 1] : 0;
+        for (int64_t j0 = 0; j0 < times[0]; ++j0) {
+          // Every other tile runs back along the outer axis: the chunks it shares with the tile before are the
+          // ones that tile used last, still in the cache.
+          const int64_t k0 = t % 2 ? times[0] - 1 - j0 : j0;
+          for (int64_t k1 = t1 * T; k1 < std::min(times[1], (t1 + 1) * T); ++k1) {
+            if (D == 2) {
+              order.push_back(n * P + k0 * times[1] + k1);
+              continue;
+            }
+            for (int64_t k2 = t2 * T; k2 < std::min(times[D - 1], (t2 + 1) * T); ++k2)
+              order.push_back(n * P + (k0 * times[1] + k1) * times[D - 1] + k2);
+          }
+        }
+      }
+    return order;
+  }
+
   /// @brief Whether patch `index` is in the accumulators (stitched in this run or a resumed one).
   bool is_stitched(int64_t index) const {
     check_index(index, "is_stitched");
@@ -463,6 +517,8 @@ class LargeQuilt {
   int64_t checkpoints() const { return checkpoints_; }
   /// @brief Changed chunks written to staged files to make room in the cache.
   int64_t spills() const { return spills_; }
+  /// @brief Chunks read back into the cache from a spill or a checkpoint (after an eviction or on resume).
+  int64_t reloads() const { return reloads_; }
   /// @brief Bytes of accumulator chunks now in memory.
   int64_t cached_bytes() const { return cached_bytes_; }
 
@@ -812,8 +868,10 @@ class LargeQuilt {
       e.data = buffer(array);
       if (sp != spilled_.end()) {
         e.data.copy_(arr.read_chunk_file(acc_path(sp->second.second)));
+        ++reloads_;
       } else if (arr.chunk_exists(e.index)) {
         e.data.copy_(arr.read_chunk(e.index));
+        ++reloads_;
       } else {
         e.data.zero_();  // never stored: the fill value, 0
       }
@@ -911,7 +969,8 @@ class LargeQuilt {
   std::vector<uint8_t> stitched_;
   std::unordered_map<uint64_t, Entry> cache_;
   std::list<uint64_t> lru_;
-  int64_t cached_bytes_ = 0, pooled_bytes_ = 0, dirty_count_ = 0, since_checkpoint_ = 0, checkpoints_ = 0, spills_ = 0;
+  int64_t cached_bytes_ = 0, pooled_bytes_ = 0, dirty_count_ = 0, since_checkpoint_ = 0, checkpoints_ = 0, spills_ = 0,
+          reloads_ = 0;
   uint64_t seq_ = 0;                                                           // names of staged files
   std::unordered_map<uint64_t, std::pair<std::string, std::string>> spilled_;  // key -> (target, staged)
   std::array<std::vector<torch::Tensor>, 2> pool_;  // free chunk buffers: with channels, weight
