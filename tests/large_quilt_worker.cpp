@@ -23,8 +23,8 @@ int main(int argc, char** argv) {
     o.checkpoint_every = 3;
     o.cache_bytes = 48 << 10;  // a few chunks: eviction checkpoints happen too
     o.durable = false;
-    qlty::LargeNCYXQuilt q(argv[1], 24, 40, 52, 12, 6, 2, 0.1, o);
-    const auto image = torch::linspace(-3, 3, 24 * 40 * 52, torch::kFloat).view({24, 1, 40, 52});
+    qlty::LargeNCYXQuilt q(argv[1], 96, 40, 52, 12, 6, 2, 0.1, o);  // long enough to be killed after start-up
+    const auto image = torch::linspace(-3, 3, 96 * 40 * 52, torch::kFloat).view({96, 1, 40, 52});
     for (int64_t i : q.missing_indices()) q.stitch(patch_for(q, image, i), i);
     q.return_mean(true);
     return 0;

@@ -194,10 +194,9 @@ TEST(LargeQuilt, StitchOrderVisitsEveryPatchOnceAndRereadsLess) {
   for (int64_t i = 0; i < roomy.N_chunks(); ++i) index_order[i] = i;
   EXPECT_EQ(roomy.stitch_order(1), index_order);
 
-  // A cache of 3.5 MiB for 7.2 MiB of accumulators (chunks of 24 x 56 x 56: 602 KiB a place, sum and weight).
+  // A cache of 3.5 MiB for 4.9 MiB of accumulators (chunks of 24 x 56 x 56: 602 KiB a place, sum and sum_sq).
   qlty::LargeQuiltOptions small = big;
   small.cache_bytes = int64_t(3584) << 10;
-  small.track_std = false;
   auto x = torch::randn({1, 1, 24, 160, 160});
   qlty::NCZYXQuilt q(24, 160, 160, 12, 8, 2, 0.1);
   auto [want, w] = q.stitch(q.unstitch(x) * 3);
@@ -228,7 +227,7 @@ TEST(LargeQuilt, StitchOrderVisitsEveryPatchOnceAndRereadsLess) {
   EXPECT_LT(reloads[1] * 2, reloads[0]) << reloads[1] << " vs " << reloads[0];
 }
 
-TEST(LargeQuilt, WithoutStdOnlySumAndWeightAreKept) {
+TEST(LargeQuilt, WithoutStdOnlyTheSumIsKept) {
   TempDir dir;
   qlty::LargeQuiltOptions o;
   o.track_std = false;
@@ -242,6 +241,7 @@ TEST(LargeQuilt, WithoutStdOnlySumAndWeightAreKept) {
   qlty_test::expect_error<c10::ValueError>([&] { large.return_mean(true); }, {"std needs track_std"});
   EXPECT_TRUE(torch::allclose(std::get<0>(large.return_mean()), std::get<0>(q.stitch(p)), 1e-5, 1e-5));
   EXPECT_FALSE(qlty::detail::path_exists(dir / "m_acc.zarr/sum_sq"));
+  EXPECT_FALSE(qlty::detail::path_exists(dir / "m_acc.zarr/weight"));  // derived from the stitched list
   // Nothing staged is left behind after a checkpoint.
   for (const auto& f : qlty::detail::list_dir(dir / "m_acc.zarr/sum"))
     EXPECT_EQ(f.find(".ckpt."), std::string::npos) << f;
@@ -371,6 +371,88 @@ TEST(LargeQuilt, JournalRoundTripAndDamage) {
   EXPECT_FALSE(qlty::detail::journal_decode(j).has_value());
 }
 
+// The journaled checkpoint on its own: a commit renames every staged file; a journal written by a process that
+// died before renaming is finished by recover(), which also removes staged files no journal names.
+TEST(CheckpointJournal, CommitAndRecoverOnTheirOwn) {
+  TempDir dir;
+  const std::string folder = dir / "f";
+  auto read = [&](const std::string& rel) {
+    std::ifstream f(folder + "/" + rel);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  qlty::detail::CheckpointJournal j(folder, {"list"}, {"a"}, false);
+  auto stage = [&](const std::string& target, const std::string& text, uint64_t seq) {
+    const auto staged = qlty::detail::CheckpointJournal::staged_name(target, seq);
+    qlty::detail::write_new_file(j.path(staged), text.data(), text.size(), false);
+    return std::make_pair(target, staged);
+  };
+  EXPECT_EQ(qlty::detail::CheckpointJournal::staged_name("a/0.1", 7).rfind("a/.0.1.ckpt.", 0), 0u);
+  j.commit({stage("a/0.0", "one", 1), stage("list", "L1", 2)}, 2);
+  EXPECT_EQ(read("a/0.0"), "one");
+  EXPECT_EQ(read("list"), "L1");
+  EXPECT_FALSE(qlty::detail::path_exists(j.path("journal")));
+
+  // A process staged two files and wrote its journal, then died: recover() renames them.
+  const qlty::detail::Renames pending{stage("a/0.0", "two", 3), stage("list", "L2", 4)};
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> entries;
+  for (const auto& [t, st] : pending) entries.emplace_back(t, std::vector<uint8_t>(st.begin(), st.end()));
+  const auto bytes = qlty::detail::journal_encode(entries);
+  qlty::detail::atomic_write(j.path("journal"), bytes.data(), bytes.size(), false);
+  auto orphan = stage("a/0.1", "never committed", 5);  // staged, in no journal
+  qlty::detail::CheckpointJournal(folder, {"list"}, {"a"}, false).recover();
+  EXPECT_EQ(read("a/0.0"), "two");
+  EXPECT_EQ(read("list"), "L2");
+  EXPECT_FALSE(qlty::detail::path_exists(j.path(orphan.second)));
+  EXPECT_FALSE(qlty::detail::path_exists(j.path("a/0.1")));
+  EXPECT_FALSE(qlty::detail::path_exists(j.path("journal")));
+  // Targets outside the folder's own files are refused.
+  EXPECT_FALSE(j.entry_ok("b/0.0", "b/.0.0.ckpt.1.1.tmp"));
+  EXPECT_FALSE(j.entry_ok("a/../x", "a/.x.ckpt.1.1.tmp"));
+  EXPECT_FALSE(j.entry_ok("a/0.0", ".0.0.ckpt.1.1.tmp"));
+  EXPECT_TRUE(j.entry_ok("a/0.0", "a/.0.0.ckpt.1.1.tmp"));
+}
+
+// The chunk store on its own: chunks that leave a full cache are spilled and read back with their values, and
+// the arrays keep the last checkpoint until the staged changes are committed.
+TEST(ChunkStore, SpillsReadBackAndCommits) {
+  TempDir dir;
+  const std::string folder = dir / "s.zarr";
+  auto g = qlty::zarr::Group::create(folder);
+  qlty::zarr::ArrayOptions ao({1, 2, 16, 16}, {1, 2, 8, 8});
+  ao.codecs = {};
+  qlty::detail::ChunkStore<2, 1> store(folder, {8, 8}, {2, 2}, 2 * 2 * 8 * 8 * 4);  // room for two chunks
+  store.attach(0, g.create_array("a", ao));
+  for (int64_t k = 0; k < 4; ++k) {
+    float* c = store.write(0, 0, {k / 2, k % 2});
+    for (int i = 0; i < 2 * 64; ++i) c[i] += static_cast<float>(k + 1);
+    store.evict();
+  }
+  EXPECT_GT(store.spills(), 0);
+  EXPECT_LE(store.cached_bytes(), 2 * 2 * 8 * 8 * 4);
+  for (int64_t k = 0; k < 4; ++k)
+    EXPECT_TRUE((store.read(0, 0, {k / 2, k % 2}) == static_cast<float>(k + 1)).all().item<bool>()) << k;
+  // Nothing reached the array yet: it still reads as the fill value.
+  auto arr = qlty::zarr::Array::open(folder + "/a");
+  EXPECT_EQ(arr.read().abs().sum().item<float>(), 0.0f);
+  qlty::detail::Renames renames;
+  const size_t fresh = store.stage_changes(renames);
+  EXPECT_EQ(renames.size(), 4u);  // two cached and staged now, two spilled before
+  qlty::detail::CheckpointJournal(folder, {}, {"a"}, false).commit(renames, fresh);
+  store.committed();
+  EXPECT_FALSE(store.changed());
+  auto all = arr.read();
+  for (int64_t k = 0; k < 4; ++k)
+    EXPECT_TRUE((all.index({0, Slice(), Slice(k / 2 * 8, k / 2 * 8 + 8), Slice(k % 2 * 8, k % 2 * 8 + 8)}) ==
+                 static_cast<float>(k + 1))
+                    .all()
+                    .item<bool>());
+  // Adding to a chunk again reloads it from the array.
+  const auto reloads = store.reloads();
+  store.write(0, 0, {0, 0})[0] += 1;
+  EXPECT_EQ(store.reloads(), reloads + 1);  // chunk (0, 0) left the cache first
+  EXPECT_EQ(store.read(0, 0, {0, 0})[0][0][0].item<float>(), 2.0f);
+}
+
 TEST(LargeQuilt, OneQuiltAtATimeOnAPrefix) {
   // Two quilts on one prefix (two processes, or two objects) would each stitch into their own cache and overwrite
   // each other's checkpoints: the second is refused while the first is open, and welcome after.
@@ -436,7 +518,7 @@ TEST(LargeQuilt, ACraftedJournalRenamesNothingAndTemporaryFilesGo) {
   // metadata (temp_name, any pid, this or another host), in the folder and its arrays.
   const std::vector<std::string> temps = {
       "q_acc.zarr/.journal.999999@" + qlty::detail::host_tag() + ".0.1.tmp", "q_acc.zarr/.journal.12@elsewhere.0.1.tmp",
-      "q_acc.zarr/sum/.0.0.0.0.ckpt.999999.3.tmp", "q_acc.zarr/weight/.zarray.999999.0.1.tmp"};
+      "q_acc.zarr/sum/.0.0.0.0.ckpt.999999.3.tmp", "q_acc.zarr/sum_sq/.zarray.999999.0.1.tmp"};
   for (const auto& t : temps) qlty::detail::atomic_write(dir / t, "x", false);
   qlty::LargeNCYXQuilt b(dir / "q", 1, 16, 16, 8, 4, 0, 1.0, o);
   EXPECT_TRUE(b.is_stitched(0));
@@ -489,14 +571,13 @@ TEST(LargeQuilt, KillNineAtRandomPointsThenResumeGivesIdenticalBytes) {
       EXPECT_TRUE(torch::equal(a, b)) << out << " differs after " << kills << " kills: " << (a - b).abs().max();
     }
     // The accumulators too, chunk file by chunk file.
-    for (const char* arr : {"sum", "sum_sq", "weight"}) {
+    for (const char* arr : {"sum", "sum_sq"}) {
       auto a = qlty::zarr::Array::open(dir / (std::string("clean_acc.zarr/") + arr)).read();
       auto b = qlty::zarr::Array::open(killed + "_acc.zarr/" + arr).read();
       EXPECT_TRUE(torch::equal(a, b)) << arr;
     }
     EXPECT_FALSE(qlty::detail::path_exists(killed + "_acc.zarr/journal"));
-    for (const char* folder :
-         {"_acc.zarr", "_acc.zarr/sum", "_acc.zarr/sum_sq", "_acc.zarr/weight", "_mean.zarr", "_std.zarr"})
+    for (const char* folder : {"_acc.zarr", "_acc.zarr/sum", "_acc.zarr/sum_sq", "_mean.zarr", "_std.zarr"})
       if (qlty::detail::is_directory(killed + folder))
         for (const auto& f : qlty::detail::list_dir(killed + folder))
           EXPECT_TRUE(f.find(".tmp") == std::string::npos && f.find(".ckpt.") == std::string::npos)

@@ -4,18 +4,24 @@
 /// accumulators kept in Zarr arrays, through a bounded cache of chunks, with atomic, resumable checkpoints.
 ///
 /// Files under a prefix P:
-/// - `P_acc.zarr/`: a Zarr group with the accumulators `sum` (N, C, *S), `sum_sq`, `var_sum` (same) and
-///   `weight` (N, *S); its attributes hold the parameters; `stitched` lists the patches in the last checkpoint;
-///   `journal` exists only while a checkpoint is being applied.
+/// - `P_acc.zarr/`: a Zarr group with the accumulators `sum` (N, C, *S), `sum_sq` and `var_sum` (same); its
+///   attributes hold the parameters; `stitched` counts, per patch, the times it was added by the last checkpoint
+///   (the weight sums follow from it and the geometry, so they are not stored); `journal` exists only while a
+///   checkpoint is being applied.
 /// - `P_mean.zarr`, `P_std.zarr`: what return_mean computes, (N, C, *S) float32.
 ///
-/// A checkpoint writes the new contents of every changed chunk, and the list of stitched patches, to hidden
-/// staging files next to their targets; then a journal naming every (staged, target) pair, with a checksum; then
-/// renames each staged file over its target; then removes the journal. Opening a prefix finishes the renames of
-/// a complete journal (a staged file that is gone was renamed already: idempotent) and deletes staged files
-/// that no complete journal names, so after a crash the arrays hold exactly the patches listed as stitched.
-/// This is the redo journal of shared/design/out-of-core.md with the chunk data written once, not twice.
+/// The parts, each readable and tested on its own:
+/// - detail/chunk_store.hpp: the accumulator chunks seen through a bounded cache; changed chunks that leave the
+///   cache are spilled to staged files until the next checkpoint.
+/// - detail/checkpoint_journal.hpp: the journaled checkpoint; every changed chunk and the stitched list are
+///   staged next to their targets, a journal names them all, then they are renamed into place. Opening a prefix
+///   finishes a complete journal and deletes staged files no journal names, so after a crash the arrays hold
+///   exactly the patches listed as stitched (the redo journal of shared/design/out-of-core.md, with the chunk
+///   data written once, not twice).
+/// - this file: the quilt's API, the arithmetic (stitch, the derived weights, return_mean) and the order.
 
+#include <qlty/detail/checkpoint_journal.hpp>
+#include <qlty/detail/chunk_store.hpp>
 #include <qlty/detail/fingerprint.hpp>
 #include <qlty/detail/fs.hpp>
 #include <qlty/error.hpp>
@@ -26,17 +32,13 @@
 
 #include <torch/torch.h>
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <chrono>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -52,64 +54,6 @@ struct LargeQuiltOptions {
   bool durable = true;                       ///< flush checkpoints to the device (survive power loss, not only crashes)
   std::vector<zarr::Codec> output_codecs = {};  ///< codecs of prefix_mean/std.zarr (float predictions rarely compress)
 };
-
-namespace detail {
-
-constexpr char kJournalMagic[8] = {'Q', 'L', 'T', 'Y', 'J', 'R', 'N', '1'};
-
-inline void put_u64(std::vector<uint8_t>& b, uint64_t v) {
-  for (int i = 0; i < 8; ++i) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
-}
-inline uint64_t get_u64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= uint64_t(p[i]) << (8 * i);
-  return v;
-}
-
-/// A journal: (relative path, bytes) entries, then a CRC32C of everything before it.
-inline std::vector<uint8_t> journal_encode(const std::vector<std::pair<std::string, std::vector<uint8_t>>>& entries) {
-  std::vector<uint8_t> b(kJournalMagic, kJournalMagic + 8);
-  put_u64(b, entries.size());
-  for (const auto& [name, bytes] : entries) {
-    put_u64(b, name.size());
-    b.insert(b.end(), name.begin(), name.end());
-    put_u64(b, bytes.size());
-    b.insert(b.end(), bytes.begin(), bytes.end());
-  }
-  const uint32_t crc = crc32c(b.data(), b.size());
-  for (int i = 0; i < 4; ++i) b.push_back(static_cast<uint8_t>(crc >> (8 * i)));
-  return b;
-}
-
-/// The entries of a complete journal, or nullopt for an incomplete or damaged one.
-inline std::optional<std::vector<std::pair<std::string, std::vector<uint8_t>>>> journal_decode(
-    const std::vector<uint8_t>& b) {
-  if (b.size() < 20 || std::memcmp(b.data(), kJournalMagic, 8) != 0) return std::nullopt;
-  if (crc32c(b.data(), b.size() - 4) != get_le32(b.data() + b.size() - 4)) return std::nullopt;
-  const size_t end = b.size() - 4;
-  size_t p = 8;
-  const uint64_t n = get_u64(b.data() + p);
-  p += 8;
-  std::vector<std::pair<std::string, std::vector<uint8_t>>> out;
-  for (uint64_t i = 0; i < n; ++i) {
-    if (p + 8 > end) return std::nullopt;
-    const uint64_t ln = get_u64(b.data() + p);
-    p += 8;
-    if (ln > end - p) return std::nullopt;
-    std::string name(reinterpret_cast<const char*>(b.data() + p), ln);
-    p += ln;
-    if (p + 8 > end) return std::nullopt;
-    const uint64_t lb = get_u64(b.data() + p);
-    p += 8;
-    if (lb > end - p) return std::nullopt;
-    out.emplace_back(std::move(name), std::vector<uint8_t>(b.begin() + p, b.begin() + p + lb));
-    p += lb;
-  }
-  if (p != end || n > (1u << 30)) return std::nullopt;
-  return out;
-}
-
-}  // namespace detail
 
 /// @brief The disk-cached quilt in D = 2 or 3 dimensions (see the file comment).
 template <int D>
@@ -160,6 +104,9 @@ class LargeQuilt {
       throw Error("lock", acc_path() +
                               ": another quilt has this prefix open, in this process or another; its "
                               "accumulators cannot be shared (one process at a time, or one prefix each)");
+    journal_.emplace(acc_path(), std::vector<std::string>{"stitched"},
+                     std::vector<std::string>(array_names().begin(), array_names().end()), opt_.durable);
+    store_.emplace(acc_path(), chunk_, chunk_grid(), opt_.cache_bytes);
     open_or_create();
     last_checkpoint_ = std::chrono::steady_clock::now();
   }
@@ -261,6 +208,8 @@ class LargeQuilt {
                       " were stitched before under ", prefix_);
     TORCH_CHECK_VALUE(opt_.allow_restitch || !stitched_[index], name(), ".stitch: index ", index,
                       " was already stitched (pass allow_restitch to add it again)");
+    TORCH_CHECK_VALUE(stitched_[index] < kMaxAdds, name(), ".stitch: index ", index, " was added ", int(kMaxAdds),
+                      " times, the most a quilt counts");
     add(p, index, v);
   }
 
@@ -284,7 +233,9 @@ class LargeQuilt {
       TORCH_CHECK_VALUE(opt_.allow_restitch || (!stitched_[i] && !seen[i]), name(), ".stitch: index ", i,
                         stitched_[i] ? " was already stitched" : " appears twice in indices",
                         " (pass allow_restitch to add it again)");
-      seen[i] = 1;
+      TORCH_CHECK_VALUE(stitched_[i] + seen[i] < kMaxAdds, name(), ".stitch: index ", i, " would be added more than ",
+                        int(kMaxAdds), " times, the most a quilt counts");
+      seen[i] = static_cast<uint8_t>(std::min<int>(seen[i] + 1, kMaxAdds));
     }
     TORCH_CHECK_TYPE(patches.is_floating_point() && (!patch_vars || patch_vars->is_floating_point()), name(),
                      ".stitch: patches and patch_vars must be floating point, got ", patches.scalar_type());
@@ -328,7 +279,7 @@ class LargeQuilt {
     const auto grid = chunk_grid();
     int64_t per_image = 1;
     for (auto g : grid) per_image *= g;
-    const bool have_var = arrays_[kVarSum].has_value();
+    const bool have_var = store_->has(kVarSum);
     at::parallel_for(0, N_ * per_image, 1, [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
         const int64_t n = k / per_image;
@@ -338,13 +289,13 @@ class LargeQuilt {
           cidx[a] = r % grid[a];
           r /= grid[a];
         }
-        const auto w = peek(kWeight, n, cidx).unsqueeze(0);  // (1, *c)
+        const auto w = weight_chunk(n, cidx).unsqueeze(0);  // (1, *c)
         const auto safe = torch::where(w > 0, w, torch::ones_like(w));
-        auto mean = peek(kSum, n, cidx) / safe;
+        auto mean = store_->read(kSum, n, cidx) / safe;
         torch::Tensor sd;
         if (std) {
-          auto spread = (peek(kSumSq, n, cidx) / safe - mean * mean).clamp_min_(0);
-          if (have_var) spread += peek(kVarSum, n, cidx) / safe;
+          auto spread = (store_->read(kSumSq, n, cidx) / safe - mean * mean).clamp_min_(0);
+          if (have_var) spread += store_->read(kVarSum, n, cidx) / safe;
           sd = spread.sqrt_();
         }
         if (normalize) {
@@ -411,8 +362,7 @@ class LargeQuilt {
     const auto grid = chunk_grid();
     int64_t chunk_elems = 1;
     for (auto c : chunk_) chunk_elems *= c;
-    const int64_t arrays_bytes =
-        chunk_elems * 4 * (C * (1 + (opt_.track_std ? 1 : 0) + (arrays_[kVarSum].has_value() ? 1 : 0)) + 1);
+    const int64_t arrays_bytes = chunk_elems * 4 * C * (1 + (opt_.track_std ? 1 : 0) + (store_->has(kVarSum) ? 1 : 0));
     auto touched = [&](int a, int64_t windows) {  // chunks along axis a that `windows` consecutive windows touch
       const int64_t span = (windows - 1) * geom_.step()[a] + geom_.window()[a];
       return std::min(grid[a], (span + chunk_[a] - 1) / chunk_[a] + 1);
@@ -467,47 +417,20 @@ class LargeQuilt {
 
   /// @brief Makes everything stitched so far durable, atomically (see the file comment).
   void checkpoint() {
-    if (!has_arrays() || (since_checkpoint_ == 0 && dirty_count_ == 0 && spilled_.empty())) return;
-    std::vector<std::pair<uint64_t, Entry*>> dirty;
-    for (auto& [key, e] : cache_)
-      if (e.dirty) dirty.emplace_back(key, &e);
-    // Stage the dirty chunks (in parallel: encoding and writing chunks are independent); chunks spilled since
-    // the last checkpoint are staged already.
-    std::vector<std::pair<std::string, std::vector<uint8_t>>> renames(dirty.size() + 1);  // target -> staged
-    const uint64_t seq0 = seq_;
-    seq_ += dirty.size() + 1;
+    if (!has_arrays() || (since_checkpoint_ == 0 && !store_->changed())) return;
+    detail::Renames renames;  // (target, staged): those staged now first, then the chunks spilled before
+    size_t fresh = store_->stage_changes(renames);
     try {
-      at::parallel_for(0, static_cast<int64_t>(dirty.size()), 1, [&](int64_t b, int64_t e) {
-        for (int64_t k = b; k < e; ++k) {
-          const auto staged = stage(*dirty[k].second, seq0 + static_cast<uint64_t>(k));
-          renames[k] = {target(*dirty[k].second), std::vector<uint8_t>(staged.begin(), staged.end())};
-        }
-      });
-      const std::string staged = "." + std::string("stitched") + ".ckpt." + std::to_string(::getpid()) + "." +
-                                 std::to_string(seq0 + dirty.size()) + ".tmp";
-      detail::write_new_file(acc_path(staged), stitched_.data(), stitched_.size(), false);
-      renames[dirty.size()] = {"stitched", std::vector<uint8_t>(staged.begin(), staged.end())};
-      for (auto& [key, sp] : spilled_) {
-        if (cache_.count(key) && cache_.at(key).dirty) {  // superseded by the version staged just now
-          ::unlink(acc_path(sp.second).c_str());
-          continue;
-        }
-        renames.emplace_back(sp.first, std::vector<uint8_t>(sp.second.begin(), sp.second.end()));
-      }
-      if (opt_.durable) detail::sync_folder(acc_path(), true);
-      const auto journal = detail::journal_encode(renames);
-      detail::atomic_write(acc_path("journal"), journal.data(), journal.size(), opt_.durable);
+      const auto staged = detail::CheckpointJournal::staged_name("stitched", store_->next_seq());
+      detail::write_new_file(journal_->path(staged), stitched_.data(), stitched_.size(), false);
+      renames.insert(renames.begin() + static_cast<std::ptrdiff_t>(fresh), {"stitched", staged});
+      ++fresh;
     } catch (...) {
-      // The last checkpoint stays as it was; what was staged now is removed (spilled chunks stay staged).
-      for (size_t k = 0; k <= dirty.size() && k < renames.size(); ++k)
-        if (!renames[k].second.empty())
-          ::unlink(acc_path(std::string(renames[k].second.begin(), renames[k].second.end())).c_str());
+      for (size_t k = 0; k < fresh; ++k) ::unlink(journal_->path(renames[k].second).c_str());
       throw;
     }
-    apply(renames);
-    spilled_.clear();
-    for (auto& d : dirty) d.second->dirty = false;
-    dirty_count_ = 0;
+    journal_->commit(renames, fresh);
+    store_->committed();
     since_checkpoint_ = 0;
     last_checkpoint_ = std::chrono::steady_clock::now();
     ++checkpoints_;
@@ -516,33 +439,26 @@ class LargeQuilt {
   /// @brief Checkpoints taken by this object.
   int64_t checkpoints() const { return checkpoints_; }
   /// @brief Changed chunks written to staged files to make room in the cache.
-  int64_t spills() const { return spills_; }
+  int64_t spills() const { return store_->spills(); }
   /// @brief Chunks read back into the cache from a spill or a checkpoint (after an eviction or on resume).
-  int64_t reloads() const { return reloads_; }
+  int64_t reloads() const { return store_->reloads(); }
   /// @brief Bytes of accumulator chunks now in memory.
-  int64_t cached_bytes() const { return cached_bytes_; }
+  int64_t cached_bytes() const { return store_->cached_bytes(); }
 
  private:
   static constexpr int64_t kChunkTarget = int64_t(256) << 10;
-  enum ArrayId { kSum = 0, kSumSq = 1, kVarSum = 2, kWeight = 3 };
-  static const std::array<std::string, 4>& array_names() {
-    static const std::array<std::string, 4> n{"sum", "sum_sq", "var_sum", "weight"};
+  static constexpr uint8_t kMaxAdds = 255;  // the stitched list counts additions per patch in a byte
+  enum ArrayId { kSum = 0, kSumSq = 1, kVarSum = 2 };
+  static const std::array<std::string, 3>& array_names() {
+    static const std::array<std::string, 3> n{"sum", "sum_sq", "var_sum"};
     return n;
   }
   static const char* name() { return D == 2 ? "LargeNCYXQuilt" : "LargeNCZYXQuilt"; }
 
-  struct Entry {
-    int array = 0;
-    std::vector<int64_t> index;  // full chunk index in its array
-    torch::Tensor data;
-    bool dirty = false;
-    std::list<uint64_t>::iterator lru;
-  };
-
   std::string acc_path(const std::string& rel = "") const {
     return rel.empty() ? prefix_ + "_acc.zarr" : detail::join_path(prefix_ + "_acc.zarr", rel);
   }
-  bool has_arrays() const { return arrays_[kSum].has_value(); }
+  bool has_arrays() const { return store_->has(kSum); }
 
   nlohmann::json params() const {
     auto v = [](const std::array<int64_t, D>& a) { return std::vector<int64_t>(a.begin(), a.end()); };
@@ -553,7 +469,8 @@ class LargeQuilt {
             {"border", v(geom_.border())},
             {"border_weight", geom_.border_weight()},
             {"chunks", v(chunk_)},
-            {"track_std", opt_.track_std}};
+            {"track_std", opt_.track_std},
+            {"weights", "derived"}};  // format 2: the weight sums follow from the stitched list, not stored
   }
 
   void open_or_create() {
@@ -570,90 +487,21 @@ class LargeQuilt {
                                     (it == attrs.end() ? std::string("none") : detail::brief(*it)) + "), not " +
                                     params().dump() + "; use another prefix or remove it");
     recover();
-    for (int k = 0; k < 4; ++k)
-      if (g.contains(array_names()[k]) == zarr::NodeType::Array) arrays_[k] = g.open_array(array_names()[k]);
-    if (arrays_[kSum]) C_ = arrays_[kSum]->shape()[1];
+    for (int k = 0; k < 3; ++k)
+      if (g.contains(array_names()[k]) == zarr::NodeType::Array) store_->attach(k, g.open_array(array_names()[k]));
+    if (has_arrays()) C_ = store_->channels();
     if (auto s = detail::read_file(acc_path("stitched"), 1ull << 40, "stitched list")) {
       if (static_cast<int64_t>(s->size()) != N_chunks())
         throw Error("checkpoint", acc_path("stitched") + ": lists " + std::to_string(s->size()) +
                                       " patches, expected " + std::to_string(N_chunks()));
-      for (size_t i = 0; i < s->size(); ++i) stitched_[i] = (*s)[i] != 0;
+      for (size_t i = 0; i < s->size(); ++i) stitched_[i] = (*s)[i];  // times each patch was added
     }
   }
 
-  /// Finishes a complete journal left by a crash; removes staged files no complete journal names.
+  /// Finishes or discards what a killed process left: the journal's last checkpoint, staged and temporary files
+  /// in the accumulators, and the temporary files of dead processes in the outputs.
   void recover() {
-    if (auto j = detail::read_file(acc_path("journal"), 1ull << 40, "journal")) {
-      if (auto entries = detail::journal_decode(*j))
-        apply(*entries);
-      else
-        ::unlink(acc_path("journal").c_str());
-    }
-    remove_staged();
-  }
-
-  /// Whether a journal entry names files of this quilt: the target is `stitched` or a chunk key of one of its
-  /// arrays, and the staged file is a hidden checkpoint file in the same folder. A crafted journal must not rename
-  /// anything else.
-  bool journal_entry_ok(const std::string& target, const std::string& staged) const {
-    auto key_ok = [](const std::string& k) {
-      if (k.empty() || k.size() > 256 || k.front() == '/' || k.back() == '/') return false;
-      for (char c : k)
-        if (!((c >= '0' && c <= '9') || c == '.' || c == '/' || c == 'c')) return false;
-      return k.find("..") == std::string::npos && k.find("//") == std::string::npos;
-    };
-    std::string folder;
-    if (target != "stitched") {
-      const auto slash = target.find('/');
-      if (slash == std::string::npos) return false;
-      folder = target.substr(0, slash);
-      if (std::find(array_names().begin(), array_names().end(), folder) == array_names().end() ||
-          !key_ok(target.substr(slash + 1)))
-        return false;
-    }
-    const std::string want_dir = detail::parent_path(target);
-    const std::string staged_dir = detail::parent_path(staged);
-    const std::string base = detail::base_name(staged);
-    return (target == "stitched" ? staged.find('/') == std::string::npos : staged_dir == want_dir) && base.size() > 1 &&
-           base[0] == '.' && base.find(".ckpt.") != std::string::npos && base.find('/') == std::string::npos &&
-           staged.find("..") == std::string::npos;
-  }
-
-  /// Renames each staged file over its target (skipping those already renamed), then drops the journal.
-  void apply(const std::vector<std::pair<std::string, std::vector<uint8_t>>>& renames) {
-    for (const auto& [target, staged_bytes] : renames) {
-      const std::string staged(staged_bytes.begin(), staged_bytes.end());
-      if (!journal_entry_ok(target, staged))
-        throw Error("checkpoint", acc_path("journal") + ": names a file that is not this quilt's (\"" +
-                                      target.substr(0, 100) + "\" <- \"" + staged.substr(0, 100) +
-                                      "\"); it was not written by qlty: remove it, or the whole prefix");
-    }
-    for (const auto& [target, staged_bytes] : renames) {
-      const std::string staged = acc_path(std::string(staged_bytes.begin(), staged_bytes.end()));
-      if (::rename(staged.c_str(), acc_path(target).c_str()) != 0 && errno != ENOENT)
-        detail::throw_io("rename", staged, errno);
-    }
-    if (opt_.durable) detail::sync_folder(acc_path(), true);
-    if (::unlink(acc_path("journal").c_str()) != 0 && errno != ENOENT)
-      detail::throw_io("unlink", acc_path("journal"), errno);
-    if (opt_.durable) detail::sync_folder(acc_path());
-  }
-
-  /// Deletes what killed runs left: staged checkpoint files (".ckpt.") and temporary files (".tmp": journals,
-  /// chunks and metadata written by temp_name) in the accumulator folder and its arrays, all of them stale while
-  /// this quilt holds the prefix's lock; and the temporary files of dead processes in the outputs.
-  void remove_staged() const {
-    std::vector<std::string> dirs{acc_path()};
-    for (const auto& n : array_names()) dirs.push_back(acc_path(n));
-    auto is_temp = [](const std::string& f) {
-      return f.size() > 4 && f[0] == '.' &&
-             (f.find(".ckpt.") != std::string::npos || f.compare(f.size() - 4, 4, ".tmp") == 0);
-    };
-    for (const auto& d : dirs) {
-      if (!detail::is_directory(d)) continue;
-      for (const auto& f : detail::list_dir(d))
-        if (is_temp(f)) ::unlink(detail::join_path(d, f).c_str());
-    }
+    journal_->recover();
     for (const char* out : {"_mean.zarr", "_std.zarr"})
       if (detail::is_directory(prefix_ + out)) detail::remove_stale_temps(prefix_ + out);
   }
@@ -667,16 +515,12 @@ class LargeQuilt {
       shape.push_back(geom_.shape()[a]);
       chunks.push_back(chunk_[a]);
     }
-    for (int k = 0; k < 4; ++k) {
+    for (int k = 0; k < 3; ++k) {  // the weights are derived (weight_chunk), not stored
       if (!opt_.track_std && (k == kSumSq || k == kVarSum)) continue;
       zarr::ArrayOptions o(shape, chunks, zarr::DataType::Float32);
-      if (k == kWeight) {  // one weight per pixel and image: no channel axis
-        o.shape.erase(o.shape.begin() + 1);
-        o.chunks.erase(o.chunks.begin() + 1);
-      }
       o.codecs = {};  // accumulators are noisy floats: compression costs more than it saves
       o.overwrite = true;
-      arrays_[k] = g.create_array(array_names()[k], o);
+      store_->attach(k, g.create_array(array_names()[k], o));
     }
   }
 
@@ -697,7 +541,7 @@ class LargeQuilt {
     const float* V = v ? v->data_ptr<float>() : nullptr;
     const float* Wt = weight_.data_ptr<float>();
     struct Part {
-      float *S, *Q, *R, *W;
+      float *S, *Q, *R;
       std::array<int64_t, 3> l, h, wo, co;  // overlap [l, h), window and chunk origins, 3D
     };
     std::vector<Part> parts;
@@ -705,10 +549,9 @@ class LargeQuilt {
     for_chunks(
         o, [&](const std::array<int64_t, D>& cidx, const std::array<int64_t, D>& lo, const std::array<int64_t, D>& hi) {
           Part q{};
-          q.S = static_cast<float*>(chunk(kSum, o[0], cidx).data_ptr());
-          q.Q = opt_.track_std ? static_cast<float*>(chunk(kSumSq, o[0], cidx).data_ptr()) : nullptr;
-          q.R = V ? static_cast<float*>(chunk(kVarSum, o[0], cidx).data_ptr()) : nullptr;
-          q.W = static_cast<float*>(chunk(kWeight, o[0], cidx).data_ptr());
+          q.S = store_->write(kSum, o[0], cidx);
+          q.Q = opt_.track_std ? store_->write(kSumSq, o[0], cidx) : nullptr;
+          q.R = V ? store_->write(kVarSum, o[0], cidx) : nullptr;
           q.l = {0, 0, 0};
           q.h = {1, 1, 1};
           q.wo = {0, 0, 0};
@@ -749,15 +592,61 @@ class LargeQuilt {
           float* rr = q.R + c * cn + pc;
           for (int64_t i = 0; i < L; ++i) rr[i] += w[i] * vv[i];
         }
-        if (c == 0) {
-          float* ww = q.W + pc;
-          for (int64_t i = 0; i < L; ++i) ww[i] += w[i];
-        }
       }
     });
-    stitched_[index] = 1;
+    ++stitched_[index];
     ++since_checkpoint_;
     maybe_checkpoint();
+  }
+
+  /// The weight sums of chunk `cidx` of image n (chunk shape, float32): every stitched window that meets the
+  /// chunk adds its weights over the overlap, once per time it was stitched, in index order. The float
+  /// operations of the in-memory quilt's weight sum, so a run in index order gives its bytes.
+  torch::Tensor weight_chunk(int64_t n, const std::array<int64_t, D>& cidx) const {
+    std::vector<int64_t> shape(chunk_.begin(), chunk_.end());
+    auto out = torch::zeros(shape, torch::kFloat32);
+    std::array<int64_t, 3> cd{1, 1, 1}, wd{1, 1, 1}, first{0, 0, 0}, last{0, 0, 0}, lo{0, 0, 0}, hi{1, 1, 1};
+    for (int a = 0; a < D; ++a) {
+      const int b = 3 - D + a;
+      cd[b] = chunk_[a];
+      wd[b] = geom_.window()[a];
+      lo[b] = cidx[a] * chunk_[a];
+      hi[b] = std::min(lo[b] + chunk_[a], geom_.shape()[a]);
+      // the windows along this axis that meet [lo, hi): starts are nondecreasing
+      int64_t f = 0;
+      while (f < geom_.times()[a] && geom_.start(a, f) + geom_.window()[a] <= lo[b]) ++f;
+      int64_t l = f - 1;
+      while (l + 1 < geom_.times()[a] && geom_.start(a, l + 1) < hi[b]) ++l;
+      first[b] = f;
+      last[b] = l;
+    }
+    std::array<int64_t, 3> times{1, 1, 1};
+    for (int a = 0; a < D; ++a) times[3 - D + a] = geom_.times()[a];
+    auto start = [&](int b, int64_t k) { return b < 3 - D ? int64_t(0) : geom_.start(b - (3 - D), k); };
+    float* W = out.data_ptr<float>();
+    const float* Wt = weight_.data_ptr<float>();
+    const int64_t P = geom_.per_image();
+    for (int64_t k0 = first[0]; k0 <= last[0]; ++k0)
+      for (int64_t k1 = first[1]; k1 <= last[1]; ++k1)
+        for (int64_t k2 = first[2]; k2 <= last[2]; ++k2) {
+          const int64_t index = n * P + (k0 * times[1] + k1) * times[2] + k2;
+          const int adds = stitched_[index];
+          if (adds == 0) continue;
+          const std::array<int64_t, 3> o{start(0, k0), start(1, k1), start(2, k2)};
+          std::array<int64_t, 3> l{}, h{};
+          for (int b = 0; b < 3; ++b) {
+            l[b] = std::max(lo[b], o[b]);
+            h[b] = std::min(hi[b], o[b] + wd[b]);
+          }
+          for (int t = 0; t < adds; ++t)
+            for (int64_t z = l[0]; z < h[0]; ++z)
+              for (int64_t y = l[1]; y < h[1]; ++y) {
+                const float* w = Wt + ((z - o[0]) * wd[1] + (y - o[1])) * wd[2] + (l[2] - o[2]);
+                float* dst = W + ((z - lo[0]) * cd[1] + (y - lo[1])) * cd[2] + (l[2] - lo[2]);
+                for (int64_t i = 0; i < h[2] - l[2]; ++i) dst[i] += w[i];
+              }
+        }
+    return out;
   }
 
   void check_index(int64_t index, const char* who) const {
@@ -825,134 +714,13 @@ class LargeQuilt {
     }
   }
 
-  std::vector<int64_t> full_index(int array, int64_t n, const std::array<int64_t, D>& cidx) const {
-    std::vector<int64_t> i{n};
-    if (array != kWeight) i.push_back(0);
-    i.insert(i.end(), cidx.begin(), cidx.end());
-    return i;
-  }
-
-  uint64_t key(int array, int64_t n, const std::array<int64_t, D>& cidx) const {
-    const auto g = chunk_grid();
-    uint64_t k = static_cast<uint64_t>(n);
-    for (int a = 0; a < D; ++a) k = k * static_cast<uint64_t>(g[a]) + static_cast<uint64_t>(cidx[a]);
-    return k * 4 + static_cast<uint64_t>(array);
-  }
-
-  /// The chunk file of a cache entry, relative to the accumulator folder.
-  std::string target(const Entry& e) const {
-    return array_names()[e.array] + "/" + arrays_[e.array]->metadata().chunk_key(e.index.data());
-  }
-
-  /// Writes an entry's chunk to a new staged file next to its target; returns the staged path (relative).
-  std::string stage(const Entry& e, uint64_t seq) const {
-    const std::string rel = target(e);
-    const std::string staged = detail::join_path(
-        detail::parent_path(rel),
-        "." + detail::base_name(rel) + ".ckpt." + std::to_string(::getpid()) + "." + std::to_string(seq) + ".tmp");
-    const auto bytes = arrays_[e.array]->encode_chunk(e.data);
-    detail::write_new_file(acc_path(staged), bytes.data(), bytes.size(), false);
-    return staged;
-  }
-
-  /// A cached chunk for writing (loaded or zero on first use), without the leading image axis.
-  torch::Tensor chunk(int array, int64_t n, const std::array<int64_t, D>& cidx) {
-    const uint64_t k = key(array, n, cidx);
-    auto it = cache_.find(k);
-    if (it == cache_.end()) {
-      Entry e;
-      e.array = array;
-      e.index = full_index(array, n, cidx);
-      const auto sp = spilled_.find(k);
-      const auto& arr = *arrays_[array];
-      e.data = buffer(array);
-      if (sp != spilled_.end()) {
-        e.data.copy_(arr.read_chunk_file(acc_path(sp->second.second)));
-        ++reloads_;
-      } else if (arr.chunk_exists(e.index)) {
-        e.data.copy_(arr.read_chunk(e.index));
-        ++reloads_;
-      } else {
-        e.data.zero_();  // never stored: the fill value, 0
-      }
-      cached_bytes_ += e.data.numel() * 4;
-      lru_.push_front(k);
-      e.lru = lru_.begin();
-      it = cache_.emplace(k, std::move(e)).first;
-    } else {
-      lru_.splice(lru_.begin(), lru_, it->second.lru);
-    }
-    if (!it->second.dirty) {
-      it->second.dirty = true;
-      ++dirty_count_;
-    }
-    return it->second.data[0];
-  }
-
-  /// A chunk for reading: the cached one, or read from disk without caching it.
-  torch::Tensor peek(int array, int64_t n, const std::array<int64_t, D>& cidx) const {
-    TORCH_INTERNAL_ASSERT(arrays_[array].has_value(), name(), ": accumulator ", array_names()[array], " missing");
-    const auto it = cache_.find(key(array, n, cidx));
-    if (it != cache_.end()) return it->second.data[0];
-    const auto sp = spilled_.find(key(array, n, cidx));
-    if (sp != spilled_.end()) return arrays_[array]->read_chunk_file(acc_path(sp->second.second))[0];
-    return arrays_[array]->read_chunk(full_index(array, n, cidx))[0];
-  }
-
   void maybe_checkpoint() {
     const bool by_count = opt_.checkpoint_every > 0 && since_checkpoint_ >= opt_.checkpoint_every;
     const bool by_time = opt_.checkpoint_seconds > 0 &&
                          std::chrono::duration<double>(std::chrono::steady_clock::now() - last_checkpoint_).count() >=
                              opt_.checkpoint_seconds;
     if (by_count || by_time) checkpoint();
-    if (cached_bytes_ > opt_.cache_bytes) {
-      // Evict the least recently used chunks down to 3/4 of the limit. A changed chunk goes to a staged file
-      // (the next checkpoint renames it into place; until then it is read back from there), so the arrays
-      // keep holding exactly the last checkpoint.
-      while (cached_bytes_ > opt_.cache_bytes * 3 / 4 && !lru_.empty()) {
-        const uint64_t k = lru_.back();
-        lru_.pop_back();
-        auto it = cache_.find(k);
-        if (it->second.dirty) {
-          const std::string staged = stage(it->second, seq_++);
-          const auto old = spilled_.find(k);
-          if (old != spilled_.end()) ::unlink(acc_path(old->second.second).c_str());
-          spilled_[k] = {target(it->second), staged};
-          --dirty_count_;
-          ++spills_;
-        }
-        cached_bytes_ -= it->second.data.numel() * 4;
-        release(it->second.array, std::move(it->second.data));
-        cache_.erase(it);
-      }
-    }
-  }
-
-  /// Chunk buffers are reused: freeing and allocating them in LRU order fragments the C heap, and the process
-  /// would grow far past the cache limit (measured: 846 MiB of peak memory for a 256 MiB cache).
-  torch::Tensor buffer(int array) {
-    auto& pool = pool_[array == kWeight ? 1 : 0];
-    if (!pool.empty()) {
-      auto t = std::move(pool.back());
-      pool.pop_back();
-      pooled_bytes_ -= t.numel() * 4;
-      return t;
-    }
-    std::vector<int64_t> shape{1};
-    if (array != kWeight) shape.push_back(C_);
-    shape.insert(shape.end(), chunk_.begin(), chunk_.end());
-    // Mapped directly, not from the C heap: long-lived buffers freed in LRU order would fragment it.
-    const size_t bytes = static_cast<size_t>(c10::multiply_integers(shape)) * 4;
-    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return torch::empty(shape, torch::kFloat32);
-    return torch::from_blob(
-        p, shape, [bytes](void* q) { ::munmap(q, bytes); }, torch::kFloat32);
-  }
-  void release(int array, torch::Tensor t) {
-    auto& pool = pool_[array == kWeight ? 1 : 0];
-    if (cached_bytes_ + pooled_bytes_ + t.numel() * 4 > opt_.cache_bytes) return;  // cache + pool within limit
-    pooled_bytes_ += t.numel() * 4;
-    pool.push_back(std::move(t));
+    store_->evict();
   }
 
   std::string prefix_;
@@ -965,15 +733,10 @@ class LargeQuilt {
   torch::Tensor weight_;
   std::array<int64_t, D> chunk_{};
   int64_t C_ = 0;
-  std::array<std::optional<zarr::Array>, 4> arrays_;
+  std::optional<detail::CheckpointJournal> journal_;
+  std::optional<detail::ChunkStore<D, 3>> store_;  // sum, sum_sq, var_sum
   std::vector<uint8_t> stitched_;
-  std::unordered_map<uint64_t, Entry> cache_;
-  std::list<uint64_t> lru_;
-  int64_t cached_bytes_ = 0, pooled_bytes_ = 0, dirty_count_ = 0, since_checkpoint_ = 0, checkpoints_ = 0, spills_ = 0,
-          reloads_ = 0;
-  uint64_t seq_ = 0;                                                           // names of staged files
-  std::unordered_map<uint64_t, std::pair<std::string, std::string>> spilled_;  // key -> (target, staged)
-  std::array<std::vector<torch::Tensor>, 2> pool_;  // free chunk buffers: with channels, weight
+  int64_t since_checkpoint_ = 0, checkpoints_ = 0;
   int64_t next_ = 0;
   std::chrono::steady_clock::time_point last_checkpoint_;
 };
