@@ -100,10 +100,19 @@ inline void copy_row(T* dst, const T* src, int64_t n, int64_t stride, bool strea
   }
 }
 
+/// Calls f(std::integral_constant<int64_t, V>{}) for the V among Known equal to `value`, else with V = 0: short
+/// rows of a few common sizes get loops of a known length (unrolled, no remainder, inline copies).
+template <int64_t... Known, typename F>
+inline void with_known(int64_t value, F&& f) {
+  bool done = false;
+  ((!done && value == Known ? (f(std::integral_constant<int64_t, Known>{}), done = true) : false), ...);
+  if (!done) f(std::integral_constant<int64_t, 0>{});
+}
+
 /// Where patch m comes from: {image n, z0, y0, x0}. GridOrigins walks the quilt's grid (patch order of
 /// semantics.md); ListOrigins reads a contiguous int64 (M, 4) table.
 struct GridOrigins {
-  static constexpr bool kScattered = false;  // windows in grid order: the hardware prefetcher follows them
+  static constexpr bool kScattered = false;  // windows in grid order
   const Grid3& g;
   std::array<int64_t, 4> operator()(int64_t m) const {
     const int64_t P = g.per_image(), ty = g.times[1], tx = g.times[2], p = m % P;
@@ -129,28 +138,17 @@ void for_window_rows(const torch::Tensor& x, torch::Tensor& out, const std::arra
   const int64_t C = x.size(1), Wz = window[0], Wy = window[1], Wx = window[2], K = Wz * Wy * Wx;
   const T* xp = static_cast<const T*>(x.data_ptr());
   T* op = static_cast<T*>(out.data_ptr());
-  at::parallel_for(
-      0, out.size(0) * C, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)), [&](int64_t begin, int64_t end) {
-        for (int64_t q = begin; q < end; ++q) {  // patch plane q = m * C + c
-          const auto o = origins(q / C);
-          const T* src = xp + o[0] * s.n + (q % C) * s.c + o[1] * s.z + o[2] * s.y + o[3] * s.x;
-          if (Origins::kScattered && q + 1 < end) {
-            // Windows at scattered origins: fetch the next window's rows while this one is copied.
-            const auto n1 = origins((q + 1) / C);
-            const T* next = xp + n1[0] * s.n + ((q + 1) % C) * s.c + n1[1] * s.z + n1[2] * s.y + n1[3] * s.x;
-            for (int64_t wz = 0; wz < Wz; ++wz)
-              for (int64_t wy = 0; wy < Wy; ++wy) {
-                const auto* row = reinterpret_cast<const char*>(next + wz * s.z + wy * s.y);
-                for (int64_t b = 0; b < Wx * s.x * static_cast<int64_t>(sizeof(T)); b += 64)
-                  __builtin_prefetch(row + b);
-              }
-          }
-          T* dst = op + q * K;
-          for (int64_t wz = 0; wz < Wz; ++wz)
-            for (int64_t wy = 0; wy < Wy; ++wy, dst += Wx) row(dst, src + wz * s.z + wy * s.y, wz, wy);
-        }
-        if (stream) stream_fence();
-      });
+  at::parallel_for(0, out.size(0) * C, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t q = begin; q < end; ++q) {  // patch plane q = m * C + c
+                       const auto o = origins(q / C);
+                       const T* src = xp + o[0] * s.n + (q % C) * s.c + o[1] * s.z + o[2] * s.y + o[3] * s.x;
+                       T* dst = op + q * K;
+                       for (int64_t wz = 0; wz < Wz; ++wz)
+                         for (int64_t wy = 0; wy < Wy; ++wy, dst += Wx) row(dst, src + wz * s.z + wy * s.y, wz, wy);
+                     }
+                     if (stream) stream_fence();
+                   });
 }
 
 /// patches (M, C, Wz, Wy, Wx) contiguous = windows of x (N, C, Sz, Sy, Sx), any strides, at `origins`. A pure copy.
@@ -162,26 +160,16 @@ void gather_copy_cpu(const torch::Tensor& x, torch::Tensor& out, const std::arra
   const bool stream = !Origins::kScattered && out.nbytes() >= static_cast<size_t>(kStreamOutputBytes);
   const int64_t Wx = window[2], sx = x.stride(4);
   // Short rows of a known size are copied inline (a memcpy call costs as much as moving 64 bytes).
-  auto fixed = [&](auto bytes) {
-    for_window_rows<T>(x, out, window, origins, false,
-                       [&](T* dst, const T* src, int64_t, int64_t) { std::memcpy(dst, src, decltype(bytes)::value); });
-  };
-  if (sx == 1 && !stream) {
-    switch (Wx * static_cast<int64_t>(sizeof(T))) {
-      case 16:
-        return fixed(std::integral_constant<size_t, 16>{});
-      case 32:
-        return fixed(std::integral_constant<size_t, 32>{});
-      case 64:
-        return fixed(std::integral_constant<size_t, 64>{});
-      case 128:
-        return fixed(std::integral_constant<size_t, 128>{});
-      default:
-        break;
+  with_known<16, 32, 64, 128>(sx == 1 && !stream ? Wx * static_cast<int64_t>(sizeof(T)) : 0, [&](auto bytes) {
+    if constexpr (decltype(bytes)::value > 0) {
+      for_window_rows<T>(x, out, window, origins, false, [&](T* dst, const T* src, int64_t, int64_t) {
+        std::memcpy(dst, src, decltype(bytes)::value);
+      });
+    } else {
+      for_window_rows<T>(x, out, window, origins, stream,
+                         [&](T* dst, const T* src, int64_t, int64_t) { copy_row(dst, src, Wx, sx, stream); });
     }
-  }
-  for_window_rows<T>(x, out, window, origins, stream,
-                     [&](T* dst, const T* src, int64_t, int64_t) { copy_row(dst, src, Wx, sx, stream); });
+  });
 }
 
 /// Calls f(T{}) with T a plain type of x's element size: copies move bytes, whatever the dtype.
@@ -319,7 +307,6 @@ void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tens
   const bool stream = out.nbytes() >= static_cast<size_t>(kStreamOutputBytes);
   const acc_t tiny = std::numeric_limits<acc_t>::min();  // pixels no window touched have acc = wsum = 0: stay 0
 
-  // Rows of a few common window widths get loops of a known length (fully unrolled, no remainder).
   auto run = [&](auto width) {
     constexpr int64_t kWidth = decltype(width)::value;  // 0: Wx at run time
     const int64_t wx = kWidth ? kWidth : Wx;
@@ -404,18 +391,7 @@ void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tens
       if (stream) stream_fence();
     });
   };
-  switch (s.x == 1 ? Wx : 0) {
-    case 8:
-      return run(std::integral_constant<int64_t, 8>{});
-    case 16:
-      return run(std::integral_constant<int64_t, 16>{});
-    case 32:
-      return run(std::integral_constant<int64_t, 32>{});
-    case 64:
-      return run(std::integral_constant<int64_t, 64>{});
-    default:
-      return run(std::integral_constant<int64_t, 0>{});
-  }
+  with_known<8, 16, 32, 64>(s.x == 1 ? Wx : 0, run);
 }
 
 /// Floating patches (M, C, Wz, Wy, Wx), any strides, into preallocated contiguous out and wsum.
