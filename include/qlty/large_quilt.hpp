@@ -182,11 +182,11 @@ class LargeQuilt {
   /// @brief Windows `indices` of x (an in-memory tensor or a Zarr array (N, C, *S)), as (B, C, *W).
   template <typename X>
   torch::Tensor unstitch(const X& x, const std::vector<int64_t>& indices) const {
+    TORCH_CHECK_VALUE(!indices.empty(), name(), ".unstitch: indices must not be empty");
     for (auto i : indices) check_index(i, "unstitch");
     std::vector<torch::Tensor> parts;
     parts.reserve(indices.size());
     for (auto i : indices) parts.push_back(unstitch(x, i));
-    TORCH_CHECK_VALUE(!parts.empty(), name(), ".unstitch: indices must not be empty");
     return torch::stack(parts);
   }
 
@@ -227,15 +227,19 @@ class LargeQuilt {
                       patch_vars ? patch_vars->sizes() : c10::IntArrayRef{});
     TORCH_CHECK_VALUE(!patch_vars || opt_.track_std, name(),
                       ".stitch: patch_vars needs track_std (it only enters the std)");
-    std::vector<uint8_t> seen(static_cast<size_t>(N_chunks()), 0);
-    for (auto i : indices) {
-      check_index(i, "stitch");
-      TORCH_CHECK_VALUE(opt_.allow_restitch || (!stitched_[i] && !seen[i]), name(), ".stitch: index ", i,
+    for (auto i : indices) check_index(i, "stitch");
+    // Each index with the times it appears in the batch (sorted: no table the size of the quilt per batch).
+    std::vector<int64_t> sorted(indices);
+    std::sort(sorted.begin(), sorted.end());
+    for (size_t k = 0; k < sorted.size();) {
+      const int64_t i = sorted[k];
+      size_t times = 0;
+      for (; k < sorted.size() && sorted[k] == i; ++k) ++times;
+      TORCH_CHECK_VALUE(opt_.allow_restitch || (!stitched_[i] && times == 1), name(), ".stitch: index ", i,
                         stitched_[i] ? " was already stitched" : " appears twice in indices",
                         " (pass allow_restitch to add it again)");
-      TORCH_CHECK_VALUE(stitched_[i] + seen[i] < kMaxAdds, name(), ".stitch: index ", i, " would be added more than ",
+      TORCH_CHECK_VALUE(stitched_[i] + times <= kMaxAdds, name(), ".stitch: index ", i, " would be added more than ",
                         int(kMaxAdds), " times, the most a quilt counts");
-      seen[i] = static_cast<uint8_t>(std::min<int>(seen[i] + 1, kMaxAdds));
     }
     TORCH_CHECK_TYPE(patches.is_floating_point() && (!patch_vars || patch_vars->is_floating_point()), name(),
                      ".stitch: patches and patch_vars must be floating point, got ", patches.scalar_type());
