@@ -236,7 +236,8 @@ TEST(Blockwise, BadInputsAndFailingModels) {
   // Wrong window, nothing to write, bad batch size, wrong rank.
   o.window = 30;
   expect_error<c10::ValueError>([&] { qlty::infer_blockwise(identity, x, dir / "a.zarr", o); },
-                                {"NCYXQuilt", "window along Y must not exceed the image size 20, got 30"});
+                                {"qlty::infer_blockwise: window along Y must not exceed the image size 20, got 30",
+                                 "BlockwiseOptions::pad"});
   o.window = 8;
   auto none = o;
   none.write_mean = false;
@@ -269,8 +270,8 @@ TEST(Blockwise, BadInputsAndFailingModels) {
   auto wrong = [&](const torch::Tensor& t) { return t.to(torch::kLong); };
   qlty::detail::remove_tree(dir / "c.zarr");
   expect_error<qlty::Error>([&] { qlty::infer_blockwise(wrong, x, dir / "c.zarr", o); },
-                            {"[qlty.model]", "block 0", "Long", "floating point"});
-  EXPECT_EQ(qlty::blockwise_status(dir / "c.zarr").blocks_done, 0);
+                            {"[qlty.model]", "the first window", "Long", "floating point"});
+  EXPECT_FALSE(qlty::detail::path_exists(dir / "c.zarr"));  // found before the output is made
   auto throws = [](const torch::Tensor&) -> torch::Tensor { throw std::runtime_error("model exploded"); };
   expect_error<qlty::Error>([&] { qlty::infer_blockwise(throws, x, dir / "d.zarr", o); },
                             {"[qlty.model]", "the model failed on the first window", "model exploded"});
@@ -604,6 +605,213 @@ TEST_P(BlockwiseDevice, BlendsOnTheModelsDevice) {
   o.write_std = true;
   qlty::infer_blockwise(model, qlty::BlockInput::from_tensor(x), dir / "out.zarr", o);
   expect_matches(dir / "out.zarr", {ref.mean.cpu(), ref.std.cpu(), ref.argmax.cpu()}, true, false);
+}
+
+/// The in-memory pipeline with test-time flips: the mean over every subset of `axes` (spatial, 0-based) of the
+/// flipped-back predictions on flipped windows, stitched; and the std from the mean of their squares.
+template <int D>
+Ref reference_tta(const qlty::Quilt<D>& q, const torch::Tensor& x, const qlty::BlockModel& model,
+                  const std::vector<int64_t>& axes) {
+  torch::NoGradGuard no_grad;
+  auto p = q.unstitch(x.to(torch::kFloat));
+  torch::Tensor sum, sumsq;
+  for (size_t mask = 0; mask < (size_t(1) << axes.size()); ++mask) {
+    std::vector<int64_t> dims;
+    for (size_t k = 0; k < axes.size(); ++k)
+      if (mask & (size_t(1) << k)) dims.push_back(2 + axes[k]);
+    auto y = dims.empty() ? model(p) : model(p.flip(dims)).flip(dims);
+    sum = sum.defined() ? sum + y : y;
+    sumsq = sumsq.defined() ? sumsq + y * y : y * y;
+  }
+  const double n = double(size_t(1) << axes.size());
+  auto mean = std::get<0>(q.stitch(sum / n));
+  auto m2 = std::get<0>(q.stitch(sumsq / n));
+  return {mean, (m2 - mean * mean).clamp_min(0).sqrt(), mean.argmax(1, true)};
+}
+
+TEST(BlockwiseMonai, GaussianBlendAndPaddingMatchTheQuiltForAnyBlock) {
+  TempDir dir;
+  auto module = conv_model(3, 1, 2, dir / "m.pt");
+  auto model = as_model(module);
+  torch::manual_seed(21);
+  auto x = torch::randn({2, 1, 6, 26, 19});  // Z = 6 < window 8: padded
+  for (const auto& pad : {qlty::Pad::constant(0.0), qlty::Pad::reflect(), qlty::Pad::replicate()}) {
+    qlty::NCZYXQuilt q(6, 26, 19, 8, 6, qlty::Blend::gaussian(), pad);
+    const Ref ref = reference<3>(q, x, model);
+    int i = 0;
+    for (const auto& block : std::vector<std::vector<int64_t>>{{}, {8, 8, 8}, {1, 16, 8}}) {
+      qlty::BlockwiseOptions o;
+      o.window = 8;
+      o.step = 6;
+      o.blend = qlty::Blend::gaussian();
+      o.pad = pad;
+      o.block = block;
+      o.chunks = {8};
+      o.write_std = true;
+      o.write_argmax = true;
+      const std::string out = dir / (std::string(pad.name()) + std::to_string(i++));
+      auto s = qlty::infer_blockwise(model, qlty::BlockInput::from_tensor(x), out, o);
+      ASSERT_TRUE(s.complete);
+      SCOPED_TRACE(out);
+      expect_matches(out, ref, true, true);
+      EXPECT_EQ(qlty::zarr::Array::open(out + "/0").metadata().chunks, (std::vector<int64_t>{1, 1, 6, 8, 8}));
+      for (const char* lock : {"/.qlty/lock", "/.0.lock", "/.std.lock", "/labels/argmax/.0.lock"})
+        EXPECT_FALSE(qlty::detail::path_exists(out + lock)) << lock;
+      // the manifest records the blend and the padding: a resume with others is refused
+      auto other = o;
+      other.blend = qlty::Blend::constant();
+      expect_error<qlty::Error>([&] { qlty::infer_blockwise(model, qlty::BlockInput::from_tensor(x), out, other); },
+                                {"other settings", "blend: \"gaussian(0.125, 0.125, 0.125)\" there"});
+    }
+  }
+  // without padding, the input is refused with a message that says how to pad
+  qlty::BlockwiseOptions o;
+  o.window = 8;
+  expect_error<c10::Error>(
+      [&] { qlty::infer_blockwise(model, qlty::BlockInput::from_tensor(x), dir / "refused", o); },
+      {"qlty::infer_blockwise: window along Z must not exceed the image size 6", "BlockwiseOptions::pad"});
+}
+
+TEST(BlockwiseMonai, FlipsAreTheMeanOfTheFlippedRunsAndTheirSpreadIsInTheStd) {
+  TempDir dir;
+  auto module = conv_model(2, 1, 3, dir / "m.pt");
+  auto model = as_model(module);
+  torch::manual_seed(22);
+  auto x = torch::randn({1, 1, 37, 30});
+  qlty::NCYXQuilt q(37, 30, 12, 9, qlty::Blend::gaussian());
+  for (const auto& axes : std::vector<std::vector<int64_t>>{{}, {1}}) {
+    const Ref ref = reference_tta<2>(q, x, model, axes.empty() ? std::vector<int64_t>{0, 1} : axes);
+    qlty::BlockwiseOptions o;
+    o.window = 12;
+    o.step = 9;
+    o.blend = qlty::Blend::gaussian();
+    o.tta_flip = true;
+    o.tta_axes = axes;
+    o.block = {16, 30};  // slabs: every window computed once
+    o.chunks = {16};
+    o.write_std = true;
+    const std::string out = dir / ("tta" + std::to_string(axes.size()));
+    auto s = qlty::infer_blockwise(model, qlty::BlockInput::from_tensor(x), out, o);
+    EXPECT_EQ(s.windows_computed, s.windows_grid);  // windows, not model calls
+    expect_matches(out, ref, true, false);
+    // a run without flips differs: the model is not equivariant to flips
+    auto plain = reference<2>(q, x, model);
+    auto got = qlty::zarr::Array::open(out + "/0").read();
+    EXPECT_GT((got - plain.mean).abs().max().item<double>(), 1e-3);
+  }
+  // a model that is equivariant to flips gives the same output with and without them
+  qlty::BlockModel pointwise = [](const torch::Tensor& t) { return torch::tanh(t * 2 + 1); };
+  qlty::BlockwiseOptions o;
+  o.window = 12;
+  o.step = 9;
+  const auto a = qlty::infer_blockwise(pointwise, qlty::BlockInput::from_tensor(x), dir / "eq0", o);
+  o.tta_flip = true;
+  const auto b = qlty::infer_blockwise(pointwise, qlty::BlockInput::from_tensor(x), dir / "eq1", o);
+  ASSERT_TRUE(a.complete && b.complete);
+  EXPECT_TRUE(torch::allclose(qlty::zarr::Array::open(dir / "eq0/0").read(),
+                              qlty::zarr::Array::open(dir / "eq1/0").read(), 1e-6, 1e-6));
+}
+
+TEST(BlockwiseMonai, ActivationOutputDtypeSlicesAndPrecision) {
+  TempDir dir;
+  auto module = conv_model(2, 2, 3, dir / "m.pt");
+  auto model = as_model(module);
+  torch::manual_seed(23);
+  auto x = torch::randn({1, 2, 5, 21, 17});
+  // slicewise: a 2D model over every Z slice of a volume, as the 2D quilt over the slices as images
+  qlty::NCYXQuilt q2(21, 17, 8, 6, qlty::Blend::constant());
+  auto slices = x[0].permute({1, 0, 2, 3});  // (Z, C, Y, X)
+  auto ref = reference<2>(q2, slices, model).mean.permute({1, 0, 2, 3}).unsqueeze(0);
+  qlty::BlockwiseOptions o;
+  o.window = {1, 8, 8};
+  o.step = {1, 6, 6};
+  o.blend = qlty::Blend::constant();
+  o.slicewise = true;
+  o.write_argmax = true;
+  qlty::infer_blockwise(model, qlty::BlockInput::from_tensor(x), dir / "slices", o);
+  auto got = qlty::zarr::Array::open(dir / "slices/0").read();
+  EXPECT_LT((got - ref).abs().max().item<double>(), 2e-6);
+  // softmax over the channels of the blended result; argmax unchanged; uint8 output scaled by 255
+  o.activation = qlty::BlockwiseOptions::Activation::Softmax;
+  qlty::infer_blockwise(model, qlty::BlockInput::from_tensor(x), dir / "softmax", o);
+  auto sm = qlty::zarr::Array::open(dir / "softmax/0").read();
+  EXPECT_LT((sm - ref.softmax(1)).abs().max().item<double>(), 2e-6);
+  EXPECT_TRUE(torch::equal(qlty::zarr::Array::open(dir / "softmax/labels/argmax/0").read().to(torch::kLong),
+                           ref.argmax(1, true)));
+  o.activation = qlty::BlockwiseOptions::Activation::Sigmoid;
+  o.output_dtype = torch::kByte;
+  qlty::infer_blockwise(model, qlty::BlockInput::from_tensor(x), dir / "u8", o);
+  auto u8 = qlty::zarr::Array::open(dir / "u8/0");
+  EXPECT_EQ(u8.metadata().dtype, qlty::zarr::DataType::UInt8);
+  auto want = ref.sigmoid().mul(255).round().to(torch::kByte);
+  EXPECT_LE((u8.read().to(torch::kInt) - want.to(torch::kInt)).abs().max().item<int>(), 1);  // rounding at .5
+  o.output_dtype = torch::kHalf;
+  o.activation = qlty::BlockwiseOptions::Activation::None;
+  qlty::infer_blockwise(model, qlty::BlockInput::from_tensor(x), dir / "f16", o);
+  auto f16 = qlty::zarr::Array::open(dir / "f16/0").read();
+  EXPECT_EQ(f16.scalar_type(), torch::kHalf);
+  EXPECT_LT((f16.to(torch::kFloat) - ref).abs().max().item<double>(), 2e-3);
+  // bfloat16 on the CPU: the windows reach the model in bfloat16; the result is the float32 one to bf16 precision
+  qlty::BlockModel bf16 = [](const torch::Tensor& t) {
+    TORCH_CHECK(t.scalar_type() == torch::kBFloat16, "expected bfloat16 windows, got ", t.scalar_type());
+    return (t * 2).sum(1, true);
+  };
+  qlty::BlockwiseOptions p;
+  p.window = {4, 8, 8};
+  p.step = {3, 6, 6};
+  p.precision = torch::kBFloat16;
+  qlty::infer_blockwise(bf16, qlty::BlockInput::from_tensor(x), dir / "bf16", p);
+  auto exact = (x * 2).sum(1, true);
+  EXPECT_LT((qlty::zarr::Array::open(dir / "bf16/0").read() - exact).abs().max().item<double>(), 0.05);
+  // bad settings: clear errors, nothing written
+  auto bad = p;
+  bad.precision = torch::kInt;
+  expect_error<c10::Error>([&] { qlty::infer_blockwise(bf16, qlty::BlockInput::from_tensor(x), dir / "bad", bad); },
+                           {"precision must be float32, float16 or bfloat16, got Int"});
+  bad = p;
+  bad.output_dtype = torch::kDouble;
+  expect_error<c10::Error>([&] { qlty::infer_blockwise(bf16, qlty::BlockInput::from_tensor(x), dir / "bad", bad); },
+                           {"output_dtype must be float32, float16 or uint8, got Double"});
+  bad = p;
+  bad.tta_flip = true;
+  bad.tta_axes = {3};
+  expect_error<c10::Error>([&] { qlty::infer_blockwise(bf16, qlty::BlockInput::from_tensor(x), dir / "bad", bad); },
+                           {"tta_axes must be spatial axes in [0, 3), got [3]"});
+  bad = p;
+  bad.slicewise = true;
+  expect_error<c10::Error>([&] { qlty::infer_blockwise(bf16, qlty::BlockInput::from_tensor(x), dir / "bad", bad); },
+                           {"slicewise runs a 2D model over a 3D input with windows of depth 1"});
+  EXPECT_FALSE(qlty::detail::path_exists(dir / "bad"));
+}
+
+TEST_P(BlockwiseDevice, GaussianFlipsAndHalfPrecisionOnTheModelsDevice) {
+  const torch::Device device = GetParam();
+  QLTY_SKIP_IF_ABSENT(device);
+  TempDir dir;
+  auto module = conv_model(3, 1, 2, dir / "m.pt");
+  auto model = as_model(module, device);
+  torch::manual_seed(24);
+  auto x = torch::randn({1, 1, 20, 18, 16});
+  qlty::NCZYXQuilt q(20, 18, 16, 8, 6, qlty::Blend::gaussian());
+  const Ref ref = reference_tta<3>(q, x.to(device), model, {0, 1, 2});
+  qlty::BlockwiseOptions o;
+  o.window = 8;
+  o.step = 6;
+  o.blend = qlty::Blend::gaussian();
+  o.tta_flip = true;
+  o.device = device;
+  o.block = {8};
+  o.chunks = {8};
+  o.write_std = true;
+  qlty::infer_blockwise(model, qlty::BlockInput::from_tensor(x), dir / "out.zarr", o);
+  expect_matches(dir / "out.zarr", {ref.mean.cpu(), ref.std.cpu(), ref.argmax.cpu()}, true, false);
+  if (device.is_cuda()) {  // autocast: float16 convolutions, float32 accumulation
+    o.precision = torch::kHalf;
+    o.write_std = false;
+    qlty::infer_blockwise(model, qlty::BlockInput::from_tensor(x), dir / "half.zarr", o);
+    auto got = qlty::zarr::Array::open(dir / "half.zarr/0").read();
+    EXPECT_LT((got - ref.mean.cpu()).abs().max().item<double>(), 1e-2);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, BlockwiseDevice, testing::ValuesIn(qlty_test::devices()), qlty_test::device_name);

@@ -1,7 +1,7 @@
 // The `qlty` program end to end: infer on .npy, TIFF and Zarr inputs, 2D and 3D, equals the in-memory quilt
 // pipeline and zarr-python opens the output; kill -9 at random points and reruns give identical bytes; other
 // settings, bad arguments and bad models give clear messages and non-zero exit codes; convert round trips; info and
-// demo run.
+// demo run; what MONAI and nnU-Net users expect (blends, --overlap, padding, flips, --axes, model outputs) works.
 #include "cli_common.hpp"
 
 #include <sys/stat.h>
@@ -243,8 +243,9 @@ TEST(Cli, ClearErrorsAndExitCodes) {
   expect_fails(infer({"-i", dir / "junk.npy", "-w", "8"}), {"junk.npy", "no NumPy magic bytes"});
   expect_fails(infer({"-i", dir / "junk.tif", "-w", "8"}), {"junk.tif", "not a readable TIFF"});
   expect_fails(infer({"-i", img}), {"--window is required"});
-  expect_fails(infer({"-i", img, "-w", "30"}), {"window along Y must not exceed the image size 20, got 30"});
-  expect_fails(infer({"-i", img, "-w", "8,8,8"}), {"window must have 1 or 2 entries, got 3"});
+  expect_fails(infer({"-i", img, "-w", "30", "--pad", "none"}),
+               {"--window: [30, 30] is larger than the input [1, 1, 20, 24]", "--pad none"});
+  expect_fails(infer({"-i", img, "-w", "8,8,8"}), {"--window: expected 1 or 2 values", "got 3"});
   expect_fails(infer({"-i", img, "-w", "8", "--device", "tpu:9"}), {"--device", "tpu:9"});
   expect_fails(infer({"-i", img, "-w", "8", "--batch-size", "0"}), {"--batch-size"});
   expect_fails(infer({"-i", img, "-w", "8", "-m", dir / "none.pt"}), {"none.pt"});
@@ -265,7 +266,7 @@ TEST(Cli, ClearErrorsAndExitCodes) {
   r = run({"info", dir / "out.zarr"}, dir.path);
   EXPECT_NE(r.out.find("1 of 3 blocks done (rerun the same command to finish)"), std::string::npos) << r.out;
   expect_fails(infer({"-i", img, "-w", "8", "-s", "5", "--block", "8,24", "--chunks", "8"}),
-               {"[qlty.checkpoint]", "step: [6,6] there, [5,5] now"});
+               {"[qlty.checkpoint]", "--step/--overlap: [6,6] there, [5,5] now", "--overwrite to start over"});
   r = infer({"-i", img, "-w", "8", "-s", "6", "--block", "8,24", "--chunks", "8"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("2 of 3 blocks computed, 1 already done"), std::string::npos) << r.out;
@@ -276,7 +277,7 @@ TEST(Cli, ClearErrorsAndExitCodes) {
       run({"infer", "-i", img, "-w", "8", "-o", dir / "r.zarr", "--block", "8,24", "--max-blocks", "1"}, dir.path).code,
       0);
   expect_fails(run({"infer", "-i", dir / "img2.npy", "-w", "8", "-o", dir / "r.zarr", "--block", "8,24"}, dir.path),
-               {"[qlty.checkpoint]", "input: \"file:", "img.npy", "there", "img2.npy", "now"});
+               {"[qlty.checkpoint]", "input (--input): \"file:", "img.npy", "there", "img2.npy", "now"});
   // An output that is the input, holds it or lies inside it: refused, the input untouched.
   qlty::zarr::Array::create(dir / "in.zarr", qlty::zarr::ArrayOptions({20, 24}, {8, 8}))
       .write({0, 0}, torch::ones({20, 24}));
@@ -383,6 +384,163 @@ TEST(Cli, ProgressBarOnATerminal) {
   for (const char* part :
        {"\r  0% |", "100% |##############################|", "windows/s, ETA", "blocks 16/16", "qlty infer: wrote"})
     EXPECT_NE(screen.find(part), std::string::npos) << part << " not in " << screen;
+}
+
+TEST(Cli, WhatMonaiAndNnUNetUsersExpect) {
+  TempDir dir;
+  const std::string model3 = dir / "m3.pt", model2 = dir / "m2.pt";
+  qlty_test::conv_model(3, 1, 2, model3);
+  qlty_test::conv_model(2, 1, 2, model2);
+  torch::manual_seed(31);
+  auto vol = torch::randn({18, 26, 21});
+  write_npy_by_hand(dir / "vol.npy", vol, "<f4");
+  auto x = vol.view({1, 1, 18, 26, 21});
+  auto m3 = torch::jit::load(model3);
+  auto net = [&m3](const torch::Tensor& t) { return m3.forward({t}).toTensor(); };
+
+  // --blend gaussian with MONAI's overlap: step int(12 * (1 - 0.3)) = 8; no lock files left after a clean run
+  auto r = run({"infer", "-m", model3, "-i", dir / "vol.npy", "-o", dir / "g.zarr", "-w", "12", "--overlap", "0.3",
+                "--blend", "gaussian", "--block", "8", "--chunks", "8"},
+               dir.path);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  {
+    torch::NoGradGuard no_grad;
+    qlty::NCZYXQuilt q(18, 26, 21, 12, 8, qlty::Blend::gaussian());
+    auto ref = std::get<0>(q.stitch(net(q.unstitch(x))));
+    EXPECT_LT((read_output(dir / "g.zarr") - ref).abs().max().item<double>(), 2e-6);
+  }
+  for (const char* lock : {"/.qlty/lock", "/.0.lock"})
+    EXPECT_FALSE(qlty::detail::path_exists(dir / "g.zarr" + lock)) << lock;
+  r = run({"info", dir / "g.zarr"}, dir.path);
+  EXPECT_NE(r.out.find("step [8,8,8]"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("also: blend \"gaussian(0.125, 0.125, 0.125)\""), std::string::npos) << r.out;
+  // a rerun with other settings says what differs and how to start over
+  expect_fails(run({"infer", "-m", model3, "-i", dir / "vol.npy", "-o", dir / "g.zarr", "-w", "12", "--overlap", "0.3",
+                    "--blend", "constant", "--block", "8", "--chunks", "8"},
+                   dir.path),
+               {"[qlty.checkpoint]", "--blend/--sigma-scale: \"gaussian(0.125, 0.125, 0.125)\" there, \"constant\" now",
+                "--overwrite to start over"});
+
+  // a volume thinner than the window along Z is padded (constant 0 by default) and cropped back; --tta flip; softmax
+  auto thin = torch::randn({1, 5, 20, 17});  // MONAI's (C, Z, Y, X)
+  write_npy_by_hand(dir / "thin.npy", thin, "<f4");
+  r = run({"infer", "-m", model3, "-i", dir / "thin.npy", "--axes", "czyx", "-o", dir / "thin.zarr", "-w", "8", "-s",
+           "6", "--tta", "flip", "--tta-axes", "yx", "--activation", "softmax", "--std"},
+          dir.path);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  {
+    torch::NoGradGuard no_grad;
+    qlty::NCZYXQuilt q(5, 20, 17, 8, 6, qlty::Blend::border(), qlty::Pad::constant(0));
+    auto p = q.unstitch(thin.unsqueeze(0));
+    torch::Tensor sum;
+    for (const std::vector<int64_t>& dims : {std::vector<int64_t>{}, {3}, {4}, {3, 4}}) {
+      auto y = dims.empty() ? net(p) : net(p.flip(dims)).flip(dims);
+      sum = sum.defined() ? sum + y : y;
+    }
+    auto ref = std::get<0>(q.stitch(sum / 4)).softmax(1);
+    auto got = read_output(dir / "thin.zarr");
+    ASSERT_EQ(got.sizes(), c10::IntArrayRef({1, 2, 5, 20, 17}));
+    EXPECT_LT((got - ref).abs().max().item<double>(), 2e-6);
+  }
+  // slicewise: a 2D model over a volume, its windows of depth 1
+  r = run({"infer", "-m", model2, "-i", dir / "vol.npy", "-o", dir / "slices.zarr", "-w", "10", "--slicewise", "-s",
+           "7"},
+          dir.path);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  {
+    torch::NoGradGuard no_grad;
+    auto m2 = torch::jit::load(model2);
+    qlty::NCYXQuilt q(26, 21, 10, 7);
+    auto ref = std::get<0>(q.stitch(m2.forward({q.unstitch(vol.unsqueeze(1))}).toTensor()));
+    EXPECT_LT((read_output(dir / "slices.zarr") - ref.permute({1, 0, 2, 3}).unsqueeze(0)).abs().max().item<double>(),
+              2e-6);
+  }
+  // models returning a tuple (deep supervision), a dict (with --output-key), and errors for the rest
+  qlty_test::script_model("    return (x * 2.0, x[:, :, ::2])", dir / "tuple.pt");
+  qlty_test::script_model("    return {'aux': x * 3.0, 'seg': x * 2.0}", dir / "dict.pt");
+  qlty_test::script_model("    return [x * 2.0]", dir / "list.pt");
+  for (const auto& [model, key] : std::vector<std::pair<std::string, std::string>>{
+           {"tuple.pt", ""}, {"dict.pt", "seg"}, {"list.pt", ""}}) {
+    std::vector<std::string> args = {"infer", "-m", dir / model, "-i", dir / "vol.npy", "-o", dir / (model + ".zarr"),
+                                     "-w", "12", "--blend", "constant", "--quiet"};
+    if (!key.empty()) args.insert(args.end(), {"--output-key", key});
+    r = run(args, dir.path);
+    ASSERT_EQ(r.code, 0) << model << r.out << r.err;
+    EXPECT_LT((read_output(dir / (model + ".zarr")) - x * 2).abs().max().item<double>(), 1e-5) << model;
+  }
+  expect_fails(run({"infer", "-m", dir / "dict.pt", "-i", dir / "vol.npy", "-o", dir / "k.zarr", "-w", "12",
+                    "--output-key", "logits"},
+                   dir.path),
+               {"[qlty.model]", "without the key \"logits\"", "keys: aux, seg"});
+  expect_fails(run({"infer", "-m", dir / "tuple.pt", "-i", dir / "vol.npy", "-o", dir / "k.zarr", "-w", "12",
+                    "--output-key", "seg"},
+                   dir.path),
+               {"[qlty.model]", "--output-key \"seg\" was given, but the model returns a tuple"});
+  // a model written by torch.save: the message says how to export one
+  {
+    auto bytes = torch::pickle_save(c10::IValue(torch::ones({2})));
+    std::ofstream(dir / "saved.pt", std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  expect_fails(run({"infer", "-m", dir / "saved.pt", "-i", dir / "vol.npy", "-o", dir / "k.zarr", "-w", "12"},
+                   dir.path),
+               {"[qlty.model]", "written by torch.save", "torch.jit.save"});
+  // a 4D (C, Z, Y, X) input read as (N, C, Y, X) fails in the model; the message says which axes were assumed
+  write_npy_by_hand(dir / "czyx.npy", torch::randn({1, 6, 20, 20}), "<f4");
+  expect_fails(run({"infer", "-m", model3, "-i", dir / "czyx.npy", "-o", dir / "k.zarr", "-w", "8"}, dir.path),
+               {"[qlty.model]", "with axes \"ncyx\", the default for its rank; pass --axes"});
+  // every new bad argument: a clear message, a non-zero exit, no output
+  const std::string v = dir / "vol.npy";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> bad = {
+      {{"--overlap", "1.0"}, "--overlap: must be in [0, 1)"},
+      {{"--overlap", "0.5", "-s", "4"}, "give either --step or --overlap"},
+      {{"--overlap", "0.1,0.2"}, "--overlap: expected 1 or 3 values"},
+      {{"--sigma-scale", "0.2"}, "--sigma-scale: is for --blend gaussian"},
+      {{"--blend", "gaussian", "--sigma-scale", "0"}, "--sigma-scale: must be > 0"},
+      {{"--blend", "custom"}, "custom needs --blend-window"},
+      {{"--blend", "hann"}, "--blend"},
+      {{"--blend", "gaussian", "-b", "2"}, "--border: weights windows with --blend border"},
+      {{"--pad", "reflect", "--pad-value", "1"}, "--pad-value: is for --pad constant"},
+      {{"--pad", "mirror"}, "--pad"},
+      {{"--tta-axes", "yx"}, "--tta-axes: is for --tta flip"},
+      {{"--tta", "flip", "--tta-axes", "q"}, "--tta-axes: expected letters of zyx"},
+      {{"--precision", "float64"}, "--precision"},
+      {{"--output-dtype", "int8"}, "--output-dtype"},
+      {{"--activation", "relu"}, "--activation"},
+      {{"--axes", "zyxq"}, "--axes"},
+      {{"--axes", "yx"}, "--axes: \"yx\" names 2 axes"},
+      {{"--axes", "zzx"}, "expected distinct letters"},
+      {{"--slicewise", "-w", "4,12,12"}, "--slicewise: needs windows of depth 1"},
+      {{"-s", "20"}, "--step: the step [20, 20, 20] exceeds the window [12, 12, 12]"}};
+  for (const auto& [extra, want] : bad) {
+    std::vector<std::string> args = {"infer", "-i", v, "-o", dir / "bad.zarr"};
+    if (std::find(extra.begin(), extra.end(), "-w") == extra.end()) args.insert(args.end(), {"-w", "12"});
+    args.insert(args.end(), extra.begin(), extra.end());
+    SCOPED_TRACE(want);
+    expect_fails(run(args, dir.path), {want});
+    EXPECT_FALSE(qlty::detail::path_exists(dir / "bad.zarr"));
+  }
+  // --blend custom with a window from a .npy file equals the quilt with that window
+  auto hann = torch::hann_window(14, false).narrow(0, 1, 12);
+  auto w3 = hann.view({12, 1, 1}) * hann.view({1, 12, 1}) * hann.view({1, 1, 12});
+  write_npy_by_hand(dir / "hann.npy", w3, "<f4");
+  r = run({"infer", "-m", model3, "-i", v, "-o", dir / "hann.zarr", "-w", "12", "-s", "6", "--blend", "custom",
+           "--blend-window", dir / "hann.npy", "--output-dtype", "float16"},
+          dir.path);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  {
+    torch::NoGradGuard no_grad;
+    qlty::NCZYXQuilt q(18, 26, 21, 12, 6, qlty::Blend::custom(w3));
+    auto ref = std::get<0>(q.stitch(net(q.unstitch(x))));
+    auto got = read_output(dir / "hann.zarr");
+    EXPECT_EQ(got.scalar_type(), torch::kHalf);
+    EXPECT_LT((got.to(torch::kFloat) - ref).abs().max().item<double>(), 2e-3);
+  }
+  // convert takes what infer writes (the OME-Zarr group: its first scale) and prints the shape plainly
+  r = run({"convert", dir / "g.zarr", dir / "g.npy"}, dir.path);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find(": 1 x 2 x 18 x 26 x 21, float32"), std::string::npos) << r.out;
+  EXPECT_TRUE(torch::equal(qlty::tool::open_npy(dir / "g.npy").read({0, 0, 0, 0, 0}, {1, 2, 18, 26, 21}),
+                           read_output(dir / "g.zarr")));
 }
 
 TEST(Cli, ConvertRoundTripsAndDemoChecksItself) {

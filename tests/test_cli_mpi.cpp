@@ -85,6 +85,7 @@ TEST(CliParts, ThreePartsStartedTogetherThenTheFourth) {
   const auto want = output_files(dir / "one.zarr"), got = output_files(dir / "parts.zarr");
   int64_t same = 0;
   for (const auto& [name, bytes] : got) {
+    if (name.size() > 5 && name.compare(name.size() - 5, 5, ".lock") == 0) continue;  // a complete run drops them
     ASSERT_TRUE(want.count(name)) << name;
     if (qlty::detail::base_name(name)[0] != '.') {  // chunks, not metadata or lock files
       EXPECT_TRUE(want.at(name) == bytes) << name;

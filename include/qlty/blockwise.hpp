@@ -100,7 +100,7 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
   const bool resuming = existing && !options.overwrite;
   plan_blocks(plan, options,
               resuming ? existing->at("out_channels").get<int64_t>()
-                       : probe_channels(model, input, plan, options.device, output),
+                       : probe_channels(model, input, plan, options, output),
               who);
   BlockwiseOutput out(output, plan, input, options);
   out.record_part(part, parts);

@@ -4,6 +4,7 @@
 /// (`BlockwiseOptions`), progress, summary and an output's status. The run itself: `qlty/blockwise.hpp`
 /// (one process, or a share of the blocks) and `qlty/mpi.hpp` (many processes).
 
+#include <qlty/blend.hpp>
 #include <qlty/detail/fingerprint.hpp>
 #include <qlty/error.hpp>
 #include <qlty/geometry.hpp>
@@ -112,8 +113,29 @@ struct BlockwiseProgress {
 struct BlockwiseOptions {
   PerAxis window = 64;                 ///< window per spatial axis (one number or one per axis)
   PerAxis step = 48;                   ///< step per spatial axis
-  PerAxis border = 0;                  ///< border per spatial axis (0: none)
-  double border_weight = 0.1;          ///< weight of border pixels when blending, in [0, 1]
+  PerAxis border = 0;                  ///< border per spatial axis (0: none), for Blend::border()
+  double border_weight = 0.1;          ///< weight of border pixels when blending, in [0, 1], for Blend::border()
+  /// How windows are blended: border weighting (from `border` and `border_weight`), constant, gaussian or custom.
+  Blend blend = Blend::border();
+  /// Inputs smaller than the window along an axis: padded for the windows, outputs cropped back (none: refused).
+  Pad pad = Pad::none();
+  /// Test-time augmentation by mirroring: the model also runs on the window flipped along every non-empty subset
+  /// of `tta_axes` (spatial axes, 0-based; empty: all), each prediction is flipped back, and their mean is blended.
+  /// The spread of the flips is part of `write_std`.
+  bool tta_flip = false;
+  std::vector<int64_t> tta_axes;
+  /// The dtype windows reach the model in (float32, float16, bfloat16). On CUDA, a float16 or bfloat16 precision
+  /// runs the model under autocast with float32 windows; elsewhere the windows are cast and the model must take
+  /// them (convert its parameters). Predictions are accumulated in float32 either way.
+  torch::ScalarType precision = torch::kFloat;
+  /// Applied over the channels to the blended result (and to the mean of the flips): none, sigmoid or softmax.
+  /// `write_std` stays the spread of the raw predictions; `write_argmax` takes the result.
+  enum class Activation { None, Sigmoid, Softmax } activation = Activation::None;
+  /// A 2D model over a 3D input: windows of depth 1 reach the model as (B, C, Y, X) (MONAI's SliceInferer).
+  bool slicewise = false;
+  /// The dtype of the mean and std arrays: float32, float16, or uint8 (values clamped to [0, 1], times 255,
+  /// rounded: for probabilities).
+  torch::ScalarType output_dtype = torch::kFloat;
   int64_t batch_size = 8;              ///< windows per model call
   torch::Device device = torch::kCPU;  ///< where windows go for the model, and where blending happens
   std::vector<int64_t> chunks;         ///< output chunk per spatial axis; empty: 64 (3D) or 256 (2D), clipped

@@ -10,7 +10,10 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <memory>
 #include <vector>
+
+#include "blend.hpp"
 
 namespace qlty {
 
@@ -57,6 +60,9 @@ inline const char* axis_name(int D, int a) {
 struct Grid3 {
   std::array<int64_t, 3> shape{1, 1, 1}, window{1, 1, 1}, step{1, 1, 1}, border{0, 0, 0}, times{1, 1, 1};
   double border_weight = 1.0;  // effective weight of border pixels, max(border_weight, 1e-8)
+  // The window's weights (Wz * Wy * Wx, row-major) when they are not border weights (constant, gaussian, custom
+  // blends); null: border weighting from `border` and `border_weight`.
+  std::shared_ptr<const std::vector<double>> weights;
 
   int64_t start(int a, int64_t k) const { return std::min(k * step[a], shape[a] - window[a]); }
   int64_t per_image() const { return times[0] * times[1] * times[2]; }
@@ -88,31 +94,39 @@ class Geometry {
   static_assert(D == 2 || D == 3, "qlty::Geometry: D must be 2 or 3");
 
  public:
-  /// @brief Checks the parameters (see semantics.md) and builds the grid.
+  /// @brief Checks the parameters (see semantics.md) and builds the grid, with border weighting.
   Geometry(std::array<int64_t, D> shape, const PerAxis& window, const PerAxis& step, const PerAxis& border,
            double border_weight)
-      : shape_(shape) {
+      : Geometry(shape, window, step, Blend::border(border.values(), border_weight)) {}
+
+  /// @brief Checks the parameters and builds the grid, blending windows with `blend`.
+  Geometry(std::array<int64_t, D> shape, const PerAxis& window, const PerAxis& step, const Blend& blend)
+      : shape_(shape), blend_(blend) {
     const char* who = detail::quilt_name<D>();
     window_ = window.expand<D>(who, "window");
     step_ = step.expand<D>(who, "step");
-    border_ = border.expand<D>(who, "border");
+    border_ = PerAxis(blend.border_sizes()).expand<D>(who, "border");
     for (int a = 0; a < D; ++a) {
       const char* ax = detail::axis_name(D, a);
       TORCH_CHECK_VALUE(shape_[a] >= 1, who, ": image size along ", ax, " must be >= 1, got ", shape_[a]);
       TORCH_CHECK_VALUE(window_[a] >= 1, who, ": window along ", ax, " must be >= 1, got ", window_[a]);
       TORCH_CHECK_VALUE(window_[a] <= shape_[a], who, ": window along ", ax, " must not exceed the image size ",
-                        shape_[a], ", got ", window_[a]);
+                        shape_[a], ", got ", window_[a], " (or pad the image: qlty::Pad)");
       TORCH_CHECK_VALUE(step_[a] >= 1, who, ": step along ", ax, " must be >= 1, got ", step_[a]);
       TORCH_CHECK_VALUE(border_[a] >= 0, who, ": border along ", ax, " must be >= 0, got ", border_[a]);
       TORCH_CHECK_VALUE(border_[a] == 0 || 2 * border_[a] < window_[a], who, ": border along ", ax,
                         " must leave an interior (2 * border < window = ", window_[a], "), got ", border_[a]);
     }
-    TORCH_CHECK_VALUE(border_weight >= 0.0 && border_weight <= 1.0, who, ": border_weight must be in [0, 1], got ",
-                      border_weight);
-    border_weight_ = border_weight;
+    border_weight_ = blend.border_weight();
+    TORCH_CHECK_VALUE(border_weight_ >= 0.0 && border_weight_ <= 1.0, who, ": border_weight must be in [0, 1], got ",
+                      border_weight_);
     for (int a = 0; a < D; ++a) {
       const int64_t full = (shape_[a] - window_[a]) / step_[a];
       times_[a] = full + 1 + (shape_[a] > full * step_[a] + window_[a] ? 1 : 0);
+    }
+    if (blend.mode() != Blend::Mode::Border) {
+      auto w = blend.weights(std::vector<int64_t>(window_.begin(), window_.end()), who).contiguous();
+      weights_ = std::make_shared<const std::vector<double>>(w.data_ptr<double>(), w.data_ptr<double>() + w.numel());
     }
   }
 
@@ -131,6 +145,29 @@ class Geometry {
   }
   /// @brief Start of window k along axis a: min(k * step, size - window).
   int64_t start(int a, int64_t k) const { return std::min(k * step_[a], shape_[a] - window_[a]); }
+  /// @brief How windows are blended.
+  const Blend& blend() const { return blend_; }
+  /// @brief The first axis where some pixels lie in no window (step > window), or -1.
+  int gap_axis() const {
+    for (int a = 0; a < D; ++a)
+      for (int64_t k = 1; k < times_[a]; ++k)
+        if (start(a, k) - start(a, k - 1) > window_[a]) return a;
+    return -1;
+  }
+  /// @brief Refuses a grid that leaves pixels in no window, for `who`, which stitches (unstitch allows it).
+  void check_covered(const std::string& who) const {
+    const int a = gap_axis();
+    TORCH_CHECK_VALUE(a < 0, who, ": step along ", detail::axis_name(D, a), " (", a < 0 ? 0 : step_[a],
+                      ") exceeds the window (", a < 0 ? 0 : window_[a],
+                      "), so pixels between windows would have no prediction; use a step <= window");
+  }
+  /// @brief The stitching weight of every window pixel: float32 of the window's shape.
+  torch::Tensor weights() const {
+    if (weights_)
+      return torch::tensor(*weights_, torch::kFloat64).view(c10::IntArrayRef(window_.data(), D)).to(torch::kFloat32);
+    auto w = border_tensor();
+    return w.masked_fill_(w == 0, static_cast<float>(std::max(border_weight_, 1e-8)));
+  }
   bool has_border() const {
     return std::any_of(border_.begin(), border_.end(), [](int64_t b) { return b > 0; });
   }
@@ -157,12 +194,15 @@ class Geometry {
       g.times[b] = times_[a];
     }
     g.border_weight = std::max(border_weight_, 1e-8);
+    g.weights = weights_;
     return g;
   }
 
  private:
   std::array<int64_t, D> shape_{}, window_{}, step_{}, border_{}, times_{};
   double border_weight_ = 0.1;
+  Blend blend_ = Blend::border();
+  std::shared_ptr<const std::vector<double>> weights_;  // non-border blends
 };
 
 }  // namespace qlty

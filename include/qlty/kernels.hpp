@@ -112,6 +112,7 @@ struct FoldFunction : torch::autograd::Function<FoldFunction> {
                                                 const Grid3& g, Backend b) {
     ctx->saved_data["grid"] = g.pack();
     ctx->saved_data["border_weight"] = g.border_weight;
+    if (g.weights) ctx->saved_data["weights"] = std::vector<double>(*g.weights);
     ctx->saved_data["backend"] = static_cast<int64_t>(b);
     auto [out, wsum] = fold_raw(patches, g, true, true, b);
     ctx->save_for_backward({wsum});
@@ -120,7 +121,9 @@ struct FoldFunction : torch::autograd::Function<FoldFunction> {
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const Grid3 g = Grid3::unpack(ctx->saved_data["grid"].toIntVector(), ctx->saved_data["border_weight"].toDouble());
+    Grid3 g = Grid3::unpack(ctx->saved_data["grid"].toIntVector(), ctx->saved_data["border_weight"].toDouble());
+    if (ctx->saved_data.count("weights"))
+      g.weights = std::make_shared<const std::vector<double>>(ctx->saved_data["weights"].toDoubleVector());
     const auto b = static_cast<Backend>(ctx->saved_data["backend"].toInt());
     const auto wsum = ctx->get_saved_variables()[0];
     torch::Tensor grad = grads[0];

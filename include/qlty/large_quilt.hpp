@@ -64,15 +64,19 @@ class LargeQuilt {
   /// parameters are an Error tagged `checkpoint`.
   LargeQuilt(std::string prefix, int64_t N, std::array<int64_t, D> S, const PerAxis& window, const PerAxis& step,
              const PerAxis& border = 0, double border_weight = 0.1, LargeQuiltOptions options = {})
-      : prefix_(std::move(prefix)), N_(N), geom_(S, window, step, border, border_weight), opt_(options) {
+      : LargeQuilt(std::move(prefix), N, S, window, step, Blend::border(border.values(), border_weight), options) {}
+
+  /// @brief As above, windows blended with `blend` (border, constant, gaussian or custom; see qlty/blend.hpp).
+  LargeQuilt(std::string prefix, int64_t N, std::array<int64_t, D> S, const PerAxis& window, const PerAxis& step,
+             const Blend& blend, LargeQuiltOptions options = {})
+      : prefix_(std::move(prefix)), N_(N), geom_(S, window, step, blend), opt_(options) {
     TORCH_CHECK_VALUE(N >= 1, name(), ": N must be >= 1, got ", N);
+    geom_.check_covered(name());
     TORCH_CHECK_VALUE(!prefix_.empty(), name(), ": prefix must not be empty");
     TORCH_CHECK_VALUE(opt_.cache_bytes > 0, name(), ": cache_bytes must be > 0, got ", opt_.cache_bytes);
     TORCH_CHECK_VALUE(opt_.checkpoint_every >= 0 && opt_.checkpoint_seconds >= 0, name(),
                       ": checkpoint_every and checkpoint_seconds must be >= 0");
-    const auto bt = geom_.border_tensor();
-    const double bw = std::max(border_weight, 1e-8);
-    weight_ = (bt * (1.0 - bw) + bw).to(torch::kFloat32);
+    weight_ = geom_.weights().contiguous();
     // Chunks a whole number of steps long, so a window touches at most ceil(window / step) + 1 per axis, grown
     // by whole steps (last axis first) to about kChunkTarget bytes per channel: small windows do not make
     // thousands of tiny files, and a row of windows still fits a modest cache.
@@ -466,7 +470,7 @@ class LargeQuilt {
 
   nlohmann::json params() const {
     auto v = [](const std::array<int64_t, D>& a) { return std::vector<int64_t>(a.begin(), a.end()); };
-    return {{"N", N_},
+    nlohmann::json p = {{"N", N_},
             {"shape", v(geom_.shape())},
             {"window", v(geom_.window())},
             {"step", v(geom_.step())},
@@ -475,6 +479,8 @@ class LargeQuilt {
             {"chunks", v(chunk_)},
             {"track_std", opt_.track_std},
             {"weights", "derived"}};  // format 2: the weight sums follow from the stitched list, not stored
+    if (geom_.blend().mode() != Blend::Mode::Border) p["blend"] = geom_.blend().describe();
+    return p;
   }
 
   void open_or_create() {
@@ -751,6 +757,9 @@ class LargeNCYXQuilt : public LargeQuilt<2> {
   LargeNCYXQuilt(std::string prefix, int64_t N, int64_t Y, int64_t X, const PerAxis& window, const PerAxis& step,
                  const PerAxis& border = 0, double border_weight = 0.1, LargeQuiltOptions options = {})
       : LargeQuilt<2>(std::move(prefix), N, {Y, X}, window, step, border, border_weight, options) {}
+  LargeNCYXQuilt(std::string prefix, int64_t N, int64_t Y, int64_t X, const PerAxis& window, const PerAxis& step,
+                 const Blend& blend, LargeQuiltOptions options = {})
+      : LargeQuilt<2>(std::move(prefix), N, {Y, X}, window, step, blend, options) {}
 };
 
 /// @brief Disk-cached quilt of 3D volumes: `LargeNCZYXQuilt(prefix, N, Z, Y, X, window, step, border, ...)`.
@@ -760,6 +769,9 @@ class LargeNCZYXQuilt : public LargeQuilt<3> {
                   const PerAxis& step, const PerAxis& border = 0, double border_weight = 0.1,
                   LargeQuiltOptions options = {})
       : LargeQuilt<3>(std::move(prefix), N, {Z, Y, X}, window, step, border, border_weight, options) {}
+  LargeNCZYXQuilt(std::string prefix, int64_t N, int64_t Z, int64_t Y, int64_t X, const PerAxis& window,
+                  const PerAxis& step, const Blend& blend, LargeQuiltOptions options = {})
+      : LargeQuilt<3>(std::move(prefix), N, {Z, Y, X}, window, step, blend, options) {}
 };
 
 }  // namespace qlty

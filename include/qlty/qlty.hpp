@@ -2,6 +2,7 @@
 /// @file qlty.hpp
 /// @brief Everything qlty offers: `#include <qlty/qlty.hpp>`.
 
+#include "blend.hpp"
 #include "blockwise.hpp"
 #include "error.hpp"
 #include "geometry.hpp"

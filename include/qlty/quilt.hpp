@@ -23,12 +23,21 @@ class Quilt {
   /// weight of border pixels when stitching.
   Quilt(std::array<int64_t, D> shape, const PerAxis& window, const PerAxis& step, const PerAxis& border = 0,
         double border_weight = 0.1)
-      : geometry_(shape, window, step, border, border_weight) {}
+      : shape_(shape), geometry_(shape, window, step, border, border_weight) {}
+
+  /// @brief Windows blended with `blend` (border, constant, gaussian, custom); with `pad`, images smaller than the
+  /// window along an axis are padded for the windows (floor(d / 2) before, the rest after) and every output is
+  /// cropped back to `shape`.
+  Quilt(std::array<int64_t, D> shape, const PerAxis& window, const PerAxis& step, const Blend& blend,
+        const Pad& pad = Pad::none())
+      : shape_(shape), pad_(pad), geometry_(padded(shape, window, pad), window, step, blend) {
+    for (int a = 0; a < D; ++a) before_[a] = (geometry_.shape()[a] - shape_[a]) / 2;
+  }
 
   /// @brief Patches (N * P, C, *window) of x (N, C, *shape); patch m is window m % P of image m / P. Any dtype.
   torch::Tensor unstitch(const torch::Tensor& x, Backend backend = Backend::Auto) const {
     check_images(x, "unstitch", "x", false);
-    return from5(unfold(to5(x), geometry_.grid3(), backend));
+    return from5(unfold(to5(pad_images(x)), geometry_.grid3(), backend));
   }
 
   /// @brief Patches of a pair: x (N, C, *shape) and y (N, C', *shape) or (N, *shape), the latter giving patches
@@ -42,7 +51,7 @@ class Quilt {
                       "images, got ", x.size(0), " (x ", x.sizes(), ") and ", y.size(0), " (y ", y.sizes(), ")");
     const bool channels = y.dim() == D + 2;
     auto xp = unstitch(x, backend);
-    auto yp = from5(unfold(to5(channels ? y : y.unsqueeze(1)), geometry_.grid3(), backend));
+    auto yp = from5(unfold(to5(pad_images(channels ? y : y.unsqueeze(1))), geometry_.grid3(), backend));
     if (missing_label && geometry_.has_border())
       yp.masked_fill_(border_tensor().to(yp.device()).logical_not(), *missing_label);
     return {xp, channels ? yp : yp.squeeze(1)};
@@ -54,7 +63,7 @@ class Quilt {
   std::tuple<torch::Tensor, torch::Tensor> stitch(const torch::Tensor& patches, Backend backend = Backend::Auto) const {
     check_patches(patches, "stitch");
     auto [out, wsum] = fold(to5(patches), geometry_.grid3(), backend);
-    return {from5(out), D == 2 ? wsum.squeeze(0) : wsum};
+    return {crop(from5(out), 2), crop(D == 2 ? wsum.squeeze(0) : wsum, 0)};
   }
 
   /// @brief unstitch into `patches`, a buffer a loop can reuse: contiguous, of x's dtype and device and of the
@@ -67,7 +76,7 @@ class Quilt {
     for (auto w : geometry_.window()) sizes.push_back(w);
     detail::check_out(who.c_str(), "patches", patches, sizes, x.scalar_type(), x.device(), {{"x", &x}});
     auto p5 = to5(patches);
-    unfold_out(to5(x), p5, geometry_.grid3(), backend);
+    unfold_out(to5(pad_images(x)), p5, geometry_.grid3(), backend);
     return patches;
   }
 
@@ -79,12 +88,20 @@ class Quilt {
     const auto who = c10::str(name(), ".stitch_out");
     check_patches(patches, "stitch_out");
     std::vector<int64_t> rsizes{patches.size(0) / geometry_.per_image(), patches.size(1)};
-    for (auto v : geometry_.shape()) rsizes.push_back(v);
-    const std::vector<int64_t> wsizes(geometry_.shape().begin(), geometry_.shape().end());
+    for (auto v : shape_) rsizes.push_back(v);
+    const std::vector<int64_t> wsizes(shape_.begin(), shape_.end());
     detail::check_out(who.c_str(), "result", result, rsizes, patches.scalar_type(), patches.device(),
                       {{"patches", &patches}, {"weights", &weights}});
     detail::check_out(who.c_str(), "weights", weights, wsizes, detail::accumulate_type(patches.scalar_type()),
                       patches.device(), {{"patches", &patches}});
+    if (padding()) {  // into the padded shape, then cropped
+      auto [out, wsum] = stitch(patches, backend);
+      result.copy_(out);
+      weights.copy_(wsum);
+      detail::mark_written(result);
+      detail::mark_written(weights);
+      return {result, weights};
+    }
     auto r5 = to5(result);
     auto w3 = D == 2 ? weights.unsqueeze(0) : weights;
     fold_out(to5(patches), r5, w3, geometry_.grid3(), backend);
@@ -97,12 +114,52 @@ class Quilt {
   std::array<int64_t, D> get_times() const { return geometry_.times(); }
   /// @brief Windows per image.
   int64_t patches_per_image() const { return geometry_.per_image(); }
-  /// @brief The validated parameters.
+  /// @brief The validated parameters (of the padded images when the quilt pads).
   const Geometry<D>& geometry() const { return geometry_; }
+  /// @brief The images' spatial size, as given.
+  const std::array<int64_t, D>& image_shape() const { return shape_; }
+  /// @brief How images smaller than the window are padded.
+  const Pad& pad() const { return pad_; }
+  /// @brief Whether the images are padded (some axis is shorter than the window).
+  bool padding() const { return geometry_.shape() != shape_; }
+  /// @brief Pixels added before the image along each axis.
+  const std::array<int64_t, D>& pad_before() const { return before_; }
 
  private:
   static const char* name() { return detail::quilt_name<D>(); }
   static const char* window_letters() { return D == 2 ? "Wy, Wx" : "Wz, Wy, Wx"; }
+
+  static std::array<int64_t, D> padded(std::array<int64_t, D> shape, const PerAxis& window, const Pad& pad) {
+    const auto w = window.expand<D>(detail::quilt_name<D>(), "window");
+    if (pad.enabled())
+      for (int a = 0; a < D; ++a) shape[a] = std::max(shape[a], w[a]);
+    return shape;
+  }
+  // x (N, C, *shape) padded to the geometry's shape (a view of x without padding).
+  torch::Tensor pad_images(const torch::Tensor& x) const {
+    if (!padding()) return x;
+    if (pad_.mode() == Pad::Mode::Constant) {
+      std::vector<int64_t> p;  // last axis first, (before, after) each
+      for (int a = D - 1; a >= 0; --a) p.insert(p.end(), {before_[a], geometry_.shape()[a] - shape_[a] - before_[a]});
+      return at::constant_pad_nd(x, p, pad_.value());
+    }
+    auto out = x;
+    for (int a = 0; a < D; ++a) {
+      const int64_t n = geometry_.shape()[a];
+      if (n == shape_[a]) continue;
+      std::vector<int64_t> idx(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) idx[static_cast<size_t>(i)] = pad_.source(i - before_[a], shape_[a]);
+      out = out.index_select(2 + a, torch::tensor(idx, torch::kLong).to(x.device()));
+    }
+    return out;
+  }
+  // The image part of a padded result whose spatial axes start at `first`.
+  torch::Tensor crop(const torch::Tensor& t, int first) const {
+    if (!padding()) return t;
+    auto v = t;
+    for (int a = 0; a < D; ++a) v = v.narrow(first + a, before_[a], shape_[a]);
+    return v.contiguous();
+  }
 
   void check_patches(const torch::Tensor& patches, const char* fn) const {
     TORCH_CHECK_TYPE(patches.is_floating_point(), name(), ".", fn,
@@ -116,6 +173,7 @@ class Quilt {
     const int64_t P = geometry_.per_image();
     TORCH_CHECK_VALUE(patches.size(0) % P == 0, name(), ".", fn, ": the number of patches must be a multiple of the ",
                       P, " windows per image, got ", patches.size(0));
+    geometry_.check_covered(c10::str(name(), ".", fn));
   }
   void check_images(const torch::Tensor& t, const char* fn, const char* arg, bool channel_optional) const {
     const char* axes = D == 2 ? "Y, X" : "Z, Y, X";
@@ -125,14 +183,16 @@ class Quilt {
                       t.dim(), "-D tensor of shape ", t.sizes());
     const int64_t first = t.dim() - D;
     for (int a = 0; a < D; ++a)
-      TORCH_CHECK_VALUE(t.size(first + a) == geometry_.shape()[a], name(), ".", fn, ": ", arg,
-                        " must have the spatial size ", c10::IntArrayRef(geometry_.shape()),
+      TORCH_CHECK_VALUE(t.size(first + a) == shape_[a], name(), ".", fn, ": ", arg,
+                        " must have the spatial size ", c10::IntArrayRef(shape_),
                         " given to the constructor, got shape ", t.sizes());
   }
   // 2D tensors go through the kernels with a Z axis of size 1 (a view).
   static torch::Tensor to5(const torch::Tensor& t) { return D == 2 ? t.unsqueeze(2) : t; }
   static torch::Tensor from5(const torch::Tensor& t) { return D == 2 ? t.squeeze(2) : t; }
 
+  std::array<int64_t, D> shape_{}, before_{};
+  Pad pad_ = Pad::none();
   Geometry<D> geometry_;
 };
 
@@ -143,6 +203,10 @@ class NCYXQuilt : public Quilt<2> {
   NCYXQuilt(int64_t Y, int64_t X, const PerAxis& window, const PerAxis& step, const PerAxis& border = 0,
             double border_weight = 0.1)
       : Quilt<2>({Y, X}, window, step, border, border_weight) {}
+  /// @brief Windows blended with `blend`, images smaller than the window padded with `pad` (see Quilt).
+  NCYXQuilt(int64_t Y, int64_t X, const PerAxis& window, const PerAxis& step, const Blend& blend,
+            const Pad& pad = Pad::none())
+      : Quilt<2>({Y, X}, window, step, blend, pad) {}
 };
 
 /// @brief 3D quilt over (N, C, Z, Y, X) tensors.
@@ -152,6 +216,10 @@ class NCZYXQuilt : public Quilt<3> {
   NCZYXQuilt(int64_t Z, int64_t Y, int64_t X, const PerAxis& window, const PerAxis& step, const PerAxis& border = 0,
              double border_weight = 0.1)
       : Quilt<3>({Z, Y, X}, window, step, border, border_weight) {}
+  /// @brief Windows blended with `blend`, volumes smaller than the window padded with `pad` (see Quilt).
+  NCZYXQuilt(int64_t Z, int64_t Y, int64_t X, const PerAxis& window, const PerAxis& step, const Blend& blend,
+             const Pad& pad = Pad::none())
+      : Quilt<3>({Z, Y, X}, window, step, blend, pad) {}
 };
 
 }  // namespace qlty

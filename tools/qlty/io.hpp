@@ -5,6 +5,7 @@
 // Ranks: 2 = an image (Y, X), 3 = a volume (Z, Y, X), 4 = (N, C, Y, X), 5 = (N, C, Z, Y, X). A TIFF file with one
 // page is an image, with several pages a volume; samples per pixel (RGB) become channels.
 
+#include <CLI/CLI.hpp>
 #include <qlty/blockwise.hpp>
 #include <qlty/error.hpp>
 #include <qlty/zarr.hpp>
@@ -32,21 +33,61 @@ inline bool ends_with(const std::string& s, const std::string& suffix) {
 inline bool is_tiff(const std::string& p) { return ends_with(p, ".tif") || ends_with(p, ".tiff"); }
 inline bool is_npy(const std::string& p) { return ends_with(p, ".npy"); }
 
-/// An input of rank 2-5 as (N, C, *S): ranks 2 and 3 get N = C = 1 in front.
+/// The axes an input of `rank` is read as when --axes is not given: yx, zyx, ncyx, nczyx.
+inline std::string default_axes(size_t rank) {
+  static const char* guess[] = {"", "", "yx", "zyx", "ncyx", "nczyx"};
+  return rank <= 5 ? guess[rank] : "";
+}
+
+/// An input with axes `axes` (letters of n, c, z, y, x in the array's order; empty: default_axes) as (N, C, *S):
+/// missing n and c axes have size 1. `name`: the file or folder it is read from.
 inline BlockInput as_block_input(std::vector<int64_t> shape, BlockInput::Reader read, const std::string& name,
-                                 const std::string& id) {
-  // name: the file or folder it is read from
-  if (shape.size() < 2 || shape.size() > 5)
-    throw Error("input", name +
-                             ": expected an image (Y, X), a volume (Z, Y, X), (N, C, Y, X) or (N, C, Z, Y, X), got " +
-                             std::to_string(shape.size()) + " axes (shape " + c10::str(c10::IntArrayRef(shape)) + ")");
-  if (shape.size() >= 4) return BlockInput(shape, std::move(read), name, id, name);
-  std::vector<int64_t> full = {1, 1};
-  full.insert(full.end(), shape.begin(), shape.end());
+                                 const std::string& id, std::string axes = "") {
+  if (axes.empty()) {
+    if (shape.size() < 2 || shape.size() > 5)
+      throw Error("input", name +
+                               ": expected an image (Y, X), a volume (Z, Y, X), (N, C, Y, X) or (N, C, Z, Y, X), got " +
+                               std::to_string(shape.size()) + " axes (shape " + c10::str(c10::IntArrayRef(shape)) +
+                               "); say which axes it has with --axes (e.g. --axes czyx)");
+    axes = default_axes(shape.size());
+  }
+  if (axes.size() != shape.size())
+    throw CLI::ValidationError("--axes", "\"" + axes + "\" names " + std::to_string(axes.size()) + " axes, but " +
+                                             name + " has " + std::to_string(shape.size()) + " (shape " +
+                                             c10::str(c10::IntArrayRef(shape)) + ")");
+  for (size_t i = 0; i < axes.size(); ++i)
+    if (std::string("nczyx").find(axes[i]) == std::string::npos || axes.find(axes[i]) != i)
+      throw CLI::ValidationError("--axes", "expected distinct letters of n, c, z, y, x (e.g. czyx, nczyx, zyx, yx, "
+                                           "cyx), got \"" + axes + "\"");
+  if (axes.find('y') == std::string::npos || axes.find('x') == std::string::npos)
+    throw CLI::ValidationError("--axes", "must include y and x, got \"" + axes + "\"");
+  // canonical axis k (n, c, [z,] y, x) is the input's axis src[k], or -1 when the input lacks it
+  const std::string canon = axes.find('z') != std::string::npos ? "nczyx" : "ncyx";
+  std::vector<int64_t> src, full;
+  for (char l : canon) {
+    const auto at = axes.find(l);
+    src.push_back(at == std::string::npos ? -1 : static_cast<int64_t>(at));
+    full.push_back(at == std::string::npos ? 1 : shape[at]);
+  }
+  if (axes == canon) return BlockInput(full, std::move(read), name, id, name);
   return BlockInput(
       full,
-      [read](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
-        return read({off.begin() + 2, off.end()}, {ext.begin() + 2, ext.end()}).unsqueeze(0).unsqueeze(0);
+      [read, src](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
+        std::vector<int64_t> o(src.size(), 0), e(src.size(), 1), perm;
+        size_t rank = 0;
+        for (auto a : src) rank += a >= 0;
+        o.resize(rank);
+        e.resize(rank);
+        for (size_t k = 0; k < src.size(); ++k)
+          if (src[k] >= 0) {
+            o[src[k]] = off[k];
+            e[src[k]] = ext[k];
+            perm.push_back(src[k]);
+          }
+        auto t = read(o, e).permute(perm);
+        for (size_t k = 0; k < src.size(); ++k)
+          if (src[k] < 0) t = t.unsqueeze(static_cast<int64_t>(k));
+        return t;
       },
       name, id, name);
 }
@@ -174,7 +215,7 @@ inline MappedNpy map_npy(const std::string& path) {
 }
 
 /// A .npy file as an input, memory-mapped: boxes are read from the page cache, the file is never loaded whole.
-inline BlockInput open_npy(const std::string& path) {
+inline BlockInput open_npy(const std::string& path, const std::string& axes = "") {
   const auto m = map_npy(path);
   return as_block_input(
       m.data.sizes().vec(),
@@ -183,7 +224,7 @@ inline BlockInput open_npy(const std::string& path) {
         for (size_t a = 0; a < ext.size(); ++a) v = v.narrow(static_cast<int64_t>(a), off[a], ext[a]);
         return m.u16 ? widen_u16(v) : v;
       },
-      path, detail::file_fingerprint(path));
+      path, detail::file_fingerprint(path), axes);
 }
 
 /// Writes a CPU tensor as a .npy file (little-endian, C order).
@@ -382,25 +423,53 @@ inline void write_tiff(const std::string& path, torch::Tensor x) {
   if (::rename(tmp.c_str(), path.c_str()) != 0) detail::throw_io("rename", path, errno);
 }
 
-/// Opens an input file or folder by its kind: a Zarr array, a .npy file or a TIFF file.
-inline BlockInput open_input(const std::string& path) {
-  if (is_npy(path)) return open_npy(path);
+/// The full-resolution array of an OME-Zarr image group (its first multiscales dataset, else "0"), or "".
+inline std::string first_scale(const std::string& group) {
+  std::string rel = "0";
+  try {
+    const auto attrs = zarr::Group::open(group).attributes();
+    const auto ms = attrs.find("multiscales");
+    if (ms != attrs.end() && ms->is_array() && !ms->empty() && (*ms)[0].is_object()) {
+      const auto ds = (*ms)[0].find("datasets");
+      if (ds != (*ms)[0].end() && ds->is_array() && !ds->empty() && (*ds)[0].is_object() &&
+          (*ds)[0].contains("path") && (*ds)[0]["path"].is_string())
+        rel = (*ds)[0]["path"].get<std::string>();
+    }
+  } catch (const std::exception&) {  // unreadable attributes: fall back to "0"
+  }
+  if (rel.empty() || rel.find("..") != std::string::npos || rel[0] == '/') rel = "0";
+  const auto p = detail::join_path(group, rel);
+  return zarr::node_type(p) == zarr::NodeType::Array ? p : "";
+}
+
+/// Opens an input file or folder by its kind: a Zarr array, an OME-Zarr image (its first scale), a .npy file or a
+/// TIFF file; `axes` as in as_block_input.
+inline BlockInput open_input(const std::string& path, const std::string& axes = "") {
+  if (is_npy(path)) return open_npy(path, axes);
   if (is_tiff(path)) {
     auto t = read_tiff(path);  // (Y, X), (Z, Y, X) or (1, C, [Z,] Y, X)
-    return BlockInput::from_tensor(t.dim() < 4 ? t.unsqueeze(0).unsqueeze(0) : t, path, detail::file_fingerprint(path),
-                                   path);
+    return as_block_input(
+        t.sizes().vec(),
+        [t](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
+          auto v = t;
+          for (size_t a = 0; a < ext.size(); ++a) v = v.narrow(static_cast<int64_t>(a), off[a], ext[a]);
+          return v;
+        },
+        path, detail::file_fingerprint(path), axes);
   }
   const auto kind = zarr::node_type(path);
-  if (kind == zarr::NodeType::Group && zarr::node_type(detail::join_path(path, "0")) == zarr::NodeType::Array)
-    return open_input(detail::join_path(path, "0"));  // an OME-Zarr image: its full-resolution array
+  if (kind == zarr::NodeType::Group) {
+    const auto scale = first_scale(path);
+    if (!scale.empty()) return open_input(scale, axes);
+  }
   if (kind != zarr::NodeType::Array) {
     if (!detail::path_exists(path)) throw Error("input", path + ": no such file or folder");
-    throw Error("input", path + ": not a Zarr array, a .npy file or a TIFF file (.tif, .tiff)");
+    throw Error("input", path + ": not a Zarr array, an OME-Zarr image, a .npy file or a TIFF file (.tif, .tiff)");
   }
   auto a = zarr::Array::open(path);
   return as_block_input(
       a.shape(), [a](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) { return a.read(off, ext); },
-      path, detail::zarr_fingerprint(a));
+      path, detail::zarr_fingerprint(a), axes);
 }
 
 }  // namespace qlty::tool

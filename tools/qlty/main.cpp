@@ -7,8 +7,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -104,6 +107,12 @@ struct InferArgs {
   double border_weight = 0.1;
   int64_t batch_size = 8, threads = 0, block_mib = 1024, max_blocks = -1;
   bool std = false, argmax = false, overwrite = false, quiet = false;
+  // what MONAI and nnU-Net users expect
+  std::string blend = "border", blend_window, pad = "constant", tta = "none", tta_axes, precision = "float32",
+              output_dtype = "float32", activation = "none", output_key, axes;
+  std::vector<double> overlap, sigma_scale;
+  std::optional<double> pad_value;
+  bool slicewise = false;
 };
 
 /// A middle slice (or the image) of input channel 0, output channels 0-2 and std channel 0 of image 0, side by side.
@@ -178,35 +187,220 @@ struct LoadedModel {
   qlty::BlockModel fn;
 };
 
-void load_model(const std::string& file, int D, const torch::Device& device, LoadedModel& m) {
+/// Why torch::jit::load refused `file`: a file written by torch.save (a pickle, in a zip or not) gets a message
+/// that says how to export a TorchScript model instead.
+std::string explain_load_failure(const std::string& file, const std::string& what) {
+  const auto bytes = qlty::detail::read_file(file, uint64_t(1) << 32, "model file");
+  const std::string head = bytes ? std::string(bytes->begin(), bytes->begin() + std::min<size_t>(bytes->size(), 4))
+                                 : std::string();
+  auto holds = [&](const char* s) {
+    return bytes && std::search(bytes->begin(), bytes->end(), s, s + std::strlen(s)) != bytes->end();
+  };
+  const bool zip_pickle = head == std::string("PK\x03\x04", 4) && holds("data.pkl") && !holds("constants.pkl");
+  const bool old_pickle = !head.empty() && static_cast<unsigned char>(head[0]) == 0x80;
+  if (zip_pickle || old_pickle)
+    return file +
+           ": this file was written by torch.save (a pickled model or state_dict), not torch.jit.save; qlty runs "
+           "TorchScript models. In Python: m = torch.jit.script(model) (or torch.jit.trace(model, example_input)); "
+           "torch.jit.save(m, \"model.pt\")";
+  return file + ": not a TorchScript model this LibTorch can load: " + what;
+}
+
+/// The prediction in what a TorchScript model returns: a tensor, the first element of a tuple or list, or the
+/// entry `key` of a dict (the first entry when no key is given).
+torch::Tensor pick_output(const c10::IValue& v, const std::string& key) {
+  auto bad = [&](const std::string& why) { throw qlty::Error("model", "the model's output: " + why); };
+  if (v.isTensor()) {
+    if (!key.empty()) bad("--output-key \"" + key + "\" was given, but the model returns a tensor, not a dict");
+    return v.toTensor();
+  }
+  if (v.isTuple() || v.isList()) {
+    if (!key.empty()) bad("--output-key \"" + key + "\" was given, but the model returns a tuple or list, not a dict");
+    const auto items = v.isTuple() ? v.toTupleRef().elements().vec() : v.toList().vec();
+    if (items.empty() || !items[0].isTensor())
+      bad("the model returns a tuple or list whose first element is not a tensor (" +
+          (items.empty() ? std::string("it is empty") : items[0].tagKind()) + ")");
+    return items[0].toTensor();  // deep supervision: the first head is the full-resolution one
+  }
+  if (v.isGenericDict()) {
+    const auto d = v.toGenericDict();
+    std::string keys;
+    for (const auto& e : d) keys += (keys.empty() ? "" : ", ") + (e.key().isString() ? e.key().toStringRef() : "?");
+    for (const auto& e : d)
+      if ((key.empty() || (e.key().isString() && e.key().toStringRef() == key)) && e.value().isTensor())
+        return e.value().toTensor();
+    bad(key.empty() ? "the model returns a dict without a tensor entry (keys: " + keys + ")"
+                    : "the model returns a dict without the key \"" + key + "\" given with --output-key (keys: " +
+                          keys + ")");
+  }
+  bad("the model returns " + v.tagKind() + ", not a tensor, a tuple, a list or a dict of tensors");
+  return {};
+}
+
+void load_model(const std::string& file, int D, const torch::Device& device, LoadedModel& m,
+                torch::ScalarType dtype = torch::kFloat, const std::string& key = "") {
   if (!file.empty()) {
     m.id = file_id(file);
     try {
       m.script = torch::jit::load(file, device);
     } catch (const c10::Error& e) {
-      throw qlty::Error("model",
-                        file + ": not a TorchScript model this LibTorch can load: " + e.what_without_backtrace());
+      throw qlty::Error("model", explain_load_failure(file, e.what_without_backtrace()));
     }
     m.script.eval();
-    m.fn = [&m](const torch::Tensor& x) { return m.script.forward({x}).toTensor(); };
+    if (dtype != torch::kFloat && !device.is_cuda()) m.script.to(dtype);  // CUDA runs under autocast instead
+    m.fn = [&m, key](const torch::Tensor& x) { return pick_output(m.script.forward({x}), key); };
   } else {
     m.id = qlty::tool::kBuiltinModelId;
     m.builtin = BuiltinNet(D);
     m.builtin->to(device);
+    if (dtype != torch::kFloat && !device.is_cuda()) m.builtin->to(dtype);
     m.builtin->eval();
     m.fn = [&m](const torch::Tensor& x) { return m.builtin->forward(x); };
   }
 }
 
-qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& device) {
+torch::ScalarType parse_dtype(const std::string& s, const char* flag) {
+  if (s == "float32") return torch::kFloat;
+  if (s == "float16") return torch::kHalf;
+  if (s == "bfloat16") return torch::kBFloat16;
+  if (s == "uint8") return torch::kByte;
+  throw CLI::ValidationError(flag, "unknown dtype \"" + s + "\"");
+}
+
+/// Per-axis values of a flag for D spatial axes: one value, or one per axis.
+template <typename T>
+std::vector<T> per_axis(const std::vector<T>& v, int D, const char* flag) {
+  if (v.size() == 1) return std::vector<T>(static_cast<size_t>(D), v[0]);
+  if (static_cast<int>(v.size()) != D)
+    throw CLI::ValidationError(flag, c10::str("expected 1 or ", D, " values (one per spatial axis, ",
+                                              D == 3 ? "Z, Y, X" : "Y, X", "), got ", v.size()));
+  return v;
+}
+
+/// Checks the flags that depend on the input's shape (N, C, *S) and turns them into options: window, step or
+/// overlap (MONAI's convention), border, blend, padding, flips, precision, activation, output dtype.
+qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& device,
+                                     const std::vector<int64_t>& shape) {
+  const int D = static_cast<int>(shape.size()) - 2;
   qlty::BlockwiseOptions o;
-  o.window = a.window;
-  std::vector<int64_t> step = a.step;
-  if (step.empty())  // three quarters of the window
-    for (auto w : a.window) step.push_back(std::max<int64_t>(1, w * 3 / 4));
+  auto window = per_axis(a.window, D, "--window");
+  if (a.slicewise) {
+    if (D != 3) throw CLI::ValidationError("--slicewise", "runs a 2D model over a 3D input; the input is 2D");
+    if (a.window.size() == 2) window = {1, a.window[0], a.window[1]};
+    if (a.window.size() == 1) window[0] = 1;
+    if (window[0] != 1)
+      throw CLI::ValidationError("--slicewise", c10::str("needs windows of depth 1 (-w 1,Y,X or -w Y,X), got --window ",
+                                                         c10::IntArrayRef(window)));
+  }
+  for (auto w : window)
+    if (w < 1) throw CLI::ValidationError("--window", c10::str("must be >= 1 on every axis, got ", c10::IntArrayRef(window)));
+  std::vector<int64_t> step;
+  if (!a.step.empty() && !a.overlap.empty())
+    throw CLI::ValidationError("--overlap", "give either --step or --overlap, not both");
+  if (!a.overlap.empty()) {  // MONAI: int(window * (1 - overlap)), at least 1; the window itself where it fills the axis
+    const auto ov = per_axis(a.overlap, D, "--overlap");
+    for (int ax = 0; ax < D; ++ax) {
+      if (!(ov[ax] >= 0 && ov[ax] < 1))
+        throw CLI::ValidationError("--overlap", c10::str("must be in [0, 1) on every axis, got ", ov[ax]));
+      const int64_t s = static_cast<int64_t>(static_cast<double>(window[ax]) * (1.0 - ov[ax]));
+      step.push_back(window[ax] >= shape[2 + ax] ? window[ax] : std::max<int64_t>(1, s));
+    }
+  } else if (!a.step.empty()) {
+    step = per_axis(a.step, D, "--step");
+    if (window[0] == 1 && D == 3 && a.step.size() == 1) step[0] = 1;  // slices: every one
+    if (a.slicewise && a.step.size() == 2) step = {1, a.step[0], a.step[1]};
+  } else {  // three quarters of the window (MONAI's overlap 0.25)
+    for (auto w : window) step.push_back(std::max<int64_t>(1, w * 3 / 4));
+  }
+  for (int ax = 0; ax < D; ++ax) {
+    if (step[ax] < 1)
+      throw CLI::ValidationError("--step", c10::str("must be >= 1 on every axis, got ", c10::IntArrayRef(step)));
+    const int64_t S = std::max(shape[2 + ax], window[ax]), full = (S - window[ax]) / step[ax];
+    const int64_t times = full + 1 + (S > full * step[ax] + window[ax] ? 1 : 0);
+    bool gap = false;  // consecutive windows (the last one clamped to the edge) farther apart than a window
+    for (int64_t k = 1; k < times && !gap; ++k)
+      gap = std::min(k * step[ax], S - window[ax]) - std::min((k - 1) * step[ax], S - window[ax]) > window[ax];
+    if (gap)
+      throw CLI::ValidationError(a.overlap.empty() ? "--step" : "--overlap",
+                                 c10::str("the step ", c10::IntArrayRef(step), " exceeds the window ",
+                                          c10::IntArrayRef(window),
+                                          ": pixels between windows would have no prediction; use a step <= window"));
+  }
+  o.window = window;
   o.step = step;
-  o.border = a.border;
+  const auto border = per_axis(a.border, D, "--border");
+  for (int ax = 0; ax < D; ++ax)
+    if (border[ax] < 0 || (border[ax] > 0 && 2 * border[ax] >= window[ax]))
+      throw CLI::ValidationError("--border", c10::str("must be >= 0 and leave an interior (2 * border < window ",
+                                                      c10::IntArrayRef(window), "), got ", c10::IntArrayRef(border)));
+  if (!(a.border_weight >= 0 && a.border_weight <= 1))
+    throw CLI::ValidationError("--border-weight", c10::str("must be in [0, 1], got ", a.border_weight));
+  o.border = border;
   o.border_weight = a.border_weight;
+  if (!a.sigma_scale.empty() && a.blend != "gaussian")
+    throw CLI::ValidationError("--sigma-scale", "is for --blend gaussian, got --blend " + a.blend);
+  if (!a.blend_window.empty() && a.blend != "custom")
+    throw CLI::ValidationError("--blend-window", "is for --blend custom, got --blend " + a.blend);
+  bool border_given = false;
+  for (auto b : a.border) border_given = border_given || b != 0;
+  if (a.blend != "border" && border_given)
+    throw CLI::ValidationError("--border", "weights windows with --blend border; it has no effect with --blend " +
+                                               a.blend);
+  if (a.blend == "constant") {
+    o.blend = qlty::Blend::constant();
+  } else if (a.blend == "gaussian") {
+    const auto sg = per_axis(a.sigma_scale.empty() ? std::vector<double>{0.125} : a.sigma_scale, D, "--sigma-scale");
+    for (auto v : sg)
+      if (!(v > 0 && std::isfinite(v)))
+        throw CLI::ValidationError("--sigma-scale", c10::str("must be > 0 on every axis, got ", v));
+    o.blend = qlty::Blend::gaussian(sg);
+  } else if (a.blend == "custom") {
+    if (a.blend_window.empty())
+      throw CLI::ValidationError("--blend", "custom needs --blend-window FILE.npy (a window of weights)");
+    const auto m = qlty::tool::map_npy(a.blend_window);
+    auto w = m.data.to(torch::kFloat64);
+    if (w.sizes() != c10::IntArrayRef(window))
+      throw CLI::ValidationError("--blend-window", c10::str(a.blend_window, " has shape ", w.sizes(),
+                                                            ", but the window is ", c10::IntArrayRef(window)));
+    if (!w.isfinite().all().item<bool>() || w.min().item<double>() < 0 || w.max().item<double>() <= 0)
+      throw CLI::ValidationError("--blend-window", a.blend_window +
+                                                       ": weights must be finite, >= 0 and not all zero");
+    o.blend = qlty::Blend::custom(w);
+  }
+  if (a.pad_value && a.pad != "constant")
+    throw CLI::ValidationError("--pad-value", "is for --pad constant, got --pad " + a.pad);
+  if (a.pad == "constant")
+    o.pad = qlty::Pad::constant(a.pad_value.value_or(0.0));
+  else if (a.pad == "reflect")
+    o.pad = qlty::Pad::reflect();
+  else if (a.pad == "replicate")
+    o.pad = qlty::Pad::replicate();
+  else
+    for (int ax = 0; ax < D; ++ax)
+      if (shape[2 + ax] < window[ax])
+        throw CLI::ValidationError("--window", c10::str(c10::IntArrayRef(window), " is larger than the input ",
+                                                        c10::IntArrayRef(shape),
+                                                        " along a spatial axis, and --pad none refuses to pad"));
+  o.tta_flip = a.tta == "flip";
+  if (!a.tta_axes.empty()) {
+    if (!o.tta_flip) throw CLI::ValidationError("--tta-axes", "is for --tta flip");
+    const std::string letters = D == 3 ? "zyx" : "yx";
+    for (char c : a.tta_axes) {
+      if (c == ',') continue;
+      const auto at = letters.find(c);
+      if (at == std::string::npos)
+        throw CLI::ValidationError("--tta-axes", "expected letters of " + letters + " (e.g. " +
+                                                     (D == 3 ? "zyx or y,x" : "yx or x") + "), got \"" + a.tta_axes +
+                                                     "\"");
+      o.tta_axes.push_back(static_cast<int64_t>(at));
+    }
+  }
+  o.precision = parse_dtype(a.precision, "--precision");
+  o.output_dtype = parse_dtype(a.output_dtype, "--output-dtype");
+  o.activation = a.activation == "sigmoid"   ? qlty::BlockwiseOptions::Activation::Sigmoid
+                 : a.activation == "softmax" ? qlty::BlockwiseOptions::Activation::Softmax
+                                             : qlty::BlockwiseOptions::Activation::None;
+  o.slicewise = a.slicewise || (D == 3 && window[0] == 1);
   o.batch_size = a.batch_size;
   o.device = device;
   o.block = a.block;
@@ -222,6 +416,40 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
                                "cannot be combined with --part: the parts share one output and each "
                                "would delete the others' work; delete the output once before");
   return o;
+}
+
+/// A library error in the words of the program: settings by their flags, model errors with the axes assumed.
+[[noreturn]] void rethrow_for_cli(const qlty::Error& e, const InferArgs& a, const qlty::BlockInput& input) {
+  std::string m = e.what();
+  const std::string prefix = "[qlty." + e.tag() + "] ";
+  if (m.rfind(prefix, 0) == 0) m = m.substr(prefix.size());
+  if (e.tag() == "checkpoint") {
+    static const std::pair<const char*, const char*> flags[] = {
+        {"input: ", "input (--input): "},          {"input_shape: ", "input shape (--input, --axes): "},
+        {"out_channels: ", "model channels: "},    {"window: ", "--window: "},
+        {"step: ", "--step/--overlap: "},          {"border: ", "--border: "},
+        {"border_weight: ", "--border-weight: "},  {"chunks: ", "--chunks: "},
+        {"block: ", "--block: "},                  {"outputs: ", "--std/--argmax: "},
+        {"model: ", "--model: "},                  {"blend: ", "--blend/--sigma-scale: "},
+        {"pad: ", "--pad: "},                      {"tta_flip: ", "--tta: "},
+        {"precision: ", "--precision: "},          {"activation: ", "--activation: "},
+        {"slicewise: ", "--slicewise: "},          {"output_dtype: ", "--output-dtype: "}};
+    for (const auto& [k, f] : flags)
+      for (size_t at = 0; (at = m.find(k, at)) != std::string::npos;) {
+        const bool starts = at == 0 || m[at - 1] == '(' || m[at - 1] == ' ';
+        if (starts) m.replace(at, std::strlen(k), f);
+        at += starts ? std::strlen(f) : std::strlen(k);
+      }
+    const auto cut = m.find("; rerun with the same settings");
+    if (cut != std::string::npos) m = m.substr(0, cut);
+    m += "; rerun with the same settings to resume it, or pass --overwrite to start over";
+  } else if (e.tag() == "model") {
+    const auto axes = a.axes.empty() ? qlty::tool::default_axes(static_cast<size_t>(input.shape().size())) : a.axes;
+    m += c10::str(" (the input was read as (N, C, ", input.spatial_dims() == 3 ? "Z, Y, X" : "Y, X", ") ",
+                  c10::IntArrayRef(input.shape()), " with axes \"", axes, "\"",
+                  a.axes.empty() ? ", the default for its rank; pass --axes if that is wrong)" : " (--axes))");
+  }
+  throw qlty::Error(e.tag(), m);
 }
 
 void print_summary(const InferArgs& a, const qlty::BlockInput& input, const qlty::BlockwiseSummary& s,
@@ -268,11 +496,17 @@ int run_infer_mpi(const InferArgs& a, const qlty::BlockInput& input, qlty::Block
     at::set_num_threads(static_cast<int>(a.threads > 0 ? a.threads : default_threads(local_ranks)));
     o.device = qlty::mpi::rank_device(o.device);
     LoadedModel model;
-    load_model(a.model, input.spatial_dims(), o.device, model);
+    load_model(a.model, o.slicewise ? 2 : input.spatial_dims(), o.device, model, o.precision, a.output_key);
     o.model_id = model.id;
     ProgressBar bar(!a.quiet && rank == 0, true);
     o.progress = [&bar](const qlty::BlockwiseProgress& p) { bar(p); };
-    const auto s = qlty::mpi::infer_blockwise(model.fn, input, a.output, o);
+    qlty::mpi::DistributedSummary s;
+    try {
+      s = qlty::mpi::infer_blockwise(model.fn, input, a.output, o);
+    } catch (const qlty::Error& e) {
+      if (e.tag() == "mpi.peer") throw;
+      rethrow_for_cli(e, a, input);
+    }
     bar.finish();
     if (rank == 0) {
       if (!a.preview.empty() && s.total.complete) write_preview(a.preview, input, a.output, a.std);
@@ -308,8 +542,8 @@ int run_infer_mpi(const InferArgs& a, const qlty::BlockInput& input, qlty::Block
 int run_infer(const InferArgs& a) {
   const auto [world, world_rank] = launcher_world();
   torch::Device device = parse_device(a.device);
-  qlty::BlockwiseOptions o = infer_options(a, device);
-  auto input = qlty::tool::open_input(a.input);
+  auto input = qlty::tool::open_input(a.input, a.axes);
+  qlty::BlockwiseOptions o = infer_options(a, device, input.shape());
   const int D = input.spatial_dims();
   if (world > 1) {
 #ifdef QLTY_WITH_MPI
@@ -325,13 +559,16 @@ int run_infer(const InferArgs& a) {
   }
   at::set_num_threads(static_cast<int>(a.threads > 0 ? a.threads : default_threads(1)));
   LoadedModel model;
-  load_model(a.model, D, device, model);
+  load_model(a.model, o.slicewise ? 2 : D, device, model, o.precision, a.output_key);
   o.model_id = model.id;
   ProgressBar bar(!a.quiet);
   o.progress = [&bar](const qlty::BlockwiseProgress& p) { bar(p); };
   qlty::BlockwiseSummary s;
   try {
     s = qlty::infer_blockwise(model.fn, input, a.output, o);
+  } catch (const qlty::Error& e) {
+    bar.finish();
+    rethrow_for_cli(e, a, input);
   } catch (...) {
     bar.finish();
     throw;
@@ -490,6 +727,10 @@ int run_info(const std::string& path) {
                                         : " (run the parts not complete to finish)",
         field("window").c_str(), field("step").c_str(), field("border").c_str(), field("border_weight").c_str(),
         field("block").c_str(), field("model").c_str());
+    std::string extra;  // settings recorded when they differ from their defaults
+    for (const char* k : {"blend", "pad", "tta_flip", "precision", "activation", "slicewise", "output_dtype"})
+      if (l.contains(k)) extra += std::string(extra.empty() ? "" : ", ") + k + " " + field(k);
+    if (!extra.empty()) std::printf("  also: %s\n", extra.c_str());
     for (const auto& p : s.parts)
       std::printf("  part %lld/%lld: %lld of %lld blocks done%s\n", static_cast<long long>(p.index),
                   static_cast<long long>(p.count), static_cast<long long>(p.blocks_done),
@@ -522,8 +763,11 @@ int run_convert(const ConvertArgs& a) {
   } else if (tool::is_npy(a.input)) {
     const auto m = tool::map_npy(a.input);
     data = m.u16 ? tool::widen_u16(m.data) : m.data.clone();
-  } else if (zarr::node_type(a.input) == zarr::NodeType::Array) {
-    const auto arr = zarr::Array::open(a.input);
+  } else if (zarr::node_type(a.input) == zarr::NodeType::Array ||
+             (zarr::node_type(a.input) == zarr::NodeType::Group && !tool::first_scale(a.input).empty())) {
+    // an OME-Zarr image (what qlty infer writes): its first, full-resolution scale
+    const auto arr = zarr::Array::open(zarr::node_type(a.input) == zarr::NodeType::Array ? a.input
+                                                                                          : tool::first_scale(a.input));
     // convert reads the array whole: refuse one that does not fit comfortably in memory, saying how large it is
     int64_t bytes = zarr::itemsize(arr.metadata().dtype);
     for (auto v : arr.shape()) bytes *= v;  // checked when the metadata was read
@@ -537,9 +781,9 @@ int run_convert(const ConvertArgs& a) {
                                     "parts of it, or use it as a Zarr input directly (qlty infer reads blocks)"));
     data = arr.read();
   } else {
-    throw Error("input",
-                a.input + (qlty::detail::path_exists(a.input) ? ": not a TIFF file, a .npy file or a Zarr array"
-                                                              : ": no such file or folder"));
+    throw Error("input", a.input + (qlty::detail::path_exists(a.input)
+                                        ? ": not a TIFF file, a .npy file, a Zarr array or an OME-Zarr image"
+                                        : ": no such file or folder"));
   }
   if (tool::is_tiff(a.output)) {
     tool::write_tiff(a.output, data);
@@ -564,9 +808,12 @@ int run_convert(const ConvertArgs& a) {
     o.overwrite = a.overwrite;
     zarr::Array::create(a.output, o).write(std::vector<int64_t>(data.dim(), 0), data);
   }
-  if (!a.quiet)
-    std::printf("qlty convert: %s -> %s, shape [%s], %s\n", a.input.c_str(), a.output.c_str(),
-                c10::str(data.sizes()).c_str(), c10::toString(data.scalar_type()));
+  if (!a.quiet) {
+    std::string shape;
+    for (auto v : data.sizes()) shape += (shape.empty() ? "" : " x ") + std::to_string(v);
+    std::printf("qlty convert: %s -> %s: %s, %s\n", a.input.c_str(), a.output.c_str(), shape.c_str(),
+                zarr::name(zarr::data_type(data.scalar_type())));
+  }
   return 0;
 }
 
@@ -592,17 +839,83 @@ int main(int argc, char** argv) {
   infer
       ->add_option("--input,-i", ia.input,
                    "Zarr array, OME-Zarr image, TIFF image or stack, or .npy file; axes "
-                   "(Y, X), (Z, Y, X), (N, C, Y, X) or (N, C, Z, Y, X)")
+                   "(Y, X), (Z, Y, X), (N, C, Y, X) or (N, C, Z, Y, X), or as --axes says")
       ->required();
   infer->add_option("--output,-o", ia.output, "output OME-Zarr group (a folder)")->required();
   infer->add_option("--window,-w", ia.window, "window size: one number or one per spatial axis")
       ->required()
       ->delimiter(',');
-  infer->add_option("--step,-s", ia.step, "step between windows (default: 3/4 of the window)")->delimiter(',');
-  infer->add_option("--border,-b", ia.border, "border of each window weighted by --border-weight")
+  infer
+      ->add_option("--step,-s", ia.step,
+                   "step between windows, one number or one per axis (default: 3/4 of the window, i.e. --overlap "
+                   "0.25)")
+      ->delimiter(',');
+  infer
+      ->add_option("--overlap", ia.overlap,
+                   "instead of --step, MONAI's convention: the fraction of the window consecutive windows share, in "
+                   "[0, 1), one number or one per axis (step = int(window * (1 - overlap)), at least 1)")
+      ->delimiter(',');
+  infer
+      ->add_option("--blend", ia.blend,
+                   "how overlapping windows are blended: border (--border pixels weigh --border-weight, the rest 1; "
+                   "with no border the plain mean), constant (MONAI's constant), gaussian (MONAI's and nnU-Net's "
+                   "gaussian, see --sigma-scale) or custom (--blend-window)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"border", "constant", "gaussian", "custom"}));
+  infer
+      ->add_option("--sigma-scale", ia.sigma_scale,
+                   "--blend gaussian: the gaussian's standard deviation as a fraction of the window, one number or "
+                   "one per axis (default 0.125, as MONAI and nnU-Net)")
+      ->delimiter(',');
+  infer->add_option("--blend-window", ia.blend_window,
+                    "--blend custom: a .npy file of the window's shape holding the weights (finite, >= 0)");
+  infer->add_option("--border,-b", ia.border, "border of each window weighted by --border-weight (--blend border)")
       ->capture_default_str()
       ->delimiter(',');
   infer->add_option("--border-weight", ia.border_weight, "weight of border pixels, in [0, 1]")->capture_default_str();
+  infer
+      ->add_option("--pad", ia.pad,
+                   "inputs smaller than the window along an axis are padded for the windows (floor(d/2) before, "
+                   "the rest after, as MONAI) and the outputs cropped back: constant, reflect, replicate, or none "
+                   "(refuse such inputs)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"constant", "reflect", "replicate", "none"}));
+  infer->add_option("--pad-value", ia.pad_value, "--pad constant: the value (default 0)");
+  infer
+      ->add_option("--tta", ia.tta,
+                   "test-time augmentation: flip runs the model on every window and its mirror images (all 2^D "
+                   "subsets of the axes, or --tta-axes), flips the predictions back and blends their mean, as "
+                   "nnU-Net; --std then includes the spread of the flips")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "flip"}));
+  infer->add_option("--tta-axes", ia.tta_axes, "axes to mirror with --tta flip: letters of zyx (e.g. yx)");
+  infer
+      ->add_option("--precision", ia.precision,
+                   "the model's precision: float32, float16 or bfloat16 (autocast on CUDA; on CPU the model's "
+                   "parameters are converted); predictions are accumulated in float32")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"float32", "float16", "bfloat16"}));
+  infer
+      ->add_option("--output-dtype", ia.output_dtype,
+                   "dtype of OUT/0 and OUT/std: float32, float16, or uint8 (values clamped to [0, 1], times 255, "
+                   "rounded: for probabilities)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"float32", "float16", "uint8"}));
+  infer
+      ->add_option("--activation", ia.activation,
+                   "applied over the channels to the blended result: none, sigmoid or softmax (--std stays the "
+                   "spread of the raw predictions; --argmax takes the result)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "sigmoid", "softmax"}));
+  infer->add_option("--output-key", ia.output_key,
+                    "for models that return a dict: the entry to use (default: the first); tuples and lists give "
+                    "their first element");
+  infer->add_flag("--slicewise", ia.slicewise,
+                  "a 2D model over a 3D input: windows of depth 1 (-w Y,X or -w 1,Y,X) reach the model as (B, C, Y, "
+                  "X), as MONAI's SliceInferer; a window of depth 1 implies it");
+  infer->add_option("--axes", ia.axes,
+                    "the input's axes, letters of n (images), c (channels), z, y, x in its order, e.g. czyx (MONAI's "
+                    "layout), nczyx, zyx, cyx, yx; default: yx, zyx, ncyx or nczyx by rank");
   infer->add_option("--batch-size", ia.batch_size, "windows per model call")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

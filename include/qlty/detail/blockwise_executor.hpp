@@ -17,8 +17,11 @@
 #include <qlty/error.hpp>
 #include <qlty/kernels.hpp>
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
+#include <torch/version.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <functional>
@@ -68,31 +71,152 @@ inline int64_t planned_windows(const BlockPlan& plan, const std::vector<int64_t>
   return w;
 }
 
+/// The box [off, off + ext) of the padded input (plan.g.shape; the input's rank): what lies outside the input
+/// comes from `pad`.
+inline torch::Tensor read_padded(const BlockInput& input, const BlockPlan& plan, const Pad& pad,
+                                 std::vector<int64_t> off, std::vector<int64_t> ext) {
+  if (!plan.padded()) return input.read(off, ext);
+  const int D = plan.D;
+  std::vector<int64_t> roff = off, rext = ext;  // the part of the input read
+  for (int j = 0; j < D; ++j) {
+    const int a = 3 - D + j;
+    const int64_t S = plan.image[a], p0 = off[2 + j] - plan.before[a], p1 = p0 + ext[2 + j];
+    int64_t lo = std::max<int64_t>(0, p0), hi = std::min(S, p1);
+    if (pad.mode() != Pad::Mode::Constant) {
+      lo = S;
+      hi = 0;
+      for (int64_t i = p0; i < p1; ++i) {
+        lo = std::min(lo, pad.source(i, S));
+        hi = std::max(hi, pad.source(i, S) + 1);
+      }
+    }
+    if (hi <= lo) lo = hi = 0;  // nothing of the input (constant padding only)
+    roff[2 + j] = lo;
+    rext[2 + j] = hi - lo;
+  }
+  bool empty = false;
+  for (auto e : rext) empty = empty || e == 0;
+  torch::Tensor x;
+  if (empty) {
+    x = torch::empty(rext, torch::TensorOptions().dtype(input.read(std::vector<int64_t>(off.size(), 0),
+                                                                   std::vector<int64_t>(off.size(), 1))
+                                                            .scalar_type()));
+  } else {
+    x = input.read(roff, rext);
+  }
+  if (pad.mode() == Pad::Mode::Constant) {
+    std::vector<int64_t> p;  // last axis first
+    for (int j = D - 1; j >= 0; --j) {
+      const int64_t p0 = off[2 + j] - plan.before[3 - D + j];
+      const int64_t before = rext[2 + j] ? roff[2 + j] - p0 : ext[2 + j];
+      p.insert(p.end(), {before, ext[2 + j] - rext[2 + j] - before});
+    }
+    return at::constant_pad_nd(x, p, pad.value());
+  }
+  for (int j = 0; j < D; ++j) {
+    const int a = 3 - D + j;
+    const int64_t p0 = off[2 + j] - plan.before[a];
+    std::vector<int64_t> idx(static_cast<size_t>(ext[2 + j]));
+    for (int64_t i = 0; i < ext[2 + j]; ++i) idx[static_cast<size_t>(i)] = pad.source(p0 + i, plan.image[a]) - roff[2 + j];
+    x = x.index_select(2 + j, torch::tensor(idx, torch::kLong));
+  }
+  return x;
+}
+
+/// Runs the model as a blockwise run does: precision (autocast on CUDA, cast elsewhere), slicewise (depth-1
+/// windows as 2D), float32 predictions checked against (B, Cout, *window) (Cout < 0: any channel count).
+class ModelRunner {
+ public:
+  ModelRunner(const BlockModel& model, const BlockwiseOptions& o, int D) : model_(model), o_(o), D_(D) {}
+
+  /// The model on windows (B, C, *W) float32; `what` describes them for errors.
+  torch::Tensor operator()(const torch::Tensor& windows, int64_t Cout, const std::string& where,
+                           const std::string& what) const {
+    auto x = o_.slicewise ? windows.squeeze(2) : windows;
+    const bool autocast = x.is_cuda() && o_.precision != torch::kFloat;
+    if (!autocast && o_.precision != torch::kFloat) x = x.to(o_.precision);
+    torch::Tensor y;
+    try {
+      AutocastGuard guard(autocast, o_.precision);
+      y = model_(x);
+    } catch (const std::exception& e) {
+      const std::string m = e.what();
+      const bool oom = m.find("out of memory") != std::string::npos || dynamic_cast<const std::bad_alloc*>(&e);
+      throw Error("model", where + ": the model failed on " + what + " (shape " + c10::str(x.sizes()) + ", " +
+                               c10::toString(x.scalar_type()) + ")" +
+                               (oom ? " (out of memory: try a smaller batch size)" : "") + ": " + m);
+    }
+    std::vector<int64_t> want = {x.size(0), Cout};
+    for (int64_t d = 2; d < x.dim(); ++d) want.push_back(x.size(d));
+    bool ok = y.defined() && y.is_floating_point() && y.dim() == x.dim();
+    for (int64_t d = 0; ok && d < y.dim(); ++d) ok = (d == 1 && Cout < 0) || y.size(d) == want[d];
+    if (!ok) {
+      std::string w = "[" + std::to_string(want[0]) + ", " + (Cout < 0 ? std::string("C'") : std::to_string(Cout));
+      for (size_t d = 2; d < want.size(); ++d) w += ", " + std::to_string(want[d]);
+      throw Error("model", where + ": the model returned " +
+                               (y.defined() ? c10::str("shape ", y.sizes(), " ", y.scalar_type())
+                                            : std::string("no tensor")) +
+                               " for " + what + " of shape " + c10::str(x.sizes()) + "; expected " + w +
+                               "], floating point" +
+                               (o_.slicewise ? " (slicewise: the model sees 2D windows)" : ""));
+    }
+    y = y.to(torch::kFloat);
+    return o_.slicewise ? y.unsqueeze(2) : y;
+  }
+
+ private:
+  // Autocast on CUDA for the model's call, restored after (LibTorch 2.4 renamed the calls).
+  class AutocastGuard {
+   public:
+    AutocastGuard(bool on, torch::ScalarType dtype) : on_(on) {
+      if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+      was_ = at::autocast::is_autocast_enabled(at::kCUDA);
+      old_ = at::autocast::get_autocast_dtype(at::kCUDA);
+      at::autocast::set_autocast_enabled(at::kCUDA, true);
+      at::autocast::set_autocast_dtype(at::kCUDA, dtype);
+#else
+      was_ = at::autocast::is_enabled();
+      old_ = at::autocast::get_autocast_gpu_dtype();
+      at::autocast::set_enabled(true);
+      at::autocast::set_autocast_gpu_dtype(dtype);
+#endif
+      at::autocast::increment_nesting();
+    }
+    ~AutocastGuard() {
+      if (!on_) return;
+      if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+      at::autocast::set_autocast_enabled(at::kCUDA, was_);
+      at::autocast::set_autocast_dtype(at::kCUDA, old_);
+#else
+      at::autocast::set_enabled(was_);
+      at::autocast::set_autocast_gpu_dtype(old_);
+#endif
+    }
+    AutocastGuard(const AutocastGuard&) = delete;
+    AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+   private:
+    bool on_, was_ = false;
+    torch::ScalarType old_ = torch::kHalf;
+  };
+
+  const BlockModel& model_;
+  const BlockwiseOptions& o_;
+  int D_;
+};
+
 /// The channel count of `model`, from one window of image 0.
 inline int64_t probe_channels(const BlockModel& model, const BlockInput& input, const BlockPlan& plan,
-                              torch::Device device, const std::string& where) {
+                              const BlockwiseOptions& o, const std::string& where) {
   torch::NoGradGuard no_grad;
   const auto& shape = input.shape();
   std::vector<int64_t> off(shape.size(), 0), ext(shape.begin(), shape.end());
   ext[0] = 1;
   for (int a = 0; a < plan.D; ++a) ext[2 + a] = plan.g.window[3 - plan.D + a];
-  auto w = input.read(off, ext).to(device, torch::kFloat).contiguous();
-  torch::Tensor y;
-  try {
-    y = model(w);
-  } catch (const std::exception& e) {
-    throw Error("model",
-                where + ": the model failed on the first window (shape " + c10::str(w.sizes()) + "): " + e.what());
-  }
-  const bool ok = y.defined() && y.dim() == plan.D + 2 && y.size(0) == 1 && y.sizes().slice(2) == w.sizes().slice(2);
-  if (!ok) {
-    std::string want = "[1, C'";
-    for (auto v : w.sizes().slice(2)) want += ", " + std::to_string(v);
-    throw Error("model", where + ": the model returned " +
-                             (y.defined() ? "shape " + c10::str(y.sizes()) : std::string("no tensor")) +
-                             " for one window of shape " + c10::str(w.sizes()) + "; expected " + want + "]");
-  }
-  return y.size(1);
+  auto w = read_padded(input, plan, o.pad, off, ext).to(o.device, torch::kFloat).contiguous();
+  return ModelRunner(model, o, plan.D)(w, -1, where, "the first window").size(1);
 }
 
 /// Computes blocks: see the file's notes.
@@ -107,14 +231,33 @@ class BlockExecutor {
         out_(out),
         o_(o),
         progress_(std::move(progress)),
-        blend_device_(o.device) {
+        blend_device_(o.device),
+        runner_(model, o, plan.D) {
     const Grid3& g = plan_.g;
-    weight_cpu_ = torch::full({g.window[0], g.window[1], g.window[2]}, static_cast<float>(g.border_weight));
-    weight_cpu_.narrow(0, g.border[0], g.window[0] - 2 * g.border[0])
-        .narrow(1, g.border[1], g.window[1] - 2 * g.border[1])
-        .narrow(2, g.border[2], g.window[2] - 2 * g.border[2])
-        .fill_(1.0f);
+    if (g.weights) {
+      weight_cpu_ =
+          torch::tensor(*g.weights, torch::kFloat64).view({g.window[0], g.window[1], g.window[2]}).to(torch::kFloat);
+    } else {
+      weight_cpu_ = torch::full({g.window[0], g.window[1], g.window[2]}, static_cast<float>(g.border_weight));
+      weight_cpu_.narrow(0, g.border[0], g.window[0] - 2 * g.border[0])
+          .narrow(1, g.border[1], g.window[1] - 2 * g.border[1])
+          .narrow(2, g.border[2], g.window[2] - 2 * g.border[2])
+          .fill_(1.0f);
+    }
     weight_ = weight_cpu_.to(blend_device_);
+    if (o.tta_flip) {  // every subset of the flipped axes, the identity first
+      std::vector<int64_t> axes = o.tta_axes;
+      if (axes.empty())
+        for (int64_t a = o.slicewise ? 1 : 0; a < plan.D; ++a) axes.push_back(a);  // slices: Y and X
+      std::sort(axes.begin(), axes.end());
+      axes.erase(std::unique(axes.begin(), axes.end()), axes.end());
+      for (size_t mask = 0; mask < (size_t(1) << axes.size()); ++mask) {
+        std::vector<int64_t> dims;  // tensor dims in (B, C, *W) of the input's rank
+        for (size_t k = 0; k < axes.size(); ++k)
+          if (mask & (size_t(1) << k)) dims.push_back(2 + axes[k]);
+        flips_.push_back(dims);
+      }
+    }
   }
 
   /// Computes every block the schedule hands out.
@@ -159,7 +302,7 @@ class BlockExecutor {
       const int64_t first = plan_.first_computed_row(i, carried_in);
       if (first > plan_.rows(i).second) return {};  // every window carried
       auto [off, ext] = input_box(i, first);
-      auto x = input_.read(off, ext);
+      auto x = read_padded(input_, plan_, o_.pad, off, ext);
       return plan_.D == 2 ? x.unsqueeze(2) : x;
     };
     return std::async(o_.prefetch && i >= 0 ? std::launch::async : std::launch::deferred, read);
@@ -174,6 +317,7 @@ class BlockExecutor {
       for (const auto& c : pending) {
         const auto& p = c.pred;
         parts.push_back({p.data_ptr<float>(),
+                         plan_.moments ? p.data_ptr<float>() + plan_.Cout * p.stride(0) : nullptr,
                          p.stride(0),
                          p.stride(1),
                          p.stride(2),
@@ -201,9 +345,10 @@ class BlockExecutor {
           w = w.narrow(a, r0 - c.start[a], r1 - r0);
         }
         if (empty) continue;
-        a_view.addcmul_(p, w);
+        const auto mean = plan_.moments ? p.narrow(0, 0, plan_.Cout) : p;
+        a_view.addcmul_(mean, w);
         w_view.add_(w);
-        if (sq.defined()) s_view.addcmul_(p.square(), w);
+        if (sq.defined()) s_view.addcmul_(plan_.moments ? p.narrow(0, plan_.Cout, plan_.Cout) : p.square(), w);
       }
     }
     pending.clear();
@@ -235,7 +380,7 @@ class BlockExecutor {
     origin[A] = std::max(s[A], b0[A]);
     const int64_t len = std::min(s[A] + plan_.g.window[A], b1[A]) - origin[A];
     if (full.defined()) return {s, origin, full.narrow(A + 1, origin[A] - s[A], len).clone()};
-    std::vector<int64_t> shape = {plan_.Cout, plan_.g.window[0], plan_.g.window[1], plan_.g.window[2]};
+    std::vector<int64_t> shape = {plan_.pred_channels(), plan_.g.window[0], plan_.g.window[1], plan_.g.window[2]};
     shape[A + 1] = len;
     return {s, origin, torch::empty(shape, torch::kFloat)};  // the shape of what a carry file holds
   }
@@ -254,27 +399,24 @@ class BlockExecutor {
     auto windows = gather_windows(halo, origins, plan_.g.window);
     if (plan_.D == 2) windows = windows.squeeze(2);
     windows = windows.to(o_.device, torch::kFloat);
-    torch::Tensor pred;
+    const std::string what = "windows " + std::to_string(s0) + ".." + std::to_string(s1 - 1) + " of row " +
+                             std::to_string(row);
     const auto t0 = std::chrono::steady_clock::now();
-    try {
-      pred = model_(windows);
-      model_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    } catch (const std::exception& e) {
-      const std::string what = e.what();
-      const bool oom = what.find("out of memory") != std::string::npos || dynamic_cast<const std::bad_alloc*>(&e);
-      throw Error("model", where + ": the model failed on windows " + std::to_string(s0) + ".." +
-                               std::to_string(s1 - 1) + " of row " + std::to_string(row) + " (batch of shape " +
-                               c10::str(windows.sizes()) + ")" +
-                               (oom ? " (out of memory: try a smaller batch size)" : "") + ": " + what);
+    torch::Tensor pred;
+    if (flips_.empty()) {
+      pred = runner_(windows, plan_.Cout, where, what);
+    } else {  // the mean of the flipped predictions, flipped back (and their mean square for the std)
+      torch::Tensor sum, sumsq;
+      for (const auto& dims : flips_) {
+        auto y = dims.empty() ? runner_(windows, plan_.Cout, where, what)
+                              : runner_(windows.flip(dims), plan_.Cout, where, what + " (flipped)").flip(dims);
+        sum = sum.defined() ? sum.add_(y) : y.clone();
+        if (plan_.moments) sumsq = sumsq.defined() ? sumsq.addcmul_(y, y) : y * y;
+      }
+      const double n = static_cast<double>(flips_.size());
+      pred = plan_.moments ? torch::cat({sum.div_(n), sumsq.div_(n)}, 1) : sum.div_(n);
     }
-    std::vector<int64_t> want = {B, plan_.Cout};
-    for (int a = 3 - plan_.D; a < 3; ++a) want.push_back(plan_.g.window[a]);
-    if (!pred.defined() || pred.sizes() != c10::IntArrayRef(want) || !pred.is_floating_point())
-      throw Error("model", where + ": the model returned " +
-                               (pred.defined() ? c10::str("shape ", pred.sizes(), " ", pred.scalar_type())
-                                               : std::string("no tensor")) +
-                               " for windows of shape " + c10::str(windows.sizes()) + "; expected " +
-                               c10::str(c10::IntArrayRef(want)) + ", floating point");
+    model_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     pred = pred.to(blend_device_, torch::kFloat);
     return plan_.D == 2 ? pred.unsqueeze(2) : pred;
   }
@@ -396,9 +538,15 @@ class BlockExecutor {
     // Results of the block; write them, flush, mark the block done.
     auto mean = acc.div_(wsum);
     torch::Tensor sd, labels;
-    if (o_.write_std) sd = sq.div_(wsum).sub_(mean * mean).clamp_min_(0).sqrt_().cpu();
+    if (o_.write_std) sd = sq.div_(wsum).sub_(mean * mean).clamp_min_(0).sqrt_();
+    if (o_.activation == BlockwiseOptions::Activation::Sigmoid) mean = mean.sigmoid_();
+    if (o_.activation == BlockwiseOptions::Activation::Softmax) mean = mean.softmax(0);
     if (o_.write_argmax) labels = mean.argmax(0, true).to(torch::kInt).cpu();
-    out_.write_block(i, o_.write_mean ? mean.cpu() : torch::Tensor(), sd, labels);
+    auto store = [&](const torch::Tensor& t) {  // in the output dtype
+      if (o_.output_dtype == torch::kByte) return t.clamp(0, 1).mul_(255).round_().to(torch::kByte).cpu();
+      return t.to(o_.output_dtype).cpu();
+    };
+    out_.write_block(i, o_.write_mean ? store(mean) : torch::Tensor(), sd.defined() ? store(sd) : sd, labels);
     ++blocks_;
     if (progress_) progress_(0, true);
   }
@@ -411,6 +559,8 @@ class BlockExecutor {
   std::function<void(int64_t, bool)> progress_;
   torch::Device blend_device_;
   torch::Tensor weight_cpu_, weight_;
+  ModelRunner runner_;
+  std::vector<std::vector<int64_t>> flips_;  // with tta_flip: the dims of each flip (the identity first)
   std::vector<PredictionPart> carried_;  // rows the previous block passed on
   int64_t blocks_ = 0, windows_ = 0, received_ = 0;
   double model_seconds_ = 0;

@@ -105,16 +105,20 @@ class BlockwiseOutput {
   std::string marker(int64_t i) const { return join_path(done_folder(path_), std::to_string(plan_.id(i))); }
   bool is_done(int64_t i) const { return path_exists(marker(i)); }
 
-  /// Writes block i's results (CPU float32 (C', *block) in 3D form; labels int32 (1, *block)), flushes them with
+  /// Writes block i's results (CPU (C', *block) in 3D form, of the output dtype; labels int32 (1, *block)), padding
+  /// cropped off, flushes them with
   /// `durable`, then marks the block done and drops its carry file.
   void write_block(int64_t i, const torch::Tensor& mean, const torch::Tensor& sd, const torch::Tensor& labels) {
     const auto [n, b] = plan_.at(i);
     std::array<int64_t, 3> b0{}, b1{};
     plan_.box(b, b0, b1);
     std::vector<int64_t> off = {n, 0};
-    for (int a = 3 - plan_.D; a < 3; ++a) off.push_back(b0[a]);
+    for (int a = 3 - plan_.D; a < 3; ++a) off.push_back(b0[a]);  // padded axes are one block: b0 = 0 there
     auto out = [&](const torch::Tensor& v) {
-      auto c = v.unsqueeze(0);
+      auto c = v;
+      for (int a = 0; a < 3; ++a)  // padding cropped off
+        if (plan_.image[a] != plan_.g.shape[a]) c = c.narrow(1 + a, plan_.before[a], plan_.image[a]);
+      c = c.unsqueeze(0);
       return plan_.D == 2 ? c.squeeze(2) : c;
     };
     if (std_arr_ && sd.defined()) std_arr_->write(off, out(sd));
@@ -130,11 +134,14 @@ class BlockwiseOutput {
     if (P > 1) atomic_write(join_path(join_path(parts_folder(path_), std::to_string(P)), std::to_string(p)), "", false);
   }
 
-  /// Removes the carry files when every block is done; returns whether they are.
+  /// Removes the carry files and the lock files (no process writes a complete output) when every block is done;
+  /// returns whether they are.
   bool finish_if_complete() {
     for (int64_t i = 0; i < plan_.total(); ++i)
       if (!is_done(i)) return false;
     remove_tree(carry_folder(path_));
+    for (const char* lock : {".qlty/lock", ".0.lock", ".std.lock", "labels/argmax/.0.lock"})
+      ::unlink(join_path(path_, lock).c_str());
     return true;
   }
 
@@ -145,7 +152,7 @@ class BlockwiseOutput {
   std::string carry_path(int64_t i) const { return join_path(carry_folder(path_), std::to_string(plan_.id(i))); }
 
   void write_carry(int64_t i, const std::vector<PredictionPart>& parts) const {
-    std::vector<int64_t> head = {0, static_cast<int64_t>(parts.size()), plan_.Cout};
+    std::vector<int64_t> head = {0, static_cast<int64_t>(parts.size()), plan_.pred_channels()};
     std::memcpy(head.data(), "QLTYCRY1", 8);
     size_t floats = 0;
     for (const auto& p : parts) {
@@ -180,7 +187,7 @@ class BlockwiseOutput {
     if (crc != crc32c(bytes.data(), size - 4) || std::memcmp(bytes.data(), "QLTYCRY1", 8) != 0) return std::nullopt;
     std::vector<int64_t> h(head);
     std::memcpy(h.data(), bytes.data(), head * 8);
-    if (h[1] != static_cast<int64_t>(want.size()) || h[2] != plan_.Cout) return std::nullopt;
+    if (h[1] != static_cast<int64_t>(want.size()) || h[2] != plan_.pred_channels()) return std::nullopt;
     size_t at = head * 8;
     for (size_t k = 0; k < want.size(); ++k) {
       auto& p = want[k];
@@ -228,6 +235,10 @@ class BlockwiseOutput {
         diff += (diff.empty() ? "" : "; ") + it.key() + ": " + (o == old_layout.end() ? "none" : brief(*o, 300)) +
                 " there, " + it.value().dump() + " now";
     }
+    if (old_layout.is_object())
+      for (auto it = old_layout.begin(); it != old_layout.end(); ++it)
+        if (!layout.contains(it.key()))
+          diff += (diff.empty() ? "" : "; ") + it.key() + ": " + brief(it.value(), 300) + " there, none now";
     throw Error("checkpoint", path_ + ": this output was written with other settings (" +
                                   (diff.empty() ? std::string("another manifest format") : diff) +
                                   "); rerun with the same settings to resume, or choose another output or overwrite");
@@ -257,8 +268,8 @@ class BlockwiseOutput {
                  json{{"multiscales", multiscales("prediction")}, {"qlty", qlty_attrs}}.dump(4, ' ', true), false);
     std::vector<int64_t> out_shape = {plan_.N, plan_.Cout}, out_chunks = {1, 1};
     for (int a = 3 - D; a < 3; ++a) {
-      out_shape.push_back(plan_.g.shape[a]);
-      out_chunks.push_back(plan_.chunk[a]);
+      out_shape.push_back(plan_.image[a]);
+      out_chunks.push_back(std::min(plan_.chunk[a], plan_.image[a]));
     }
     auto make_array = [&](const std::string& path, zarr::DataType dt, int64_t channels) {
       zarr::ArrayOptions ao(out_shape, out_chunks, dt);
@@ -268,8 +279,9 @@ class BlockwiseOutput {
       for (const auto& ax : axes) ao.attributes["_ARRAY_DIMENSIONS"].push_back(ax["name"]);
       return zarr::Array::open_or_create(path, ao);
     };
-    if (o.write_mean) mean_arr_ = make_array(join_path(path_, "0"), zarr::DataType::Float32, plan_.Cout);
-    if (o.write_std) std_arr_ = make_array(join_path(path_, "std"), zarr::DataType::Float32, plan_.Cout);
+    const auto dt = zarr::data_type(o.output_dtype);
+    if (o.write_mean) mean_arr_ = make_array(join_path(path_, "0"), dt, plan_.Cout);
+    if (o.write_std) std_arr_ = make_array(join_path(path_, "std"), dt, plan_.Cout);
     if (o.write_argmax) {
       const std::string labels = join_path(path_, "labels");
       make_dirs(join_path(labels, "argmax"));

@@ -23,7 +23,14 @@ struct BlockPlan {
   int A = 0;  // slab axis in 3D form: 0 (Z) for volumes, 1 (Y) for images
   int64_t N = 0, C = 0, Cout = 0;
   std::array<int64_t, 3> chunk{1, 1, 1}, block{1, 1, 1}, nblocks{1, 1, 1};
+  // The input's spatial size and the padding before it (g.shape is the padded size; padded axes are one block).
+  std::array<int64_t, 3> image{1, 1, 1}, before{0, 0, 0};
   Cover cover[3];
+
+  bool padded() const { return image != g.shape; }
+  // Window predictions carry their second moment after their mean (flips with std): 2 C' channels, else C'.
+  bool moments = false;
+  int64_t pred_channels() const { return moments ? 2 * Cout : Cout; }
 
   int64_t per_image() const { return nblocks[0] * nblocks[1] * nblocks[2]; }
   int64_t total() const { return N * per_image(); }
@@ -126,6 +133,13 @@ inline void check_blockwise_options(const BlockModel& model, const std::string& 
   TORCH_CHECK_VALUE(!(o.overwrite && o.part.second > 1), who, ": overwrite cannot be combined with a part (",
                     o.part.first, " of ", o.part.second,
                     "): the parts share one output, and each would delete the others' work; delete it once first");
+  TORCH_CHECK_VALUE(o.precision == torch::kFloat || o.precision == torch::kHalf || o.precision == torch::kBFloat16,
+                    who, ": precision must be float32, float16 or bfloat16, got ", o.precision);
+  TORCH_CHECK_VALUE(
+      o.output_dtype == torch::kFloat || o.output_dtype == torch::kHalf || o.output_dtype == torch::kByte, who,
+      ": output_dtype must be float32, float16 or uint8, got ", o.output_dtype);
+  TORCH_CHECK_VALUE(o.tta_flip || o.tta_axes.empty(), who, ": tta_axes given (", c10::IntArrayRef(o.tta_axes),
+                    ") without tta_flip");
 }
 
 /// A per-axis option (`chunks`, `block`) into 3D form; false when it is empty.
@@ -151,14 +165,57 @@ inline BlockPlan plan_grid(const std::vector<int64_t>& shape, const BlockwiseOpt
   plan.A = D == 3 ? 0 : 1;
   std::array<int64_t, 3> spatial{1, 1, 1};
   for (int a = 0; a < D; ++a) spatial[3 - D + a] = shape[2 + a];
-  if (D == 2)
-    plan.g = Geometry<2>({spatial[1], spatial[2]}, o.window, o.step, o.border, o.border_weight).grid3();
-  else
-    plan.g = Geometry<3>(spatial, o.window, o.step, o.border, o.border_weight).grid3();
-  for (int a = 0; a < 3; ++a) plan.cover[a] = cover(plan.g, a);
+  plan.image = spatial;
+  plan.moments = o.tta_flip && o.write_std;
+  for (auto a : o.tta_axes)
+    TORCH_CHECK_VALUE(a >= 0 && a < D, who, ": tta_axes must be spatial axes in [0, ", D, "), got ",
+                      c10::IntArrayRef(o.tta_axes));
+  if (o.slicewise) {
+    const auto w = o.window.values();
+    TORCH_CHECK_VALUE(D == 3 && w.size() == 3 && w[0] == 1, who,
+                      ": slicewise runs a 2D model over a 3D input with windows of depth 1 (1, Y, X); got a ",
+                      D == 3 ? "window " + c10::str(c10::IntArrayRef(w)) : std::string("2D input"));
+  }
+  const Blend blend = o.blend.mode() == Blend::Mode::Border ? Blend::border(o.border.values(), o.border_weight)
+                                                            : o.blend;
+  if (o.pad.enabled()) {  // axes shorter than the window are padded to it
+    const auto w = o.window.values();
+    TORCH_CHECK_VALUE(w.size() == 1 || static_cast<int>(w.size()) == D, who, ": window must have 1 or ", D,
+                      " entries, got ", w.size(), " (", c10::IntArrayRef(w), ")");
+    for (int a = 0; a < D; ++a) {
+      const int64_t wa = w.size() == 1 ? w[0] : w[a];
+      spatial[3 - D + a] = std::max(spatial[3 - D + a], wa);
+    }
+  }
+  std::string geometry_error;
+  try {
+    if (D == 2) {
+      Geometry<2> geom({spatial[1], spatial[2]}, o.window, o.step, blend);
+      geom.check_covered(who);
+      plan.g = geom.grid3();
+    } else {
+      Geometry<3> geom(spatial, o.window, o.step, blend);
+      geom.check_covered(who);
+      plan.g = geom.grid3();
+    }
+  } catch (const c10::Error& e) {  // name the run, not the quilt class
+    std::string m = e.what_without_backtrace();
+    for (const char* q : {"NCZYXQuilt: ", "NCYXQuilt: "})
+      if (m.rfind(q, 0) == 0) m = std::string(who) + ": " + m.substr(std::string(q).size());
+    if (m.find("must not exceed the image size") != std::string::npos)
+      m += c10::str(" (input shape ", c10::IntArrayRef(shape), "; a Pad in BlockwiseOptions::pad pads such inputs)");
+    TORCH_CHECK_VALUE(false, m);
+  }
+  for (int a = 0; a < 3; ++a) {
+    plan.before[a] = (plan.g.shape[a] - plan.image[a]) / 2;
+    plan.cover[a] = cover(plan.g, a);
+  }
   if (!spatial_option(o.chunks, D, who, "chunks", plan.chunk))
     for (int a = 3 - D; a < 3; ++a) plan.chunk[a] = D == 3 ? 64 : 256;
-  for (int a = 0; a < 3; ++a) plan.chunk[a] = std::min(plan.chunk[a], plan.g.shape[a]);
+  for (int a = 0; a < 3; ++a) {
+    plan.chunk[a] = std::min(plan.chunk[a], plan.g.shape[a]);
+    if (plan.image[a] != plan.g.shape[a]) plan.chunk[a] = plan.g.shape[a];  // a padded axis is one block
+  }
   return plan;
 }
 
@@ -194,7 +251,7 @@ inline void plan_blocks(BlockPlan& plan, const BlockwiseOptions& o, int64_t Cout
 
 /// The settings a resume must match (the manifest's `layout`).
 inline nlohmann::json plan_layout(const BlockPlan& plan, const BlockInput& input, const BlockwiseOptions& o) {
-  return {{"input", input.id()},
+  nlohmann::json l = {{"input", input.id()},
           {"input_shape", input.shape()},
           {"out_channels", plan.Cout},
           {"window", plan.spatial(plan.g.window)},
@@ -205,6 +262,20 @@ inline nlohmann::json plan_layout(const BlockPlan& plan, const BlockInput& input
           {"block", plan.spatial(plan.block)},
           {"outputs", {{"mean", o.write_mean}, {"std", o.write_std}, {"argmax", o.write_argmax}}},
           {"model", o.model_id}};
+  // Settings added later are recorded when they differ from their defaults, so earlier outputs still resume.
+  if (o.blend.mode() == Blend::Mode::Gaussian && o.blend.sigma_scale().size() == 1)  // one value: every axis
+    l["blend"] = Blend::gaussian(std::vector<double>(static_cast<size_t>(plan.D), o.blend.sigma_scale()[0])).describe();
+  else if (o.blend.mode() != Blend::Mode::Border)
+    l["blend"] = o.blend.describe();
+  if (plan.padded()) l["pad"] = o.pad.mode() == Pad::Mode::Constant ? c10::str("constant(", o.pad.value(), ")")
+                                                                     : std::string(o.pad.name());
+  if (o.tta_flip) l["tta_flip"] = o.tta_axes;
+  if (o.precision != torch::kFloat) l["precision"] = c10::toString(o.precision);
+  if (o.activation != BlockwiseOptions::Activation::None)
+    l["activation"] = o.activation == BlockwiseOptions::Activation::Sigmoid ? "sigmoid" : "softmax";
+  if (o.slicewise) l["slicewise"] = true;
+  if (o.output_dtype != torch::kFloat) l["output_dtype"] = c10::toString(o.output_dtype);
+  return l;
 }
 
 /// "block 7 (image 0, z 0..8, y 8..16, x 0..20)" for messages.

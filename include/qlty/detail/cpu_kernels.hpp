@@ -43,15 +43,34 @@ inline Cover cover(const Grid3& g, int a) {
   return c;
 }
 
-/// Weights of one window row along X for rows inside the border on Z and Y; other rows weigh border_weight.
+/// The stitching weights of a window, row by row along X: `row(wz, wy)` points at Wx weights. Border weighting
+/// keeps two rows (inside the border on Z and Y, and on it); other blends keep the whole window.
 template <typename acc_t>
-std::vector<acc_t> inner_row_weights(const Grid3& g, bool weighted) {
-  std::vector<acc_t> w(g.window[2], acc_t(1));
-  if (weighted)
-    for (int64_t k = 0; k < g.window[2]; ++k)
-      if (!g.inside(2, k)) w[k] = static_cast<acc_t>(g.border_weight);
-  return w;
-}
+class RowWeights {
+ public:
+  RowWeights(const Grid3& g, bool weighted) : g_(g), wx_(g.window[2]), full_(weighted && g.weights) {
+    if (full_) {
+      table_.assign(g.weights->begin(), g.weights->end());
+      return;
+    }
+    table_.assign(2 * wx_, acc_t(1));
+    if (!weighted) return;
+    for (int64_t k = 0; k < wx_; ++k) {
+      if (!g.inside(2, k)) table_[k] = static_cast<acc_t>(g.border_weight);
+      table_[wx_ + k] = static_cast<acc_t>(g.border_weight);
+    }
+  }
+  const acc_t* row(int64_t wz, int64_t wy) const {
+    if (full_) return table_.data() + (wz * g_.window[1] + wy) * wx_;
+    return table_.data() + (g_.inside(0, wz) && g_.inside(1, wy) ? 0 : wx_);
+  }
+
+ private:
+  const Grid3& g_;
+  int64_t wx_;
+  bool full_;
+  std::vector<acc_t> table_;
+};
 
 struct Strides5 {
   int64_t n, c, z, y, x;
@@ -196,11 +215,10 @@ template <typename T>
 void unfold_weighted_cpu(const torch::Tensor& x, torch::Tensor& out, const Grid3& g) {
   using acc_t = at::opmath_type<T>;
   const int64_t Wx = g.window[2], sx = x.stride(4);
-  const auto wrow = inner_row_weights<acc_t>(g, true);
-  const acc_t bw = static_cast<acc_t>(g.border_weight);
+  const RowWeights<acc_t> weights(g, true);
   for_window_rows<T>(x, out, g.window, GridOrigins{g}, false, [&](T* dst, const T* src, int64_t wz, int64_t wy) {
-    const bool in = g.inside(0, wz) && g.inside(1, wy);
-    for (int64_t k = 0; k < Wx; ++k) dst[k] = static_cast<T>((in ? wrow[k] : bw) * static_cast<acc_t>(src[k * sx]));
+    const acc_t* w = weights.row(wz, wy);
+    for (int64_t k = 0; k < Wx; ++k) dst[k] = static_cast<T>(w[k] * static_cast<acc_t>(src[k * sx]));
   });
 }
 
@@ -226,8 +244,7 @@ inline void gather_cpu(const torch::Tensor& x, const torch::Tensor& origins, tor
 template <typename acc_t>
 void weight_sum_cpu(acc_t* ws, const Grid3& g, const Cover& cz, const Cover& cy, bool weighted) {
   const int64_t Sy = g.shape[1], Sx = g.shape[2], Wx = g.window[2];
-  const auto wrow = inner_row_weights<acc_t>(g, weighted);
-  const acc_t bw = weighted ? static_cast<acc_t>(g.border_weight) : acc_t(1);
+  const RowWeights<acc_t> weights(g, weighted);
   at::parallel_for(0, g.shape[0] * Sy, std::max<int64_t>(1, 16384 / Sx), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t z = r / Sy, y = r % Sy;
@@ -235,10 +252,10 @@ void weight_sum_cpu(acc_t* ws, const Grid3& g, const Cover& cz, const Cover& cy,
       std::fill(row, row + Sx, acc_t(0));
       for (int64_t kz = cz.first[z]; kz <= cz.last[z]; ++kz)
         for (int64_t ky = cy.first[y]; ky <= cy.last[y]; ++ky) {
-          const bool in = g.inside(0, z - g.start(0, kz)) && g.inside(1, y - g.start(1, ky));
+          const acc_t* w = weights.row(z - g.start(0, kz), y - g.start(1, ky));
           for (int64_t kx = 0; kx < g.times[2]; ++kx) {
             acc_t* o = row + g.start(2, kx);
-            for (int64_t k = 0; k < Wx; ++k) o[k] += in ? wrow[k] : bw;
+            for (int64_t k = 0; k < Wx; ++k) o[k] += w[k];
           }
         }
     }
@@ -250,11 +267,6 @@ template <typename acc_t, typename T>
 inline void add_weighted_row(acc_t* __restrict o, const T* __restrict p, const acc_t* __restrict w, int64_t n) {
 #pragma GCC unroll 4
   for (int64_t k = 0; k < n; ++k) o[k] += w[k] * static_cast<acc_t>(p[k]);
-}
-template <typename acc_t, typename T>
-inline void add_scaled_row(acc_t* __restrict o, const T* __restrict p, acc_t w, int64_t n) {
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < n; ++k) o[k] += w * static_cast<acc_t>(p[k]);
 }
 /// o = a / max(wsum, tiny), in the output's dtype (pixels no window touched have a = 0 and stay 0).
 template <typename acc_t, typename T>
@@ -286,8 +298,7 @@ void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tens
   acc_t* ws = wsum.data_ptr<acc_t>();
   weight_sum_cpu<acc_t>(ws, g, cz, cy, weighted);
   if (N == 0 || C == 0) return;
-  const auto wrow = inner_row_weights<acc_t>(g, weighted);
-  const acc_t bw = weighted ? static_cast<acc_t>(g.border_weight) : acc_t(1);
+  const RowWeights<acc_t> weights(g, weighted);
   const T* pp = patches.data_ptr<T>();
   T* op = out.data_ptr<T>();
 
@@ -373,14 +384,11 @@ void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tens
                         o = cring + rr * len;
                         if (++rr == WA) rr = 0;
                       }
-                      const bool in = g.inside(0, wz) && g.inside(1, wy);
-                      if (s.x == 1 && in) {
-                        add_weighted_row(o, prow, wrow.data(), wx);
-                      } else if (s.x == 1) {
-                        add_scaled_row(o, prow, bw, wx);
+                      const acc_t* w = weights.row(wz, wy);
+                      if (s.x == 1) {
+                        add_weighted_row(o, prow, w, wx);
                       } else {
-                        for (int64_t k = 0; k < Wx; ++k)
-                          o[k] += (in ? wrow[k] : bw) * static_cast<acc_t>(prow[k * s.x]);
+                        for (int64_t k = 0; k < Wx; ++k) o[k] += w[k] * static_cast<acc_t>(prow[k * s.x]);
                       }
                     }
                   }
@@ -404,6 +412,7 @@ inline void fold_cpu(const torch::Tensor& patches, torch::Tensor& out, torch::Te
 /// One window's prediction, or the part of it from `origin` on, for blend_cpu: float32 (C, *extent), any strides.
 struct BlendPart {
   const float* data;
+  const float* second;  // the window's second moment (mean of squares over flips), or null: data squared
   int64_t sc, sz, sy, sx;
   std::array<int64_t, 3> origin, extent, start;  // first voxel, sizes, and the window's start (for its weights)
 };
@@ -415,8 +424,7 @@ struct BlendPart {
 inline void blend_cpu(float* acc, float* wsum, float* sq, int64_t C, const std::array<int64_t, 3>& b0,
                       const std::array<int64_t, 3>& bext, const std::vector<BlendPart>& parts, const Grid3& g) {
   const int64_t Bx = bext[2], plane = bext[0] * bext[1] * Bx;
-  const auto wrow = inner_row_weights<float>(g, true);
-  const float bw = static_cast<float>(g.border_weight);
+  const RowWeights<float> weights(g, true);
   at::parallel_for(0, bext[0] * bext[1], std::max<int64_t>(1, 4096 / Bx), [&](int64_t r0, int64_t r1) {
     std::vector<float> w(Bx);
     for (int64_t r = r0; r < r1; ++r) {
@@ -427,8 +435,8 @@ inline void blend_cpu(float* acc, float* wsum, float* sq, int64_t C, const std::
         const int64_t x0 = std::max(p.origin[2], b0[2]), x1 = std::min(p.origin[2] + p.extent[2], b0[2] + Bx);
         if (x1 <= x0) continue;
         const int64_t n = x1 - x0, o = r * Bx + (x0 - b0[2]), sx = p.sx;
-        const bool in = g.inside(0, z - p.start[0]) && g.inside(1, y - p.start[1]);
-        for (int64_t k = 0; k < n; ++k) w[k] = in ? wrow[x0 + k - p.start[2]] : bw;
+        const float* wr = weights.row(z - p.start[0], y - p.start[1]) + (x0 - p.start[2]);
+        for (int64_t k = 0; k < n; ++k) w[k] = wr[k];
         for (int64_t k = 0; k < n; ++k) wsum[o + k] += w[k];
         const float* src = p.data + (z - p.origin[0]) * p.sz + (y - p.origin[1]) * p.sy + (x0 - p.origin[2]) * sx;
         for (int64_t c = 0; c < C; ++c) {
@@ -439,7 +447,11 @@ inline void blend_cpu(float* acc, float* wsum, float* sq, int64_t C, const std::
           } else {
             for (int64_t k = 0; k < n; ++k) a[k] += w[k] * s[k * sx];
           }
-          if (sq) {
+          if (sq && p.second) {
+            float* q = sq + c * plane + o;
+            const float* m = p.second + (s - p.data);
+            for (int64_t k = 0; k < n; ++k) q[k] += m[k * sx] * w[k];
+          } else if (sq) {
             float* q = sq + c * plane + o;
             for (int64_t k = 0; k < n; ++k) q[k] += s[k * sx] * s[k * sx] * w[k];
           }

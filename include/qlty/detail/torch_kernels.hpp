@@ -52,6 +52,7 @@ inline torch::Tensor origin_index(const torch::Tensor& origins, const std::array
 
 /// Stitching weight of each window pixel (K), 1 without weighting.
 inline torch::Tensor window_weights(const Grid3& g, bool weighted, const torch::TensorOptions& opts) {
+  if (weighted && g.weights) return torch::tensor(*g.weights, torch::kFloat64).to(opts);
   auto w = torch::ones({g.window[0], g.window[1], g.window[2]}, torch::kFloat64);
   if (weighted) {
     using torch::indexing::Slice;

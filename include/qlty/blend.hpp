@@ -1,0 +1,186 @@
+#pragma once
+/// @file blend.hpp
+/// @brief How overlapping windows are blended when stitching (`Blend`: border, constant, gaussian or a window of
+/// the user's) and how images smaller than the window are padded (`Pad`).
+///
+/// Every stitch computes sum(w * p) / sum(w) per pixel, w being the window's weight at the pixel's place in the
+/// window. `Blend` says what w is; the quilts, the disk-cached quilts and infer_blockwise take one.
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace qlty {
+
+/// @brief The weight window of a stitch. `border` (the default, the Python original's): 1 inside the border,
+/// `border_weight` on it; `constant`: 1 everywhere (MONAI's "constant"); `gaussian`: MONAI's
+/// `compute_importance_map(mode="gaussian")`; `custom`: a window of the user's (e.g. a Hann window).
+class Blend {
+ public:
+  enum class Mode { Border, Constant, Gaussian, Custom };
+
+  /// @brief Border weighting: 1 inside [b, W - b) on every axis, max(border_weight, 1e-8) elsewhere.
+  static Blend border(std::vector<int64_t> border = {0}, double border_weight = 0.1) {
+    Blend b(Mode::Border);
+    b.border_ = std::move(border);
+    b.border_weight_ = border_weight;
+    return b;
+  }
+  /// @brief Every pixel of a window weighs 1: the plain mean of the windows (MONAI's `mode="constant"`).
+  static Blend constant() { return Blend(Mode::Constant); }
+  /// @brief A gaussian of standard deviation sigma_scale * window per axis, centred on the window, 1 at its
+  /// centre, raised to at least 1e-3 (MONAI's `mode="gaussian"`; 0.125 is MONAI's and nnU-Net's default).
+  static Blend gaussian(std::vector<double> sigma_scale = {0.125}) {
+    Blend b(Mode::Gaussian);
+    b.sigma_scale_ = std::move(sigma_scale);
+    return b;
+  }
+  /// @brief A window of the user's: any floating tensor of the window's shape, finite, >= 0, not all zero.
+  /// Weights of 0 count as 1e-8, so no pixel is weighted exactly zero (as with border_weight = 0).
+  static Blend custom(const torch::Tensor& window) {
+    Blend b(Mode::Custom);
+    b.custom_ = window;
+    return b;
+  }
+
+  Mode mode() const { return mode_; }
+  /// @brief "border", "constant", "gaussian" or "custom".
+  const char* name() const {
+    static const char* names[] = {"border", "constant", "gaussian", "custom"};
+    return names[static_cast<int>(mode_)];
+  }
+  const std::vector<int64_t>& border_sizes() const { return border_; }
+  double border_weight() const { return border_weight_; }
+  const std::vector<double>& sigma_scale() const { return sigma_scale_; }
+  const torch::Tensor& custom_window() const { return custom_; }
+
+  /// @brief The weights (float64, CPU, the window's shape) for a window of `window`, given per axis; `who` goes
+  /// into the errors. Border mode is built by the geometry (it needs the validated border).
+  torch::Tensor weights(const std::vector<int64_t>& window, const char* who) const {
+    const auto D = static_cast<int64_t>(window.size());
+    switch (mode_) {
+      case Mode::Constant:
+        return torch::ones(window, torch::kFloat64);
+      case Mode::Gaussian: {
+        TORCH_CHECK_VALUE(sigma_scale_.size() == 1 || static_cast<int64_t>(sigma_scale_.size()) == D, who,
+                          ": sigma_scale must have 1 or ", D, " entries, got ", sigma_scale_.size());
+        // MONAI's construction, in float32 as there: a 1D gaussian per axis, their outer product, then every
+        // weight raised to max(smallest weight, 1e-3).
+        torch::Tensor map;
+        for (int64_t a = 0; a < D; ++a) {
+          const double s = sigma_scale_.size() == 1 ? sigma_scale_[0] : sigma_scale_[a];
+          TORCH_CHECK_VALUE(std::isfinite(s) && s > 0, who, ": sigma_scale must be finite and > 0 on every axis, got ",
+                            s);
+          const double sigma = static_cast<double>(window[a]) * s;
+          const double half = static_cast<double>(window[a] - 1) / 2.0;
+          auto x = torch::arange(-half, half + 1, torch::kFloat32);
+          x = torch::exp(x.pow(2) / (-2 * sigma * sigma));
+          if (a == 0) {
+            map = x;
+          } else {
+            std::vector<int64_t> view(a + 1, 1);
+            view[a] = -1;
+            map = map.unsqueeze(-1) * x.view(view);
+          }
+        }
+        const double floor = std::max(map.min().item<double>(), 1e-3);
+        return map.clamp_min_(floor).to(torch::kFloat64);
+      }
+      case Mode::Custom: {
+        TORCH_CHECK_VALUE(custom_.defined(), who, ": the custom blend window is an undefined tensor");
+        TORCH_CHECK_VALUE(custom_.sizes() == c10::IntArrayRef(window), who,
+                          ": the custom blend window must have the window's shape ", c10::IntArrayRef(window),
+                          ", got ", custom_.sizes());
+        TORCH_CHECK_TYPE(custom_.is_floating_point(), who,
+                         ": the custom blend window must be floating point, got ", custom_.scalar_type());
+        auto w = custom_.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+        TORCH_CHECK_VALUE(w.isfinite().all().item<bool>(), who,
+                          ": the custom blend window must be finite, got NaN or infinite weights");
+        TORCH_CHECK_VALUE(w.min().item<double>() >= 0, who,
+                          ": the custom blend window must be >= 0 everywhere, got a smallest weight of ",
+                          w.min().item<double>());
+        TORCH_CHECK_VALUE(w.max().item<double>() > 0, who, ": the custom blend window is all zeros");
+        return w.clamp_min(1e-8);
+      }
+      case Mode::Border:
+        break;
+    }
+    TORCH_CHECK_VALUE(false, who, ": border weights come from the geometry");
+    return {};
+  }
+
+  /// @brief What identifies the blend in manifests and parameters (custom windows by a checksum of their weights).
+  std::string describe() const {
+    switch (mode_) {
+      case Mode::Border:
+        return c10::str("border(", c10::IntArrayRef(border_), ", ", border_weight_, ")");
+      case Mode::Constant:
+        return "constant";
+      case Mode::Gaussian: {
+        std::string s = "gaussian(";
+        for (size_t i = 0; i < sigma_scale_.size(); ++i) s += (i ? ", " : "") + c10::str(sigma_scale_[i]);
+        return s + ")";
+      }
+      case Mode::Custom: {
+        if (!custom_.defined()) return "custom(undefined)";
+        auto w = custom_.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+        uint64_t h = 1469598103934665603ull;  // FNV-1a of the float64 weights
+        const auto* p = reinterpret_cast<const unsigned char*>(w.data_ptr<double>());
+        for (int64_t i = 0; i < w.numel() * 8; ++i) h = (h ^ p[i]) * 1099511628211ull;
+        char buf[17];
+        std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+        return c10::str("custom(", w.sizes(), ", ", buf, ")");
+      }
+    }
+    return "";
+  }
+
+ private:
+  explicit Blend(Mode m) : mode_(m) {}
+  Mode mode_;
+  std::vector<int64_t> border_{0};
+  double border_weight_ = 0.1;
+  std::vector<double> sigma_scale_{0.125};
+  torch::Tensor custom_;
+};
+
+/// @brief Padding of images smaller than the window (MONAI's convention: along an axis where the image is d
+/// pixels short, floor(d / 2) before and the rest after; every output is cropped back). `none` (the quilts'
+/// default) refuses such images; `constant` pads with `value`; `reflect` mirrors without repeating the edge (as
+/// torch's "reflect", repeated for shortfalls larger than the image); `replicate` repeats the edge pixel.
+class Pad {
+ public:
+  enum class Mode { None, Constant, Reflect, Replicate };
+  static Pad none() { return Pad(Mode::None, 0.0); }
+  static Pad constant(double value = 0.0) { return Pad(Mode::Constant, value); }
+  static Pad reflect() { return Pad(Mode::Reflect, 0.0); }
+  static Pad replicate() { return Pad(Mode::Replicate, 0.0); }
+  Mode mode() const { return mode_; }
+  double value() const { return value_; }
+  bool enabled() const { return mode_ != Mode::None; }
+  /// @brief "none", "constant", "reflect" or "replicate".
+  const char* name() const {
+    static const char* names[] = {"none", "constant", "reflect", "replicate"};
+    return names[static_cast<int>(mode_)];
+  }
+  /// @brief The pixel of an axis of `size` that padded position `i` (in [-before, size + after)) reads.
+  int64_t source(int64_t i, int64_t size) const {
+    if (i >= 0 && i < size) return i;
+    if (mode_ == Mode::Replicate || size == 1) return std::clamp<int64_t>(i, 0, size - 1);
+    const int64_t period = 2 * (size - 1);  // reflect: ... 2 1 | 0 1 2 ... n-1 | n-2 ...
+    int64_t r = ((i % period) + period) % period;
+    return r < size ? r : period - r;
+  }
+
+ private:
+  Pad(Mode m, double v) : mode_(m), value_(v) {}
+  Mode mode_;
+  double value_;
+};
+
+}  // namespace qlty
