@@ -7,7 +7,8 @@
 //
 // Each workload has two references (copy_reference.hpp): `copy`, a warm `Tensor::copy_` of the patch bytes, and
 // `clone`, an allocating `clone()` of them. Cases: the allocating API call (`unstitch`), the call into a reused
-// buffer (`unstitch_out`) and the native kernel alone (`unstitch/kernel`). The counters `of_copy` and `of_clone`
+// buffer (`unstitch_out`) and the native kernel alone (`unstitch/kernel`); `stitch_out/gaussian` blends with
+// MONAI's gaussian window (a weight per window pixel) instead of border weighting. The counters `of_copy` and `of_clone`
 // are the throughput over the references' at the same thread count. On CUDA (when present) the references are
 // the GPU's own copy and clone.
 #include <benchmark/benchmark.h>
@@ -114,6 +115,17 @@ void register_workload(const Workload& w, const torch::Device& device) {
   });
   add(st + "_out", st, stitch_bytes, [=](benchmark::State& s) {
     auto q = make_quilt<D>(w);
+    auto p = patches();
+    auto [result, weights] = q.stitch(p);
+    return timed_loop(s, [&] {
+      q.stitch_out(p, result, weights);
+      sync();
+    });
+  });
+  add(st + "_out/gaussian", st, stitch_bytes, [=](benchmark::State& s) {  // a whole window of weights
+    std::array<int64_t, D> S{};
+    for (int a = 0; a < D; ++a) S[a] = w.x_shape[2 + a];
+    qlty::Quilt<D> q(S, w.window, w.step, qlty::Blend::gaussian());
     auto p = patches();
     auto [result, weights] = q.stitch(p);
     return timed_loop(s, [&] {

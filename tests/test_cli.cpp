@@ -476,6 +476,12 @@ TEST(Cli, WhatMonaiAndNnUNetUsersExpect) {
                     "--output-key", "seg"},
                    dir.path),
                {"[qlty.model]", "--output-key \"seg\" was given, but the model returns a tuple"});
+  // a model that raises: its message, never a C++ backtrace
+  qlty_test::script_model("    assert x.size(0) < 0, 'no windows today'\n    return x", dir / "raises.pt");
+  r = run({"infer", "-m", dir / "raises.pt", "-i", dir / "vol.npy", "-o", dir / "k.zarr", "-w", "12"}, dir.path);
+  expect_fails(r, {"[qlty.model]", "the model failed on the first window", "no windows today"});
+  EXPECT_EQ(r.err.find("frame #"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("Exception raised from"), std::string::npos) << r.err;
   // a model written by torch.save: the message says how to export one
   {
     auto bytes = torch::pickle_save(c10::IValue(torch::ones({2})));

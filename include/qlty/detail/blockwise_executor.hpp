@@ -140,7 +140,11 @@ class ModelRunner {
       AutocastGuard guard(autocast, o_.precision);
       y = model_(x);
     } catch (const std::exception& e) {
-      const std::string m = e.what();
+      // the model's own words: no LibTorch backtrace, no second tag
+      const auto* c10e = dynamic_cast<const c10::Error*>(&e);
+      const auto* qe = dynamic_cast<const Error*>(&e);
+      std::string m = c10e ? c10e->what_without_backtrace() : e.what();
+      if (qe && m.rfind("[qlty." + qe->tag() + "] ", 0) == 0) m = m.substr(qe->tag().size() + 8);
       const bool oom = m.find("out of memory") != std::string::npos || dynamic_cast<const std::bad_alloc*>(&e);
       throw Error("model", where + ": the model failed on " + what + " (shape " + c10::str(x.sizes()) + ", " +
                                c10::toString(x.scalar_type()) + ")" +

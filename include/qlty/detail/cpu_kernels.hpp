@@ -64,6 +64,8 @@ class RowWeights {
     if (full_) return table_.data() + (wz * g_.window[1] + wy) * wx_;
     return table_.data() + (g_.inside(0, wz) && g_.inside(1, wy) ? 0 : wx_);
   }
+  /// Whether row(wz, wy) holds one value (a border row): the kernels then multiply by a scalar.
+  bool uniform(int64_t wz, int64_t wy) const { return !full_ && !(g_.inside(0, wz) && g_.inside(1, wy)); }
 
  private:
   const Grid3& g_;
@@ -268,6 +270,11 @@ inline void add_weighted_row(acc_t* __restrict o, const T* __restrict p, const a
 #pragma GCC unroll 4
   for (int64_t k = 0; k < n; ++k) o[k] += w[k] * static_cast<acc_t>(p[k]);
 }
+template <typename acc_t, typename T>
+inline void add_scaled_row(acc_t* __restrict o, const T* __restrict p, acc_t w, int64_t n) {
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < n; ++k) o[k] += w * static_cast<acc_t>(p[k]);
+}
 /// o = a / max(wsum, tiny), in the output's dtype (pixels no window touched have a = 0 and stay 0).
 template <typename acc_t, typename T>
 inline void store_normalized(T* __restrict o, const acc_t* __restrict a, const acc_t* __restrict wsum, acc_t tiny,
@@ -385,7 +392,9 @@ void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tens
                         if (++rr == WA) rr = 0;
                       }
                       const acc_t* w = weights.row(wz, wy);
-                      if (s.x == 1) {
+                      if (s.x == 1 && weights.uniform(wz, wy)) {
+                        add_scaled_row(o, prow, w[0], wx);
+                      } else if (s.x == 1) {
                         add_weighted_row(o, prow, w, wx);
                       } else {
                         for (int64_t k = 0; k < Wx; ++k) o[k] += w[k] * static_cast<acc_t>(prow[k * s.x]);
