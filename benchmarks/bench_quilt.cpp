@@ -8,9 +8,9 @@
 // Each workload has two references (copy_reference.hpp): `copy`, a warm `Tensor::copy_` of the patch bytes, and
 // `clone`, an allocating `clone()` of them. Cases: the allocating API call (`unstitch`), the call into a reused
 // buffer (`unstitch_out`) and the native kernel alone (`unstitch/kernel`); `stitch_out/gaussian` blends with
-// MONAI's gaussian window (a weight per window pixel) instead of border weighting. The counters `of_copy` and `of_clone`
-// are the throughput over the references' at the same thread count. On CUDA (when present) the references are
-// the GPU's own copy and clone.
+// MONAI's gaussian window (a weight per window pixel) instead of border weighting. The counters `of_copy` and
+// `of_clone` are the throughput over the references' at the same thread count. On CUDA (when present) the references
+// are the GPU's own copy and clone.
 #include <benchmark/benchmark.h>
 #include <qlty/qlty.hpp>
 

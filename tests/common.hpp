@@ -81,16 +81,17 @@ inline torch::Tensor reference_unstitch(const torch::Tensor& x, const std::vecto
   return torch::stack(parts);
 }
 
-/// (result, weights) of stitch, in float64, by slicing.
-inline std::pair<torch::Tensor, torch::Tensor> reference_stitch(const torch::Tensor& patches,
-                                                                const std::vector<int64_t>& S,
-                                                                const std::vector<int64_t>& W,
-                                                                const std::vector<int64_t>& s,
-                                                                const std::vector<int64_t>& b, double bw) {
+/// (result, weights) of a stitch with the weight window `weights`, in float64, by slicing: sum(w * p) / sum(w) per
+/// pixel (0 where no window reaches) and sum(w). Differentiable in the patches.
+inline std::pair<torch::Tensor, torch::Tensor> reference_blend(const torch::Tensor& patches,
+                                                               const std::vector<int64_t>& S,
+                                                               const std::vector<int64_t>& W,
+                                                               const std::vector<int64_t>& s,
+                                                               const torch::Tensor& weights) {
   auto wins = window_slices(S, W, s);
   const int64_t P = static_cast<int64_t>(wins.size()), N = patches.size(0) / P, C = patches.size(1);
   auto p = patches.to(torch::kFloat64).cpu();
-  auto w = reference_weight(W, b, bw);
+  auto w = weights.to(torch::kFloat64).cpu();
   std::vector<int64_t> shape{N, C};
   shape.insert(shape.end(), S.begin(), S.end());
   auto acc = torch::zeros(shape, torch::kFloat64);
@@ -99,11 +100,20 @@ inline std::pair<torch::Tensor, torch::Tensor> reference_stitch(const torch::Ten
     for (int64_t k = 0; k < P; ++k) {
       std::vector<torch::indexing::TensorIndex> idx{n, Slice()};
       idx.insert(idx.end(), wins[k].begin(), wins[k].end());
-      acc.index(idx).add_(p[n * P + k] * w);
+      acc.index_put_(idx, acc.index(idx) + p[n * P + k] * w);
       if (n == 0) wsum.index(wins[k]).add_(w);
     }
   auto result = torch::where(wsum > 0, acc / wsum.clamp_min(1e-300), torch::zeros_like(acc));
   return {result, wsum};
+}
+
+/// (result, weights) of stitch with border weighting, in float64, by slicing.
+inline std::pair<torch::Tensor, torch::Tensor> reference_stitch(const torch::Tensor& patches,
+                                                                const std::vector<int64_t>& S,
+                                                                const std::vector<int64_t>& W,
+                                                                const std::vector<int64_t>& s,
+                                                                const std::vector<int64_t>& b, double bw) {
+  return reference_blend(patches, S, W, s, reference_weight(W, b, bw));
 }
 
 /// An exception's message without LibTorch's backtrace.

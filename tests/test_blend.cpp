@@ -8,48 +8,24 @@
 namespace {
 
 using qlty_test::expect_error;
+using qlty_test::reference_blend;
 using qlty_test::reference_unstitch;
-using qlty_test::Slice;
-using qlty_test::window_slices;
-
-/// sum(w * p) / sum(w) per pixel by slicing, in float64, for a weight window w; and sum(w).
-std::pair<torch::Tensor, torch::Tensor> reference_blend(const torch::Tensor& patches, const std::vector<int64_t>& S,
-                                                        const std::vector<int64_t>& W, const std::vector<int64_t>& s,
-                                                        const torch::Tensor& weights) {
-  auto wins = window_slices(S, W, s);
-  const int64_t P = static_cast<int64_t>(wins.size()), N = patches.size(0) / P, C = patches.size(1);
-  auto p = patches.to(torch::kFloat64);
-  auto w = weights.to(torch::kFloat64);
-  std::vector<int64_t> shape{N, C};
-  shape.insert(shape.end(), S.begin(), S.end());
-  auto acc = torch::zeros(shape, torch::kFloat64);
-  auto wsum = torch::zeros(S, torch::kFloat64);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t k = 0; k < P; ++k) {
-      std::vector<torch::indexing::TensorIndex> idx{n, Slice()};
-      idx.insert(idx.end(), wins[k].begin(), wins[k].end());
-      acc.index_put_(idx, acc.index(idx) + p[n * P + k] * w);  // differentiable, for the gradient check
-      if (n == 0) wsum.index(wins[k]).add_(w.detach());
-    }
-  return {acc / wsum, wsum};
-}
 
 /// MONAI's compute_importance_map(mode="gaussian"), computed with numpy in float32 by the same formula:
 ///   x = arange(-(W - 1) / 2, (W - 1) / 2 + 1); g = exp(x**2 / (-2 * (W * sigma_scale)**2)) per axis,
 ///   map = outer product of the g, then map = clamp(map, min=max(map.min(), 1e-3)).
 const std::vector<float> kMonai4x6 = {  // window (4, 6), sigma_scale 0.125
-    0.001f,     0.001503439f, 0.008895389f, 0.008895389f, 0.001503439f, 0.001f,     0.0023448f, 0.082085f,
-    0.4856718f, 0.4856718f,   0.082085f,    0.0023448f,   0.0023448f,   0.082085f,  0.4856718f, 0.4856718f,
+    0.001f,     0.001503439f, 0.008895389f, 0.008895389f, 0.001503439f, 0.001f,       0.0023448f,   0.082085f,
+    0.4856718f, 0.4856718f,   0.082085f,    0.0023448f,   0.0023448f,   0.082085f,    0.4856718f,   0.4856718f,
     0.082085f,  0.0023448f,   0.001f,       0.001503439f, 0.008895389f, 0.008895389f, 0.001503439f, 0.001f};
 const std::vector<float> kMonai3x5x4 = {  // window (3, 5, 4), sigma_scale (0.5, 0.25, 0.3)
-    0.10192968f, 0.20412396f, 0.20412396f, 0.10192968f, 0.2662094f,  0.5331098f,  0.5331098f,  0.2662094f,
-    0.36660433f, 0.7341603f,  0.7341603f,  0.36660433f, 0.2662094f,  0.5331098f,  0.5331098f,  0.2662094f,
-    0.10192968f, 0.20412396f, 0.20412396f, 0.10192968f, 0.12729476f, 0.25491998f, 0.25491998f, 0.12729476f,
-    0.33245528f, 0.6657736f,  0.6657736f,  0.33245528f, 0.4578334f,  0.9168553f,  0.9168553f,  0.4578334f,
-    0.33245528f, 0.6657736f,  0.6657736f,  0.33245528f, 0.12729476f, 0.25491998f, 0.25491998f, 0.12729476f,
-    0.10192968f, 0.20412396f, 0.20412396f, 0.10192968f, 0.2662094f,  0.5331098f,  0.5331098f,  0.2662094f,
-    0.36660433f, 0.7341603f,  0.7341603f,  0.36660433f, 0.2662094f,  0.5331098f,  0.5331098f,  0.2662094f,
-    0.10192968f, 0.20412396f, 0.20412396f, 0.10192968f};
+    0.10192968f, 0.20412396f, 0.20412396f, 0.10192968f, 0.2662094f,  0.5331098f,  0.5331098f,  0.2662094f,  0.36660433f,
+    0.7341603f,  0.7341603f,  0.36660433f, 0.2662094f,  0.5331098f,  0.5331098f,  0.2662094f,  0.10192968f, 0.20412396f,
+    0.20412396f, 0.10192968f, 0.12729476f, 0.25491998f, 0.25491998f, 0.12729476f, 0.33245528f, 0.6657736f,  0.6657736f,
+    0.33245528f, 0.4578334f,  0.9168553f,  0.9168553f,  0.4578334f,  0.33245528f, 0.6657736f,  0.6657736f,  0.33245528f,
+    0.12729476f, 0.25491998f, 0.25491998f, 0.12729476f, 0.10192968f, 0.20412396f, 0.20412396f, 0.10192968f, 0.2662094f,
+    0.5331098f,  0.5331098f,  0.2662094f,  0.36660433f, 0.7341603f,  0.7341603f,  0.36660433f, 0.2662094f,  0.5331098f,
+    0.5331098f,  0.2662094f,  0.10192968f, 0.20412396f, 0.20412396f, 0.10192968f};
 
 TEST(Blend, GaussianEqualsMonaisImportanceMap) {
   auto g2 = qlty::NCYXQuilt(20, 20, {4, 6}, 2, qlty::Blend::gaussian()).geometry().weights();
@@ -59,8 +35,8 @@ TEST(Blend, GaussianEqualsMonaisImportanceMap) {
   auto ref3 = torch::tensor(kMonai3x5x4).view({3, 5, 4});
   EXPECT_LT(((g3 - ref3).abs() / ref3).max().item<double>(), 1e-6) << g3;
   // constant is all ones; border is 1 inside and border_weight on the border
-  EXPECT_TRUE(torch::equal(qlty::NCYXQuilt(9, 9, 4, 2, qlty::Blend::constant()).geometry().weights(),
-                           torch::ones({4, 4})));
+  EXPECT_TRUE(
+      torch::equal(qlty::NCYXQuilt(9, 9, 4, 2, qlty::Blend::constant()).geometry().weights(), torch::ones({4, 4})));
   auto b = qlty::NCYXQuilt(9, 9, 4, 2, qlty::Blend::border({1}, 0.25)).geometry().weights();
   EXPECT_FLOAT_EQ(b[0][0].item<float>(), 0.25f);
   EXPECT_FLOAT_EQ(b[1][2].item<float>(), 1.0f);
@@ -105,8 +81,8 @@ TEST(Blend, EveryModeEqualsTheWeightedMeanBySlicing) {
   torch::manual_seed(3);
   for (auto dtype : {torch::kFloat32, torch::kFloat64}) {
     blend_trial<2>(qlty::Blend::constant(), torch::ones({7, 6}), dtype);
-    blend_trial<2>(qlty::Blend::gaussian(), qlty::NCYXQuilt(9, 9, {7, 6}, 1, qlty::Blend::gaussian()).geometry().weights(),
-                   dtype);
+    blend_trial<2>(qlty::Blend::gaussian(),
+                   qlty::NCYXQuilt(9, 9, {7, 6}, 1, qlty::Blend::gaussian()).geometry().weights(), dtype);
     blend_trial<3>(qlty::Blend::gaussian({0.2, 0.3, 0.5}),
                    qlty::NCZYXQuilt(9, 9, 9, {4, 5, 3}, 1, qlty::Blend::gaussian({0.2, 0.3, 0.5})).geometry().weights(),
                    dtype);
@@ -136,8 +112,11 @@ TEST(BlendErrors, CustomWindowsAndSigmaAreChecked) {
   expect_error<c10::Error>([&] { make(torch::zeros({4, 5})); }, {"all zeros"});
   expect_error<c10::Error>([&] { make(torch::ones({4, 5}, torch::kInt)); }, {"floating point", "Int"});
   expect_error<c10::Error>([&] { make(torch::Tensor()); }, {"undefined"});
-  expect_error<c10::Error>([] { qlty::NCYXQuilt(10, 10, 4, 2, qlty::Blend::gaussian({0.1, 0.2, 0.3})); },
-                           {"sigma_scale must have 1 or 2 entries, got 3"});
+  expect_error<c10::Error>(
+      [] {
+        qlty::NCYXQuilt(10, 10, 4, 2, qlty::Blend::gaussian({0.1, 0.2, 0.3}));
+      },
+      {"sigma_scale must have 1 or 2 entries, got 3"});
   expect_error<c10::Error>([] { qlty::NCYXQuilt(10, 10, 4, 2, qlty::Blend::gaussian({0.0})); },
                            {"sigma_scale must be finite and > 0"});
 }
@@ -200,11 +179,11 @@ TEST(Pad, SmallImagesArePaddedForTheWindowsAndCroppedBack) {
   qlty::NCYXQuilt q(5, 5, 8, 8, qlty::Blend::border({1}, 0.0), qlty::Pad::replicate());
   auto [xp, yp] = q.unstitch_data_pair(y.unsqueeze(1).to(torch::kFloat), y, -1);
   EXPECT_EQ(yp.sizes(), c10::IntArrayRef({1, 8, 8}));
-  EXPECT_TRUE(torch::equal(yp[0].narrow(0, 1, 6).narrow(1, 1, 6), monai_pad(y.unsqueeze(1).to(torch::kFloat),
-                                                                             {8, 8}, qlty::Pad::replicate())[0][0]
-                                                                        .narrow(0, 1, 6)
-                                                                        .narrow(1, 1, 6)
-                                                                        .to(torch::kLong)));
+  EXPECT_TRUE(torch::equal(yp[0].narrow(0, 1, 6).narrow(1, 1, 6),
+                           monai_pad(y.unsqueeze(1).to(torch::kFloat), {8, 8}, qlty::Pad::replicate())[0][0]
+                               .narrow(0, 1, 6)
+                               .narrow(1, 1, 6)
+                               .to(torch::kLong)));
   EXPECT_EQ(yp[0][0][0].item<int64_t>(), -1);
   // reflect and replicate positions for shortfalls larger than the image
   const auto r = qlty::Pad::reflect(), rep = qlty::Pad::replicate();
@@ -229,15 +208,18 @@ TEST(Gaps, GridsThatLeavePixelsUncoveredAreRefusedWhereverTheyAreStitched) {
   expect_error<c10::Error>([&] { q.stitch_out(p, out, w); }, {"NCYXQuilt.stitch_out", "step along Y"});
   EXPECT_TRUE((out == 7).all().item<bool>());
   qlty_test::TempDir dir("qlty_gaps");
-  expect_error<c10::Error>([&] { qlty::LargeNCZYXQuilt(dir / "q", 1, 10, 10, 10, 3, {3, 5, 3}); },
-                           {"LargeNCZYXQuilt", "step along Y (5) exceeds the window (3)"});
+  expect_error<c10::Error>(
+      [&] {
+        qlty::LargeNCZYXQuilt(dir / "q", 1, 10, 10, 10, 3, {3, 5, 3});
+      },
+      {"LargeNCZYXQuilt", "step along Y (5) exceeds the window (3)"});
   qlty::BlockwiseOptions o;
   o.window = 4;
   o.step = {4, 5};
   expect_error<c10::Error>(
       [&] {
-        qlty::infer_blockwise([](const torch::Tensor& t) { return t; }, qlty::BlockInput::from_tensor(x),
-                              dir / "out", o);
+        qlty::infer_blockwise([](const torch::Tensor& t) { return t; }, qlty::BlockInput::from_tensor(x), dir / "out",
+                              o);
       },
       {"qlty::infer_blockwise", "step along X (5) exceeds the window (4)"});
   EXPECT_FALSE(qlty::detail::path_exists(dir / "out"));
@@ -264,8 +246,11 @@ TEST(LargeQuiltBlend, GaussianAndCustomWindowsGiveTheInMemoryBytes) {
       EXPECT_TRUE(torch::equal(mean, ref)) << blend.describe() << " " << (mean - ref).abs().max().item<double>();
     }
     // the blend is part of the run's parameters: another one is refused on resume
-    expect_error<qlty::Error>([&] { qlty::LargeNCZYXQuilt(prefix, 2, 9, 14, 12, {4, 6, 5}, {3, 4, 3}, 1, 0.1); },
-                              {"other parameters"});
+    expect_error<qlty::Error>(
+        [&] {
+          qlty::LargeNCZYXQuilt(prefix, 2, 9, 14, 12, {4, 6, 5}, {3, 4, 3}, 1, 0.1);
+        },
+        {"other parameters"});
   }
 }
 

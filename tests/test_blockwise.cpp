@@ -235,9 +235,9 @@ TEST(Blockwise, BadInputsAndFailingModels) {
   auto identity = [](const torch::Tensor& t) { return t; };
   // Wrong window, nothing to write, bad batch size, wrong rank.
   o.window = 30;
-  expect_error<c10::ValueError>([&] { qlty::infer_blockwise(identity, x, dir / "a.zarr", o); },
-                                {"qlty::infer_blockwise: window along Y must not exceed the image size 20, got 30",
-                                 "BlockwiseOptions::pad"});
+  expect_error<c10::ValueError>(
+      [&] { qlty::infer_blockwise(identity, x, dir / "a.zarr", o); },
+      {"qlty::infer_blockwise: window along Y must not exceed the image size 20, got 30", "BlockwiseOptions::pad"});
   o.window = 8;
   auto none = o;
   none.write_mean = false;

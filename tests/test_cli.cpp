@@ -424,8 +424,9 @@ TEST(Cli, WhatMonaiAndNnUNetUsersExpect) {
   // a volume thinner than the window along Z is padded (constant 0 by default) and cropped back; --tta flip; softmax
   auto thin = torch::randn({1, 5, 20, 17});  // MONAI's (C, Z, Y, X)
   write_npy_by_hand(dir / "thin.npy", thin, "<f4");
-  r = run({"infer", "-m", model3, "-i", dir / "thin.npy", "--axes", "czyx", "-o", dir / "thin.zarr", "-w", "8", "-s",
-           "6", "--tta", "flip", "--tta-axes", "yx", "--activation", "softmax", "--std"},
+  r = run({"infer",   "-m",   model3, "-i", dir / "thin.npy", "--axes", "czyx",       "-o", dir / "thin.zarr",
+           "-w",      "8",    "-s",   "6",  "--tta",          "flip",   "--tta-axes", "yx", "--activation",
+           "softmax", "--std"},
           dir.path);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   {
@@ -443,9 +444,9 @@ TEST(Cli, WhatMonaiAndNnUNetUsersExpect) {
     EXPECT_LT((got - ref).abs().max().item<double>(), 2e-6);
   }
   // slicewise: a 2D model over a volume, its windows of depth 1
-  r = run({"infer", "-m", model2, "-i", dir / "vol.npy", "-o", dir / "slices.zarr", "-w", "10", "--slicewise", "-s",
-           "7"},
-          dir.path);
+  r = run(
+      {"infer", "-m", model2, "-i", dir / "vol.npy", "-o", dir / "slices.zarr", "-w", "10", "--slicewise", "-s", "7"},
+      dir.path);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   {
     torch::NoGradGuard no_grad;
@@ -459,10 +460,11 @@ TEST(Cli, WhatMonaiAndNnUNetUsersExpect) {
   qlty_test::script_model("    return (x * 2.0, x[:, :, ::2])", dir / "tuple.pt");
   qlty_test::script_model("    return {'aux': x * 3.0, 'seg': x * 2.0}", dir / "dict.pt");
   qlty_test::script_model("    return [x * 2.0]", dir / "list.pt");
-  for (const auto& [model, key] : std::vector<std::pair<std::string, std::string>>{
-           {"tuple.pt", ""}, {"dict.pt", "seg"}, {"list.pt", ""}}) {
-    std::vector<std::string> args = {"infer", "-m", dir / model, "-i", dir / "vol.npy", "-o", dir / (model + ".zarr"),
-                                     "-w", "12", "--blend", "constant", "--quiet"};
+  for (const auto& [model, key] :
+       std::vector<std::pair<std::string, std::string>>{{"tuple.pt", ""}, {"dict.pt", "seg"}, {"list.pt", ""}}) {
+    std::vector<std::string> args = {
+        "infer", "-m", dir / model, "-i",       dir / "vol.npy", "-o", dir / (model + ".zarr"),
+        "-w",    "12", "--blend",   "constant", "--quiet"};
     if (!key.empty()) args.insert(args.end(), {"--output-key", key});
     r = run(args, dir.path);
     ASSERT_EQ(r.code, 0) << model << r.out << r.err;
@@ -487,9 +489,9 @@ TEST(Cli, WhatMonaiAndNnUNetUsersExpect) {
     auto bytes = torch::pickle_save(c10::IValue(torch::ones({2})));
     std::ofstream(dir / "saved.pt", std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   }
-  expect_fails(run({"infer", "-m", dir / "saved.pt", "-i", dir / "vol.npy", "-o", dir / "k.zarr", "-w", "12"},
-                   dir.path),
-               {"[qlty.model]", "written by torch.save", "torch.jit.save"});
+  expect_fails(
+      run({"infer", "-m", dir / "saved.pt", "-i", dir / "vol.npy", "-o", dir / "k.zarr", "-w", "12"}, dir.path),
+      {"[qlty.model]", "written by torch.save", "torch.jit.save"});
   // a 4D (C, Z, Y, X) input read as (N, C, Y, X) fails in the model; the message says which axes were assumed
   write_npy_by_hand(dir / "czyx.npy", torch::randn({1, 6, 20, 20}), "<f4");
   expect_fails(run({"infer", "-m", model3, "-i", dir / "czyx.npy", "-o", dir / "k.zarr", "-w", "8"}, dir.path),

@@ -94,10 +94,10 @@ class Blend {
       case Mode::Custom: {
         TORCH_CHECK_VALUE(custom_.defined(), who, ": the custom blend window is an undefined tensor");
         TORCH_CHECK_VALUE(custom_.sizes() == c10::IntArrayRef(window), who,
-                          ": the custom blend window must have the window's shape ", c10::IntArrayRef(window),
-                          ", got ", custom_.sizes());
-        TORCH_CHECK_TYPE(custom_.is_floating_point(), who,
-                         ": the custom blend window must be floating point, got ", custom_.scalar_type());
+                          ": the custom blend window must have the window's shape ", c10::IntArrayRef(window), ", got ",
+                          custom_.sizes());
+        TORCH_CHECK_TYPE(custom_.is_floating_point(), who, ": the custom blend window must be floating point, got ",
+                         custom_.scalar_type());
         auto w = custom_.detach().to(torch::kCPU, torch::kFloat64).contiguous();
         TORCH_CHECK_VALUE(w.isfinite().all().item<bool>(), who,
                           ": the custom blend window must be finite, got NaN or infinite weights");

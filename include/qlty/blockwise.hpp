@@ -98,10 +98,10 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
   BlockPlan plan = plan_grid(input.shape(), options, who);
   const auto existing = read_manifest(output);
   const bool resuming = existing && !options.overwrite;
-  plan_blocks(plan, options,
-              resuming ? existing->at("out_channels").get<int64_t>()
-                       : probe_channels(model, input, plan, options, output),
-              who);
+  plan_blocks(
+      plan, options,
+      resuming ? existing->at("out_channels").get<int64_t>() : probe_channels(model, input, plan, options, output),
+      who);
   BlockwiseOutput out(output, plan, input, options);
   out.record_part(part, parts);
 

@@ -111,10 +111,10 @@ struct BlockwiseProgress {
 
 /// @brief Settings of a blockwise run.
 struct BlockwiseOptions {
-  PerAxis window = 64;                 ///< window per spatial axis (one number or one per axis)
-  PerAxis step = 48;                   ///< step per spatial axis
-  PerAxis border = 0;                  ///< border per spatial axis (0: none), for Blend::border()
-  double border_weight = 0.1;          ///< weight of border pixels when blending, in [0, 1], for Blend::border()
+  PerAxis window = 64;         ///< window per spatial axis (one number or one per axis)
+  PerAxis step = 48;           ///< step per spatial axis
+  PerAxis border = 0;          ///< border per spatial axis (0: none), for Blend::border()
+  double border_weight = 0.1;  ///< weight of border pixels when blending, in [0, 1], for Blend::border()
   /// How windows are blended: border weighting (from `border` and `border_weight`), constant, gaussian or custom.
   Blend blend = Blend::border();
   /// Inputs smaller than the window along an axis: padded for the windows, outputs cropped back (none: refused).

@@ -9,8 +9,8 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
-#include <string>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "blend.hpp"

@@ -471,14 +471,14 @@ class LargeQuilt {
   nlohmann::json params() const {
     auto v = [](const std::array<int64_t, D>& a) { return std::vector<int64_t>(a.begin(), a.end()); };
     nlohmann::json p = {{"N", N_},
-            {"shape", v(geom_.shape())},
-            {"window", v(geom_.window())},
-            {"step", v(geom_.step())},
-            {"border", v(geom_.border())},
-            {"border_weight", geom_.border_weight()},
-            {"chunks", v(chunk_)},
-            {"track_std", opt_.track_std},
-            {"weights", "derived"}};  // format 2: the weight sums follow from the stitched list, not stored
+                        {"shape", v(geom_.shape())},
+                        {"window", v(geom_.window())},
+                        {"step", v(geom_.step())},
+                        {"border", v(geom_.border())},
+                        {"border_weight", geom_.border_weight()},
+                        {"chunks", v(chunk_)},
+                        {"track_std", opt_.track_std},
+                        {"weights", "derived"}};  // format 2: the weight sums follow from the stitched list, not stored
     if (geom_.blend().mode() != Blend::Mode::Border) p["blend"] = geom_.blend().describe();
     return p;
   }

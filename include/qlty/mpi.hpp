@@ -250,8 +250,8 @@ inline DistributedSummary infer_blockwise(const BlockModel& model, const BlockIn
       plan = plan_grid(input.shape(), options, who);
       const auto existing = read_manifest(output);
       const bool resuming = existing && !options.overwrite;
-      cout = resuming ? existing->at("out_channels").get<int64_t>()
-                      : probe_channels(model, input, plan, options, output);
+      cout =
+          resuming ? existing->at("out_channels").get<int64_t>() : probe_channels(model, input, plan, options, output);
       plan_blocks(plan, options, cout, who);
       out.emplace(output, plan, input, options);
       state.resize(static_cast<size_t>(plan.total()));

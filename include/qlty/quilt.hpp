@@ -98,8 +98,6 @@ class Quilt {
       auto [out, wsum] = stitch(patches, backend);
       result.copy_(out);
       weights.copy_(wsum);
-      detail::mark_written(result);
-      detail::mark_written(weights);
       return {result, weights};
     }
     auto r5 = to5(result);
@@ -183,9 +181,8 @@ class Quilt {
                       t.dim(), "-D tensor of shape ", t.sizes());
     const int64_t first = t.dim() - D;
     for (int a = 0; a < D; ++a)
-      TORCH_CHECK_VALUE(t.size(first + a) == shape_[a], name(), ".", fn, ": ", arg,
-                        " must have the spatial size ", c10::IntArrayRef(shape_),
-                        " given to the constructor, got shape ", t.sizes());
+      TORCH_CHECK_VALUE(t.size(first + a) == shape_[a], name(), ".", fn, ": ", arg, " must have the spatial size ",
+                        c10::IntArrayRef(shape_), " given to the constructor, got shape ", t.sizes());
   }
   // 2D tensors go through the kernels with a Z axis of size 1 (a view).
   static torch::Tensor to5(const torch::Tensor& t) { return D == 2 ? t.unsqueeze(2) : t; }

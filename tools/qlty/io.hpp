@@ -57,8 +57,10 @@ inline BlockInput as_block_input(std::vector<int64_t> shape, BlockInput::Reader 
                                              c10::str(c10::IntArrayRef(shape)) + ")");
   for (size_t i = 0; i < axes.size(); ++i)
     if (std::string("nczyx").find(axes[i]) == std::string::npos || axes.find(axes[i]) != i)
-      throw CLI::ValidationError("--axes", "expected distinct letters of n, c, z, y, x (e.g. czyx, nczyx, zyx, yx, "
-                                           "cyx), got \"" + axes + "\"");
+      throw CLI::ValidationError("--axes",
+                                 "expected distinct letters of n, c, z, y, x (e.g. czyx, nczyx, zyx, yx, "
+                                 "cyx), got \"" +
+                                     axes + "\"");
   if (axes.find('y') == std::string::npos || axes.find('x') == std::string::npos)
     throw CLI::ValidationError("--axes", "must include y and x, got \"" + axes + "\"");
   // canonical axis k (n, c, [z,] y, x) is the input's axis src[k], or -1 when the input lacks it
@@ -431,8 +433,8 @@ inline std::string first_scale(const std::string& group) {
     const auto ms = attrs.find("multiscales");
     if (ms != attrs.end() && ms->is_array() && !ms->empty() && (*ms)[0].is_object()) {
       const auto ds = (*ms)[0].find("datasets");
-      if (ds != (*ms)[0].end() && ds->is_array() && !ds->empty() && (*ds)[0].is_object() &&
-          (*ds)[0].contains("path") && (*ds)[0]["path"].is_string())
+      if (ds != (*ms)[0].end() && ds->is_array() && !ds->empty() && (*ds)[0].is_object() && (*ds)[0].contains("path") &&
+          (*ds)[0]["path"].is_string())
         rel = (*ds)[0]["path"].get<std::string>();
     }
   } catch (const std::exception&) {  // unreadable attributes: fall back to "0"

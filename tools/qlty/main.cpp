@@ -191,8 +191,8 @@ struct LoadedModel {
 /// that says how to export a TorchScript model instead.
 std::string explain_load_failure(const std::string& file, const std::string& what) {
   const auto bytes = qlty::detail::read_file(file, uint64_t(1) << 32, "model file");
-  const std::string head = bytes ? std::string(bytes->begin(), bytes->begin() + std::min<size_t>(bytes->size(), 4))
-                                 : std::string();
+  const std::string head =
+      bytes ? std::string(bytes->begin(), bytes->begin() + std::min<size_t>(bytes->size(), 4)) : std::string();
   auto holds = [&](const char* s) {
     return bytes && std::search(bytes->begin(), bytes->end(), s, s + std::strlen(s)) != bytes->end();
   };
@@ -229,9 +229,9 @@ torch::Tensor pick_output(const c10::IValue& v, const std::string& key) {
     for (const auto& e : d)
       if ((key.empty() || (e.key().isString() && e.key().toStringRef() == key)) && e.value().isTensor())
         return e.value().toTensor();
-    bad(key.empty() ? "the model returns a dict without a tensor entry (keys: " + keys + ")"
-                    : "the model returns a dict without the key \"" + key + "\" given with --output-key (keys: " +
-                          keys + ")");
+    bad(key.empty()
+            ? "the model returns a dict without a tensor entry (keys: " + keys + ")"
+            : "the model returns a dict without the key \"" + key + "\" given with --output-key (keys: " + keys + ")");
   }
   bad("the model returns " + v.tagKind() + ", not a tensor, a tuple, a list or a dict of tensors");
   return {};
@@ -293,11 +293,13 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
                                                          c10::IntArrayRef(window)));
   }
   for (auto w : window)
-    if (w < 1) throw CLI::ValidationError("--window", c10::str("must be >= 1 on every axis, got ", c10::IntArrayRef(window)));
+    if (w < 1)
+      throw CLI::ValidationError("--window", c10::str("must be >= 1 on every axis, got ", c10::IntArrayRef(window)));
   std::vector<int64_t> step;
   if (!a.step.empty() && !a.overlap.empty())
     throw CLI::ValidationError("--overlap", "give either --step or --overlap, not both");
-  if (!a.overlap.empty()) {  // MONAI: int(window * (1 - overlap)), at least 1; the window itself where it fills the axis
+  if (!a.overlap
+           .empty()) {  // MONAI: int(window * (1 - overlap)), at least 1; the window itself where it fills the axis
     const auto ov = per_axis(a.overlap, D, "--overlap");
     for (int ax = 0; ax < D; ++ax) {
       if (!(ov[ax] >= 0 && ov[ax] < 1))
@@ -321,10 +323,10 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
     for (int64_t k = 1; k < times && !gap; ++k)
       gap = std::min(k * step[ax], S - window[ax]) - std::min((k - 1) * step[ax], S - window[ax]) > window[ax];
     if (gap)
-      throw CLI::ValidationError(a.overlap.empty() ? "--step" : "--overlap",
-                                 c10::str("the step ", c10::IntArrayRef(step), " exceeds the window ",
-                                          c10::IntArrayRef(window),
-                                          ": pixels between windows would have no prediction; use a step <= window"));
+      throw CLI::ValidationError(
+          a.overlap.empty() ? "--step" : "--overlap",
+          c10::str("the step ", c10::IntArrayRef(step), " exceeds the window ", c10::IntArrayRef(window),
+                   ": pixels between windows would have no prediction; use a step <= window"));
   }
   o.window = window;
   o.step = step;
@@ -344,8 +346,8 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
   bool border_given = false;
   for (auto b : a.border) border_given = border_given || b != 0;
   if (a.blend != "border" && border_given)
-    throw CLI::ValidationError("--border", "weights windows with --blend border; it has no effect with --blend " +
-                                               a.blend);
+    throw CLI::ValidationError("--border",
+                               "weights windows with --blend border; it has no effect with --blend " + a.blend);
   if (a.blend == "constant") {
     o.blend = qlty::Blend::constant();
   } else if (a.blend == "gaussian") {
@@ -363,8 +365,7 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
       throw CLI::ValidationError("--blend-window", c10::str(a.blend_window, " has shape ", w.sizes(),
                                                             ", but the window is ", c10::IntArrayRef(window)));
     if (!w.isfinite().all().item<bool>() || w.min().item<double>() < 0 || w.max().item<double>() <= 0)
-      throw CLI::ValidationError("--blend-window", a.blend_window +
-                                                       ": weights must be finite, >= 0 and not all zero");
+      throw CLI::ValidationError("--blend-window", a.blend_window + ": weights must be finite, >= 0 and not all zero");
     o.blend = qlty::Blend::custom(w);
   }
   if (a.pad_value && a.pad != "constant")
@@ -378,9 +379,9 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
   else
     for (int ax = 0; ax < D; ++ax)
       if (shape[2 + ax] < window[ax])
-        throw CLI::ValidationError("--window", c10::str(c10::IntArrayRef(window), " is larger than the input ",
-                                                        c10::IntArrayRef(shape),
-                                                        " along a spatial axis, and --pad none refuses to pad"));
+        throw CLI::ValidationError(
+            "--window", c10::str(c10::IntArrayRef(window), " is larger than the input ", c10::IntArrayRef(shape),
+                                 " along a spatial axis, and --pad none refuses to pad"));
   o.tta_flip = a.tta == "flip";
   if (!a.tta_axes.empty()) {
     if (!o.tta_flip) throw CLI::ValidationError("--tta-axes", "is for --tta flip");
@@ -424,16 +425,24 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
   const std::string prefix = "[qlty." + e.tag() + "] ";
   if (m.rfind(prefix, 0) == 0) m = m.substr(prefix.size());
   if (e.tag() == "checkpoint") {
-    static const std::pair<const char*, const char*> flags[] = {
-        {"input: ", "input (--input): "},          {"input_shape: ", "input shape (--input, --axes): "},
-        {"out_channels: ", "model channels: "},    {"window: ", "--window: "},
-        {"step: ", "--step/--overlap: "},          {"border: ", "--border: "},
-        {"border_weight: ", "--border-weight: "},  {"chunks: ", "--chunks: "},
-        {"block: ", "--block: "},                  {"outputs: ", "--std/--argmax: "},
-        {"model: ", "--model: "},                  {"blend: ", "--blend/--sigma-scale: "},
-        {"pad: ", "--pad: "},                      {"tta_flip: ", "--tta: "},
-        {"precision: ", "--precision: "},          {"activation: ", "--activation: "},
-        {"slicewise: ", "--slicewise: "},          {"output_dtype: ", "--output-dtype: "}};
+    static const std::pair<const char*, const char*> flags[] = {{"input: ", "input (--input): "},
+                                                                {"input_shape: ", "input shape (--input, --axes): "},
+                                                                {"out_channels: ", "model channels: "},
+                                                                {"window: ", "--window: "},
+                                                                {"step: ", "--step/--overlap: "},
+                                                                {"border: ", "--border: "},
+                                                                {"border_weight: ", "--border-weight: "},
+                                                                {"chunks: ", "--chunks: "},
+                                                                {"block: ", "--block: "},
+                                                                {"outputs: ", "--std/--argmax: "},
+                                                                {"model: ", "--model: "},
+                                                                {"blend: ", "--blend/--sigma-scale: "},
+                                                                {"pad: ", "--pad: "},
+                                                                {"tta_flip: ", "--tta: "},
+                                                                {"precision: ", "--precision: "},
+                                                                {"activation: ", "--activation: "},
+                                                                {"slicewise: ", "--slicewise: "},
+                                                                {"output_dtype: ", "--output-dtype: "}};
     for (const auto& [k, f] : flags)
       for (size_t at = 0; (at = m.find(k, at)) != std::string::npos;) {
         const bool starts = at == 0 || m[at - 1] == '(' || m[at - 1] == ' ';
@@ -766,8 +775,8 @@ int run_convert(const ConvertArgs& a) {
   } else if (zarr::node_type(a.input) == zarr::NodeType::Array ||
              (zarr::node_type(a.input) == zarr::NodeType::Group && !tool::first_scale(a.input).empty())) {
     // an OME-Zarr image (what qlty infer writes): its first, full-resolution scale
-    const auto arr = zarr::Array::open(zarr::node_type(a.input) == zarr::NodeType::Array ? a.input
-                                                                                          : tool::first_scale(a.input));
+    const auto arr =
+        zarr::Array::open(zarr::node_type(a.input) == zarr::NodeType::Array ? a.input : tool::first_scale(a.input));
     // convert reads the array whole: refuse one that does not fit comfortably in memory, saying how large it is
     int64_t bytes = zarr::itemsize(arr.metadata().dtype);
     for (auto v : arr.shape()) bytes *= v;  // checked when the metadata was read

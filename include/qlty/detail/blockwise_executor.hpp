@@ -98,9 +98,9 @@ inline torch::Tensor read_padded(const BlockInput& input, const BlockPlan& plan,
   for (auto e : rext) empty = empty || e == 0;
   torch::Tensor x;
   if (empty) {
-    x = torch::empty(rext, torch::TensorOptions().dtype(input.read(std::vector<int64_t>(off.size(), 0),
-                                                                   std::vector<int64_t>(off.size(), 1))
-                                                            .scalar_type()));
+    x = torch::empty(
+        rext, torch::TensorOptions().dtype(
+                  input.read(std::vector<int64_t>(off.size(), 0), std::vector<int64_t>(off.size(), 1)).scalar_type()));
   } else {
     x = input.read(roff, rext);
   }
@@ -117,7 +117,8 @@ inline torch::Tensor read_padded(const BlockInput& input, const BlockPlan& plan,
     const int a = 3 - D + j;
     const int64_t p0 = off[2 + j] - plan.before[a];
     std::vector<int64_t> idx(static_cast<size_t>(ext[2 + j]));
-    for (int64_t i = 0; i < ext[2 + j]; ++i) idx[static_cast<size_t>(i)] = pad.source(p0 + i, plan.image[a]) - roff[2 + j];
+    for (int64_t i = 0; i < ext[2 + j]; ++i)
+      idx[static_cast<size_t>(i)] = pad.source(p0 + i, plan.image[a]) - roff[2 + j];
     x = x.index_select(2 + j, torch::tensor(idx, torch::kLong));
   }
   return x;
@@ -127,7 +128,7 @@ inline torch::Tensor read_padded(const BlockInput& input, const BlockPlan& plan,
 /// windows as 2D), float32 predictions checked against (B, Cout, *window) (Cout < 0: any channel count).
 class ModelRunner {
  public:
-  ModelRunner(const BlockModel& model, const BlockwiseOptions& o, int D) : model_(model), o_(o), D_(D) {}
+  ModelRunner(const BlockModel& model, const BlockwiseOptions& o) : model_(model), o_(o) {}
 
   /// The model on windows (B, C, *W) float32; `what` describes them for errors.
   torch::Tensor operator()(const torch::Tensor& windows, int64_t Cout, const std::string& where,
@@ -157,12 +158,11 @@ class ModelRunner {
     if (!ok) {
       std::string w = "[" + std::to_string(want[0]) + ", " + (Cout < 0 ? std::string("C'") : std::to_string(Cout));
       for (size_t d = 2; d < want.size(); ++d) w += ", " + std::to_string(want[d]);
-      throw Error("model", where + ": the model returned " +
-                               (y.defined() ? c10::str("shape ", y.sizes(), " ", y.scalar_type())
-                                            : std::string("no tensor")) +
-                               " for " + what + " of shape " + c10::str(x.sizes()) + "; expected " + w +
-                               "], floating point" +
-                               (o_.slicewise ? " (slicewise: the model sees 2D windows)" : ""));
+      throw Error("model",
+                  where + ": the model returned " +
+                      (y.defined() ? c10::str("shape ", y.sizes(), " ", y.scalar_type()) : std::string("no tensor")) +
+                      " for " + what + " of shape " + c10::str(x.sizes()) + "; expected " + w + "], floating point" +
+                      (o_.slicewise ? " (slicewise: the model sees 2D windows)" : ""));
     }
     y = y.to(torch::kFloat);
     return o_.slicewise ? y.unsqueeze(2) : y;
@@ -208,7 +208,6 @@ class ModelRunner {
 
   const BlockModel& model_;
   const BlockwiseOptions& o_;
-  int D_;
 };
 
 /// The channel count of `model`, from one window of image 0.
@@ -220,7 +219,7 @@ inline int64_t probe_channels(const BlockModel& model, const BlockInput& input, 
   ext[0] = 1;
   for (int a = 0; a < plan.D; ++a) ext[2 + a] = plan.g.window[3 - plan.D + a];
   auto w = read_padded(input, plan, o.pad, off, ext).to(o.device, torch::kFloat).contiguous();
-  return ModelRunner(model, o, plan.D)(w, -1, where, "the first window").size(1);
+  return ModelRunner(model, o)(w, -1, where, "the first window").size(1);
 }
 
 /// Computes blocks: see the file's notes.
@@ -236,18 +235,9 @@ class BlockExecutor {
         o_(o),
         progress_(std::move(progress)),
         blend_device_(o.device),
-        runner_(model, o, plan.D) {
+        runner_(model, o) {
     const Grid3& g = plan_.g;
-    if (g.weights) {
-      weight_cpu_ =
-          torch::tensor(*g.weights, torch::kFloat64).view({g.window[0], g.window[1], g.window[2]}).to(torch::kFloat);
-    } else {
-      weight_cpu_ = torch::full({g.window[0], g.window[1], g.window[2]}, static_cast<float>(g.border_weight));
-      weight_cpu_.narrow(0, g.border[0], g.window[0] - 2 * g.border[0])
-          .narrow(1, g.border[1], g.window[1] - 2 * g.border[1])
-          .narrow(2, g.border[2], g.window[2] - 2 * g.border[2])
-          .fill_(1.0f);
-    }
+    weight_cpu_ = window_weights(g, true, torch::kFloat).view({g.window[0], g.window[1], g.window[2]});
     weight_ = weight_cpu_.to(blend_device_);
     if (o.tta_flip) {  // every subset of the flipped axes, the identity first
       std::vector<int64_t> axes = o.tta_axes;
@@ -403,8 +393,8 @@ class BlockExecutor {
     auto windows = gather_windows(halo, origins, plan_.g.window);
     if (plan_.D == 2) windows = windows.squeeze(2);
     windows = windows.to(o_.device, torch::kFloat);
-    const std::string what = "windows " + std::to_string(s0) + ".." + std::to_string(s1 - 1) + " of row " +
-                             std::to_string(row);
+    const std::string what =
+        "windows " + std::to_string(s0) + ".." + std::to_string(s1 - 1) + " of row " + std::to_string(row);
     const auto t0 = std::chrono::steady_clock::now();
     torch::Tensor pred;
     if (flips_.empty()) {
@@ -565,7 +555,7 @@ class BlockExecutor {
   torch::Tensor weight_cpu_, weight_;
   ModelRunner runner_;
   std::vector<std::vector<int64_t>> flips_;  // with tta_flip: the dims of each flip (the identity first)
-  std::vector<PredictionPart> carried_;  // rows the previous block passed on
+  std::vector<PredictionPart> carried_;      // rows the previous block passed on
   int64_t blocks_ = 0, windows_ = 0, received_ = 0;
   double model_seconds_ = 0;
 };

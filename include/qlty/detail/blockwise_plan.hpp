@@ -133,11 +133,10 @@ inline void check_blockwise_options(const BlockModel& model, const std::string& 
   TORCH_CHECK_VALUE(!(o.overwrite && o.part.second > 1), who, ": overwrite cannot be combined with a part (",
                     o.part.first, " of ", o.part.second,
                     "): the parts share one output, and each would delete the others' work; delete it once first");
-  TORCH_CHECK_VALUE(o.precision == torch::kFloat || o.precision == torch::kHalf || o.precision == torch::kBFloat16,
-                    who, ": precision must be float32, float16 or bfloat16, got ", o.precision);
-  TORCH_CHECK_VALUE(
-      o.output_dtype == torch::kFloat || o.output_dtype == torch::kHalf || o.output_dtype == torch::kByte, who,
-      ": output_dtype must be float32, float16 or uint8, got ", o.output_dtype);
+  TORCH_CHECK_VALUE(o.precision == torch::kFloat || o.precision == torch::kHalf || o.precision == torch::kBFloat16, who,
+                    ": precision must be float32, float16 or bfloat16, got ", o.precision);
+  TORCH_CHECK_VALUE(o.output_dtype == torch::kFloat || o.output_dtype == torch::kHalf || o.output_dtype == torch::kByte,
+                    who, ": output_dtype must be float32, float16 or uint8, got ", o.output_dtype);
   TORCH_CHECK_VALUE(o.tta_flip || o.tta_axes.empty(), who, ": tta_axes given (", c10::IntArrayRef(o.tta_axes),
                     ") without tta_flip");
 }
@@ -176,8 +175,8 @@ inline BlockPlan plan_grid(const std::vector<int64_t>& shape, const BlockwiseOpt
                       ": slicewise runs a 2D model over a 3D input with windows of depth 1 (1, Y, X); got a ",
                       D == 3 ? "window " + c10::str(c10::IntArrayRef(w)) : std::string("2D input"));
   }
-  const Blend blend = o.blend.mode() == Blend::Mode::Border ? Blend::border(o.border.values(), o.border_weight)
-                                                            : o.blend;
+  const Blend blend =
+      o.blend.mode() == Blend::Mode::Border ? Blend::border(o.border.values(), o.border_weight) : o.blend;
   if (o.pad.enabled()) {  // axes shorter than the window are padded to it
     const auto w = o.window.values();
     TORCH_CHECK_VALUE(w.size() == 1 || static_cast<int>(w.size()) == D, who, ": window must have 1 or ", D,
@@ -252,23 +251,24 @@ inline void plan_blocks(BlockPlan& plan, const BlockwiseOptions& o, int64_t Cout
 /// The settings a resume must match (the manifest's `layout`).
 inline nlohmann::json plan_layout(const BlockPlan& plan, const BlockInput& input, const BlockwiseOptions& o) {
   nlohmann::json l = {{"input", input.id()},
-          {"input_shape", input.shape()},
-          {"out_channels", plan.Cout},
-          {"window", plan.spatial(plan.g.window)},
-          {"step", plan.spatial(plan.g.step)},
-          {"border", plan.spatial(plan.g.border)},
-          {"border_weight", o.border_weight},
-          {"chunks", plan.spatial(plan.chunk)},
-          {"block", plan.spatial(plan.block)},
-          {"outputs", {{"mean", o.write_mean}, {"std", o.write_std}, {"argmax", o.write_argmax}}},
-          {"model", o.model_id}};
+                      {"input_shape", input.shape()},
+                      {"out_channels", plan.Cout},
+                      {"window", plan.spatial(plan.g.window)},
+                      {"step", plan.spatial(plan.g.step)},
+                      {"border", plan.spatial(plan.g.border)},
+                      {"border_weight", o.border_weight},
+                      {"chunks", plan.spatial(plan.chunk)},
+                      {"block", plan.spatial(plan.block)},
+                      {"outputs", {{"mean", o.write_mean}, {"std", o.write_std}, {"argmax", o.write_argmax}}},
+                      {"model", o.model_id}};
   // Settings added later are recorded when they differ from their defaults, so earlier outputs still resume.
   if (o.blend.mode() == Blend::Mode::Gaussian && o.blend.sigma_scale().size() == 1)  // one value: every axis
     l["blend"] = Blend::gaussian(std::vector<double>(static_cast<size_t>(plan.D), o.blend.sigma_scale()[0])).describe();
   else if (o.blend.mode() != Blend::Mode::Border)
     l["blend"] = o.blend.describe();
-  if (plan.padded()) l["pad"] = o.pad.mode() == Pad::Mode::Constant ? c10::str("constant(", o.pad.value(), ")")
-                                                                     : std::string(o.pad.name());
+  if (plan.padded())
+    l["pad"] =
+        o.pad.mode() == Pad::Mode::Constant ? c10::str("constant(", o.pad.value(), ")") : std::string(o.pad.name());
   if (o.tta_flip) l["tta_flip"] = o.tta_axes;
   if (o.precision != torch::kFloat) l["precision"] = c10::toString(o.precision);
   if (o.activation != BlockwiseOptions::Activation::None)

@@ -64,8 +64,8 @@ class RowWeights {
     if (full_) return table_.data() + (wz * g_.window[1] + wy) * wx_;
     return table_.data() + (g_.inside(0, wz) && g_.inside(1, wy) ? 0 : wx_);
   }
-  /// Whether row(wz, wy) holds one value (a border row): the kernels then multiply by a scalar.
-  bool uniform(int64_t wz, int64_t wy) const { return !full_ && !(g_.inside(0, wz) && g_.inside(1, wy)); }
+  /// Whether a row from row() holds one value (a border row): the kernels then multiply by a scalar.
+  bool uniform(const acc_t* row) const { return !full_ && row == table_.data() + wx_; }
 
  private:
   const Grid3& g_;
@@ -392,7 +392,7 @@ void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tens
                         if (++rr == WA) rr = 0;
                       }
                       const acc_t* w = weights.row(wz, wy);
-                      if (s.x == 1 && weights.uniform(wz, wy)) {
+                      if (s.x == 1 && weights.uniform(w)) {
                         add_scaled_row(o, prow, w[0], wx);
                       } else if (s.x == 1) {
                         add_weighted_row(o, prow, w, wx);
