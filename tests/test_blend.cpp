@@ -254,4 +254,48 @@ TEST(LargeQuiltBlend, GaussianAndCustomWindowsGiveTheInMemoryBytes) {
   }
 }
 
+TEST(LargeQuiltBlend, SmallVolumesArePaddedAndTheResultCropped) {
+  qlty_test::TempDir dir("qlty_large_pad");
+  torch::manual_seed(10);
+  auto x = torch::randn({2, 2, 3, 14, 9});  // Z = 3 < window 4, X = 9 < window 11
+  qlty::zarr::Array::create(dir / "x.zarr", qlty::zarr::ArrayOptions({2, 2, 3, 14, 9}, {1, 2, 2, 5, 5}))
+      .write({0, 0, 0, 0, 0}, x);
+  const auto arr = qlty::zarr::Array::open(dir / "x.zarr");
+  for (const auto& pad : {qlty::Pad::reflect(), qlty::Pad::constant(-1)}) {
+    qlty::NCZYXQuilt q(3, 14, 9, {4, 6, 11}, {3, 4, 3}, qlty::Blend::gaussian(), pad);
+    auto p = q.unstitch(x);
+    auto [ref, rw] = q.stitch(p * 2 - 1);
+    qlty::LargeQuiltOptions o;
+    o.pad = pad;
+    const std::string prefix = dir / pad.name();
+    {
+      qlty::LargeNCZYXQuilt lq(prefix, 2, 3, 14, 9, {4, 6, 11}, {3, 4, 3}, qlty::Blend::gaussian(), o);
+      ASSERT_EQ(lq.N_chunks(), p.size(0));
+      for (int64_t k = 0; k < lq.N_chunks(); ++k) {
+        auto from_tensor = lq.unstitch(x, k), from_zarr = lq.unstitch(arr, k);
+        ASSERT_TRUE(torch::equal(from_tensor, p[k])) << pad.name() << " window " << k;
+        ASSERT_TRUE(torch::equal(from_zarr, p[k])) << pad.name() << " window " << k;
+        lq.stitch(from_zarr * 2 - 1, k);
+      }
+      auto mean = std::get<0>(lq.return_mean());
+      ASSERT_EQ(mean.sizes(), x.sizes());
+      EXPECT_TRUE(torch::equal(mean, ref)) << pad.name() << " " << (mean - ref).abs().max().item<double>();
+      EXPECT_TRUE(torch::equal(qlty::zarr::Array::open(prefix + "_mean.zarr").read(), ref));
+    }
+    // the padding is part of the run's parameters
+    expect_error<c10::Error>(
+        [&] {
+          qlty::LargeNCZYXQuilt(prefix, 2, 3, 14, 9, {4, 6, 11}, {3, 4, 3}, qlty::Blend::gaussian());
+        },
+        {"must not exceed the image size 3", "qlty::Pad"});
+    qlty::LargeQuiltOptions other;
+    other.pad = qlty::Pad::replicate();
+    expect_error<qlty::Error>(
+        [&] {
+          qlty::LargeNCZYXQuilt(prefix, 2, 3, 14, 9, {4, 6, 11}, {3, 4, 3}, qlty::Blend::gaussian(), other);
+        },
+        {"other parameters"});
+  }
+}
+
 }  // namespace

@@ -168,6 +168,55 @@ class Pad {
     static const char* names[] = {"none", "constant", "reflect", "replicate"};
     return names[static_cast<int>(mode_)];
   }
+  /// @brief The box [off, off + ext) of a padded image: `read(off, ext)` reads boxes of the image itself, whose
+  /// last `image.size()` axes are spatial, `image` long, with `before` pixels of padding ahead of them (the other
+  /// axes are read as asked). Reads only the part of the image the box needs (one box).
+  template <typename Read>
+  torch::Tensor read_box(const Read& read, const std::vector<int64_t>& image, const std::vector<int64_t>& before,
+                         const std::vector<int64_t>& off, const std::vector<int64_t>& ext) const {
+    const size_t lead = off.size() - image.size();
+    std::vector<int64_t> roff = off, rext = ext;  // the part of the image read
+    bool empty = false;
+    for (size_t j = 0; j < image.size(); ++j) {
+      const int64_t S = image[j], p0 = off[lead + j] - before[j], p1 = p0 + ext[lead + j];
+      int64_t lo = std::max<int64_t>(0, p0), hi = std::min(S, p1);
+      if (mode_ != Mode::Constant) {
+        lo = S;
+        hi = 0;
+        for (int64_t i = p0; i < p1; ++i) {
+          lo = std::min(lo, source(i, S));
+          hi = std::max(hi, source(i, S) + 1);
+        }
+      }
+      if (hi <= lo) lo = hi = 0;  // the box lies in the padding (constant padding only)
+      empty = empty || hi == lo;
+      roff[lead + j] = lo;
+      rext[lead + j] = hi - lo;
+    }
+    torch::Tensor x;
+    if (empty) {  // nothing of the image: its dtype from one pixel
+      const auto dtype = read(std::vector<int64_t>(off.size(), 0), std::vector<int64_t>(off.size(), 1)).scalar_type();
+      x = torch::empty(rext, torch::TensorOptions().dtype(dtype));
+    } else {
+      x = read(roff, rext);
+    }
+    if (mode_ == Mode::Constant) {
+      std::vector<int64_t> p;  // last axis first: (before, after) each
+      for (size_t j = image.size(); j-- > 0;) {
+        const int64_t b = rext[lead + j] ? roff[lead + j] - (off[lead + j] - before[j]) : ext[lead + j];
+        p.insert(p.end(), {b, ext[lead + j] - rext[lead + j] - b});
+      }
+      return at::constant_pad_nd(x, p, value_);
+    }
+    for (size_t j = 0; j < image.size(); ++j) {
+      std::vector<int64_t> idx(static_cast<size_t>(ext[lead + j]));
+      for (int64_t i = 0; i < ext[lead + j]; ++i)
+        idx[static_cast<size_t>(i)] = source(off[lead + j] - before[j] + i, image[j]) - roff[lead + j];
+      x = x.index_select(static_cast<int64_t>(lead + j), torch::tensor(idx, torch::kLong).to(x.device()));
+    }
+    return x;
+  }
+
   /// @brief The pixel of an axis of `size` that padded position `i` (in [-before, size + after)) reads.
   int64_t source(int64_t i, int64_t size) const {
     if (i >= 0 && i < size) return i;
@@ -182,5 +231,16 @@ class Pad {
   Mode mode_;
   double value_;
 };
+
+namespace detail {
+/// Reads boxes [off, off + ext) of a tensor, as views.
+inline auto box_reader(const torch::Tensor& t) {
+  return [t](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
+    auto v = t;
+    for (size_t a = 0; a < ext.size(); ++a) v = v.narrow(static_cast<int64_t>(a), off[a], ext[a]);
+    return v;
+  };
+}
+}  // namespace detail
 
 }  // namespace qlty

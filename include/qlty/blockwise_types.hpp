@@ -54,14 +54,8 @@ class BlockInput {
                                 const std::string& source = "") {
     TORCH_CHECK_VALUE(x.defined(), "qlty::BlockInput::from_tensor: x is an undefined tensor");
     auto t = x.detach();
-    return BlockInput(
-        t.sizes().vec(),
-        [t](const std::vector<int64_t>& offset, const std::vector<int64_t>& shape) {
-          auto v = t;
-          for (size_t a = 0; a < shape.size(); ++a) v = v.narrow(static_cast<int64_t>(a), offset[a], shape[a]);
-          return v;
-        },
-        name.empty() ? c10::str("tensor of shape ", x.sizes()) : name, id, source);
+    return BlockInput(t.sizes().vec(), detail::box_reader(t),
+                      name.empty() ? c10::str("tensor of shape ", x.sizes()) : name, id, source);
   }
 
   /// @brief A Zarr array (N, C, *S), read chunk-parallel; its id is its resolved path and checksums of its metadata

@@ -56,6 +56,15 @@ inline const char* axis_name(int D, int a) {
   return D == 2 ? names2[a] : names3[a];
 }
 
+/// The images' shape padded to at least the window along every axis when `pad` pads (else `shape`).
+template <int D>
+std::array<int64_t, D> padded_shape(std::array<int64_t, D> shape, const PerAxis& window, const Pad& pad) {
+  const auto w = window.expand<D>(quilt_name<D>(), "window");
+  if (pad.enabled())
+    for (int a = 0; a < D; ++a) shape[a] = std::max(shape[a], w[a]);
+  return shape;
+}
+
 /// The grid in three dimensions (2D quilts use a Z axis of size 1): what the kernels need.
 struct Grid3 {
   std::array<int64_t, 3> shape{1, 1, 1}, window{1, 1, 1}, step{1, 1, 1}, border{0, 0, 0}, times{1, 1, 1};

@@ -53,6 +53,9 @@ struct LargeQuiltOptions {
   bool track_std = true;                     ///< keep sum of squares and variances, for return_mean(std = true)
   bool durable = true;                       ///< flush checkpoints to the device (survive power loss, not only crashes)
   std::vector<zarr::Codec> output_codecs = {};  ///< codecs of prefix_mean/std.zarr (float predictions rarely compress)
+  /// Images smaller than the window along an axis: padded for the windows (unstitch reads the padding), results
+  /// cropped back (qlty/blend.hpp). Pad::none() refuses such images.
+  Pad pad = Pad::none();
 };
 
 /// @brief The disk-cached quilt in D = 2 or 3 dimensions (see the file comment).
@@ -69,8 +72,13 @@ class LargeQuilt {
   /// @brief As above, windows blended with `blend` (border, constant, gaussian or custom; see qlty/blend.hpp).
   LargeQuilt(std::string prefix, int64_t N, std::array<int64_t, D> S, const PerAxis& window, const PerAxis& step,
              const Blend& blend, LargeQuiltOptions options = {})
-      : prefix_(std::move(prefix)), N_(N), geom_(S, window, step, blend), opt_(options) {
+      : prefix_(std::move(prefix)),
+        N_(N),
+        image_(S),
+        geom_(detail::padded_shape<D>(S, window, options.pad), window, step, blend),
+        opt_(options) {
     TORCH_CHECK_VALUE(N >= 1, name(), ": N must be >= 1, got ", N);
+    for (int a = 0; a < D; ++a) before_[a] = (geom_.shape()[a] - image_[a]) / 2;
     geom_.check_covered(name());
     TORCH_CHECK_VALUE(!prefix_.empty(), name(), ": prefix must not be empty");
     TORCH_CHECK_VALUE(opt_.cache_bytes > 0, name(), ": cache_bytes must be > 0, got ", opt_.cache_bytes);
@@ -81,9 +89,10 @@ class LargeQuilt {
     // by whole steps (last axis first) to about kChunkTarget bytes per channel: small windows do not make
     // thousands of tiny files, and a row of windows still fits a modest cache.
     std::array<int64_t, D> unit{};
+    const auto& P = geom_.shape();  // padded axes are one chunk: outputs crop within it
     for (int a = 0; a < D; ++a) {
       unit[a] = std::max<int64_t>(geom_.step()[a], 1);
-      chunk_[a] = std::min(S[a], unit[a]);
+      chunk_[a] = P[a] != S[a] ? P[a] : std::min(S[a], unit[a]);
     }
     auto bytes = [&] {
       int64_t b = 4;
@@ -93,8 +102,8 @@ class LargeQuilt {
     for (bool grew = true; grew && bytes() < kChunkTarget;) {
       grew = false;
       for (int a = D - 1; a >= 0 && bytes() < kChunkTarget; --a)
-        if (chunk_[a] < S[a]) {
-          chunk_[a] = std::min(S[a], chunk_[a] + unit[a]);
+        if (chunk_[a] < P[a]) {
+          chunk_[a] = std::min(P[a], chunk_[a] + unit[a]);
           grew = true;
         }
     }
@@ -137,23 +146,20 @@ class LargeQuilt {
   torch::Tensor unstitch(const torch::Tensor& x, int64_t index) const {
     check_index(index, "unstitch");
     TORCH_CHECK_VALUE(x.dim() == D + 2 && x.size(0) == N_, name(), ".unstitch: x must have shape (", N_, ", C, ",
-                      c10::IntArrayRef(geom_.shape().data(), D), "), got ", x.sizes());
+                      c10::IntArrayRef(image_.data(), D), "), got ", x.sizes());
     for (int a = 0; a < D; ++a)
-      TORCH_CHECK_VALUE(x.size(2 + a) == geom_.shape()[a], name(), ".unstitch: x must have shape (", N_, ", C, ",
-                        c10::IntArrayRef(geom_.shape().data(), D), "), got ", x.sizes());
-    const auto o = origin(index);
-    torch::Tensor r = x[o[0]];
-    for (int a = 0; a < D; ++a) r = r.narrow(1 + a, o[1 + a], geom_.window()[a]);
-    return r.clone();
+      TORCH_CHECK_VALUE(x.size(2 + a) == image_[a], name(), ".unstitch: x must have shape (", N_, ", C, ",
+                        c10::IntArrayRef(image_.data(), D), "), got ", x.sizes());
+    return window_of(detail::box_reader(x), x.size(1), index).clone();
   }
   /// @brief Window `index` of a Zarr array (N, C, *S), read from disk.
   torch::Tensor unstitch(const zarr::Array& x, int64_t index) const {
     check_index(index, "unstitch");
     const auto s = x.shape();
     bool ok = static_cast<int>(s.size()) == D + 2 && s[0] == N_;
-    for (int a = 0; ok && a < D; ++a) ok = s[2 + a] == geom_.shape()[a];
+    for (int a = 0; ok && a < D; ++a) ok = s[2 + a] == image_[a];
     TORCH_CHECK_VALUE(ok, name(), ".unstitch: the array ", x.path(), " must have shape (", N_, ", C, ",
-                      c10::IntArrayRef(geom_.shape().data(), D), "), got [", c10::IntArrayRef(s), "]");
+                      c10::IntArrayRef(image_.data(), D), "), got [", c10::IntArrayRef(s), "]");
     // return_mean and checkpoints would overwrite an input that is one of the quilt's own folders (checked once
     // per input path: unstitch runs once per patch)
     {
@@ -167,13 +173,10 @@ class LargeQuilt {
         checked_input_ = x.path();
       }
     }
-    const auto o = origin(index);
-    std::vector<int64_t> off{o[0], 0}, shape{1, s[1]};
-    for (int a = 0; a < D; ++a) {
-      off.push_back(o[1 + a]);
-      shape.push_back(geom_.window()[a]);
-    }
-    return x.read(off, shape)[0];
+    const auto read = [&x](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
+      return x.read(off, ext);
+    };
+    return window_of(read, s[1], index);
   }
   /// @brief The next window in index order, as (index, patch); after the last one, starts again at 0.
   template <typename X>
@@ -269,8 +272,8 @@ class LargeQuilt {
     checkpoint();
     std::vector<int64_t> full{N_, C_}, chunks{1, C_};
     for (int a = 0; a < D; ++a) {
-      full.push_back(geom_.shape()[a]);
-      chunks.push_back(chunk_[a]);
+      full.push_back(image_[a]);
+      chunks.push_back(std::min(chunk_[a], image_[a]));  // padded axes: the image, cropped out of one chunk
     }
     auto make = [&](const std::string& path) {
       zarr::ArrayOptions o(full, chunks, zarr::DataType::Float32);
@@ -313,18 +316,21 @@ class LargeQuilt {
           if (std) sd = sd / div;
         }
         mean.masked_fill_((w == 0).expand_as(mean), 0.0);
+        if (std) sd.masked_fill_((w == 0).expand_as(sd), 0.0);
+        for (int a = 0; a < D; ++a)  // padding cropped off (padded axes are one chunk)
+          if (image_[a] != geom_.shape()[a]) {
+            mean = mean.narrow(1 + a, before_[a], image_[a]);
+            if (std) sd = sd.narrow(1 + a, before_[a], image_[a]);
+          }
         std::vector<int64_t> chunk_index{n, 0};
         chunk_index.insert(chunk_index.end(), cidx.begin(), cidx.end());
         mean_arr.write_chunk(chunk_index, mean.unsqueeze(0));
-        if (std) {
-          sd.masked_fill_((w == 0).expand_as(sd), 0.0);
-          std_arr->write_chunk(chunk_index, sd.unsqueeze(0));
-        }
+        if (std) std_arr->write_chunk(chunk_index, sd.unsqueeze(0));
         if (!in_memory) continue;
         // The in-image part of the chunk into the returned tensors.
         torch::Tensor dst_m = mean_out[n], dst_s = std ? std_out[n] : torch::Tensor(), src_m = mean, src_s = sd;
         for (int a = 0; a < D; ++a) {
-          const int64_t lo = cidx[a] * chunk_[a], len = std::min(chunk_[a], geom_.shape()[a] - lo);
+          const int64_t lo = cidx[a] * chunk_[a], len = std::min(chunk_[a], image_[a] - lo);
           dst_m = dst_m.narrow(1 + a, lo, len);
           src_m = src_m.narrow(1 + a, 0, len);
           if (std) {
@@ -344,9 +350,8 @@ class LargeQuilt {
   std::tuple<torch::Tensor, torch::Tensor> unstitch_and_clean_sparse_data_pair(const torch::Tensor& x,
                                                                                const torch::Tensor& y,
                                                                                double missing_label) const {
-    Quilt<D> q(geom_.shape(), std::vector<int64_t>(geom_.window().begin(), geom_.window().end()),
-               std::vector<int64_t>(geom_.step().begin(), geom_.step().end()),
-               std::vector<int64_t>(geom_.border().begin(), geom_.border().end()), geom_.border_weight());
+    Quilt<D> q(image_, std::vector<int64_t>(geom_.window().begin(), geom_.window().end()),
+               std::vector<int64_t>(geom_.step().begin(), geom_.step().end()), geom_.blend(), opt_.pad);
     auto [xp, yp] = q.unstitch_data_pair(x, y, missing_label);
     torch::Tensor xk, yk, removed;
     if constexpr (D == 2) {
@@ -471,7 +476,7 @@ class LargeQuilt {
   nlohmann::json params() const {
     auto v = [](const std::array<int64_t, D>& a) { return std::vector<int64_t>(a.begin(), a.end()); };
     nlohmann::json p = {{"N", N_},
-                        {"shape", v(geom_.shape())},
+                        {"shape", v(image_)},
                         {"window", v(geom_.window())},
                         {"step", v(geom_.step())},
                         {"border", v(geom_.border())},
@@ -480,6 +485,8 @@ class LargeQuilt {
                         {"track_std", opt_.track_std},
                         {"weights", "derived"}};  // format 2: the weight sums follow from the stitched list, not stored
     if (geom_.blend().mode() != Blend::Mode::Border) p["blend"] = geom_.blend().describe();
+    if (image_ != geom_.shape())
+      p["pad"] = c10::str(opt_.pad.name(), "(", opt_.pad.value(), ") to ", c10::IntArrayRef(geom_.shape()));
     return p;
   }
 
@@ -680,6 +687,20 @@ class LargeQuilt {
     return p.to(torch::kCPU, torch::kFloat32).contiguous();
   }
 
+  /// Window `index` as (C, *W), read through `read` (boxes of the images (N, C, *S)), padding included.
+  template <typename Read>
+  torch::Tensor window_of(const Read& read, int64_t C, int64_t index) const {
+    const auto o = origin(index);
+    std::vector<int64_t> off{o[0], 0}, ext{1, C};
+    for (int a = 0; a < D; ++a) {
+      off.push_back(o[1 + a]);
+      ext.push_back(geom_.window()[a]);
+    }
+    if (image_ == geom_.shape()) return read(off, ext)[0];
+    return opt_.pad.read_box(read, std::vector<int64_t>(image_.begin(), image_.end()),
+                             std::vector<int64_t>(before_.begin(), before_.end()), off, ext)[0];
+  }
+
   /// (image, start per axis) of window `index`.
   std::array<int64_t, D + 1> origin(int64_t index) const {
     std::array<int64_t, D + 1> o{};
@@ -738,6 +759,7 @@ class LargeQuilt {
   mutable std::mutex checked_mutex_;
   std::unique_ptr<detail::LockFile> lock_;
   int64_t N_;
+  std::array<int64_t, D> image_{}, before_{};  // the images' size and the padding before them (geom_ is padded)
   Geometry<D> geom_;
   LargeQuiltOptions opt_;
   torch::Tensor weight_;

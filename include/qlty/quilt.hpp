@@ -30,7 +30,7 @@ class Quilt {
   /// cropped back to `shape`.
   Quilt(std::array<int64_t, D> shape, const PerAxis& window, const PerAxis& step, const Blend& blend,
         const Pad& pad = Pad::none())
-      : shape_(shape), pad_(pad), geometry_(padded(shape, window, pad), window, step, blend) {
+      : shape_(shape), pad_(pad), geometry_(detail::padded_shape<D>(shape, window, pad), window, step, blend) {
     for (int a = 0; a < D; ++a) before_[a] = (geometry_.shape()[a] - shape_[a]) / 2;
   }
 
@@ -127,29 +127,13 @@ class Quilt {
   static const char* name() { return detail::quilt_name<D>(); }
   static const char* window_letters() { return D == 2 ? "Wy, Wx" : "Wz, Wy, Wx"; }
 
-  static std::array<int64_t, D> padded(std::array<int64_t, D> shape, const PerAxis& window, const Pad& pad) {
-    const auto w = window.expand<D>(detail::quilt_name<D>(), "window");
-    if (pad.enabled())
-      for (int a = 0; a < D; ++a) shape[a] = std::max(shape[a], w[a]);
-    return shape;
-  }
-  // x (N, C, *shape) padded to the geometry's shape (a view of x without padding).
+  // x (N, C, *shape) padded to the geometry's shape (x itself without padding).
   torch::Tensor pad_images(const torch::Tensor& x) const {
     if (!padding()) return x;
-    if (pad_.mode() == Pad::Mode::Constant) {
-      std::vector<int64_t> p;  // last axis first, (before, after) each
-      for (int a = D - 1; a >= 0; --a) p.insert(p.end(), {before_[a], geometry_.shape()[a] - shape_[a] - before_[a]});
-      return at::constant_pad_nd(x, p, pad_.value());
-    }
-    auto out = x;
-    for (int a = 0; a < D; ++a) {
-      const int64_t n = geometry_.shape()[a];
-      if (n == shape_[a]) continue;
-      std::vector<int64_t> idx(static_cast<size_t>(n));
-      for (int64_t i = 0; i < n; ++i) idx[static_cast<size_t>(i)] = pad_.source(i - before_[a], shape_[a]);
-      out = out.index_select(2 + a, torch::tensor(idx, torch::kLong).to(x.device()));
-    }
-    return out;
+    std::vector<int64_t> off(D + 2, 0), ext{x.size(0), x.size(1)};
+    ext.insert(ext.end(), geometry_.shape().begin(), geometry_.shape().end());
+    return pad_.read_box(detail::box_reader(x), std::vector<int64_t>(shape_.begin(), shape_.end()),
+                         std::vector<int64_t>(before_.begin(), before_.end()), off, ext);
   }
   // The image part of a padded result whose spatial axes start at `first`.
   torch::Tensor crop(const torch::Tensor& t, int first) const {

@@ -221,10 +221,10 @@ inline BlockInput open_npy(const std::string& path, const std::string& axes = ""
   const auto m = map_npy(path);
   return as_block_input(
       m.data.sizes().vec(),
-      [m](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
-        auto v = m.data;
-        for (size_t a = 0; a < ext.size(); ++a) v = v.narrow(static_cast<int64_t>(a), off[a], ext[a]);
-        return m.u16 ? widen_u16(v) : v;
+      [u16 = m.u16, read = detail::box_reader(m.data)](const std::vector<int64_t>& off,
+                                                       const std::vector<int64_t>& ext) {
+        auto v = read(off, ext);
+        return u16 ? widen_u16(v) : v;
       },
       path, detail::file_fingerprint(path), axes);
 }
@@ -450,14 +450,7 @@ inline BlockInput open_input(const std::string& path, const std::string& axes = 
   if (is_npy(path)) return open_npy(path, axes);
   if (is_tiff(path)) {
     auto t = read_tiff(path);  // (Y, X), (Z, Y, X) or (1, C, [Z,] Y, X)
-    return as_block_input(
-        t.sizes().vec(),
-        [t](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
-          auto v = t;
-          for (size_t a = 0; a < ext.size(); ++a) v = v.narrow(static_cast<int64_t>(a), off[a], ext[a]);
-          return v;
-        },
-        path, detail::file_fingerprint(path), axes);
+    return as_block_input(t.sizes().vec(), detail::box_reader(t), path, detail::file_fingerprint(path), axes);
   }
   const auto kind = zarr::node_type(path);
   if (kind == zarr::NodeType::Group) {

@@ -74,54 +74,10 @@ inline int64_t planned_windows(const BlockPlan& plan, const std::vector<int64_t>
 /// The box [off, off + ext) of the padded input (plan.g.shape; the input's rank): what lies outside the input
 /// comes from `pad`.
 inline torch::Tensor read_padded(const BlockInput& input, const BlockPlan& plan, const Pad& pad,
-                                 std::vector<int64_t> off, std::vector<int64_t> ext) {
+                                 const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
   if (!plan.padded()) return input.read(off, ext);
-  const int D = plan.D;
-  std::vector<int64_t> roff = off, rext = ext;  // the part of the input read
-  for (int j = 0; j < D; ++j) {
-    const int a = 3 - D + j;
-    const int64_t S = plan.image[a], p0 = off[2 + j] - plan.before[a], p1 = p0 + ext[2 + j];
-    int64_t lo = std::max<int64_t>(0, p0), hi = std::min(S, p1);
-    if (pad.mode() != Pad::Mode::Constant) {
-      lo = S;
-      hi = 0;
-      for (int64_t i = p0; i < p1; ++i) {
-        lo = std::min(lo, pad.source(i, S));
-        hi = std::max(hi, pad.source(i, S) + 1);
-      }
-    }
-    if (hi <= lo) lo = hi = 0;  // nothing of the input (constant padding only)
-    roff[2 + j] = lo;
-    rext[2 + j] = hi - lo;
-  }
-  bool empty = false;
-  for (auto e : rext) empty = empty || e == 0;
-  torch::Tensor x;
-  if (empty) {
-    x = torch::empty(
-        rext, torch::TensorOptions().dtype(
-                  input.read(std::vector<int64_t>(off.size(), 0), std::vector<int64_t>(off.size(), 1)).scalar_type()));
-  } else {
-    x = input.read(roff, rext);
-  }
-  if (pad.mode() == Pad::Mode::Constant) {
-    std::vector<int64_t> p;  // last axis first
-    for (int j = D - 1; j >= 0; --j) {
-      const int64_t p0 = off[2 + j] - plan.before[3 - D + j];
-      const int64_t before = rext[2 + j] ? roff[2 + j] - p0 : ext[2 + j];
-      p.insert(p.end(), {before, ext[2 + j] - rext[2 + j] - before});
-    }
-    return at::constant_pad_nd(x, p, pad.value());
-  }
-  for (int j = 0; j < D; ++j) {
-    const int a = 3 - D + j;
-    const int64_t p0 = off[2 + j] - plan.before[a];
-    std::vector<int64_t> idx(static_cast<size_t>(ext[2 + j]));
-    for (int64_t i = 0; i < ext[2 + j]; ++i)
-      idx[static_cast<size_t>(i)] = pad.source(p0 + i, plan.image[a]) - roff[2 + j];
-    x = x.index_select(2 + j, torch::tensor(idx, torch::kLong));
-  }
-  return x;
+  const auto read = [&input](const std::vector<int64_t>& o, const std::vector<int64_t>& e) { return input.read(o, e); };
+  return pad.read_box(read, plan.spatial(plan.image), plan.spatial(plan.before), off, ext);
 }
 
 /// Runs the model as a blockwise run does: precision (autocast on CUDA, cast elsewhere), slicewise (depth-1
