@@ -411,6 +411,18 @@ TEST(Cli, WhatMonaiAndNnUNetUsersExpect) {
   }
   for (const char* lock : {"/.qlty/lock", "/.0.lock"})
     EXPECT_FALSE(qlty::detail::path_exists(dir / "g.zarr" + lock)) << lock;
+  // bfloat16 on the CPU: the model's parameters and the windows in bfloat16, the result float32 to that precision
+  r = run({"infer", "-m", model3, "-i", dir / "vol.npy", "-o", dir / "bf16.zarr", "-w", "12", "--overlap", "0.3",
+           "--blend", "gaussian", "--precision", "bfloat16"},
+          dir.path);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  {
+    auto bf = read_output(dir / "bf16.zarr"), f32 = read_output(dir / "g.zarr");
+    EXPECT_EQ(bf.scalar_type(), torch::kFloat);
+    const double diff = (bf - f32).abs().max().item<double>();
+    EXPECT_LT(diff, 0.05);
+    EXPECT_GT(diff, 0.0);  // it did run in bfloat16
+  }
   r = run({"info", dir / "g.zarr"}, dir.path);
   EXPECT_NE(r.out.find("step [8,8,8]"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("also: blend \"gaussian(0.125, 0.125, 0.125)\""), std::string::npos) << r.out;
@@ -456,6 +468,11 @@ TEST(Cli, WhatMonaiAndNnUNetUsersExpect) {
     EXPECT_LT((read_output(dir / "slices.zarr") - ref.permute({1, 0, 2, 3}).unsqueeze(0)).abs().max().item<double>(),
               2e-6);
   }
+  r = run({"infer", "-m", model2, "-i", dir / "vol.npy", "-o", dir / "slices2.zarr", "-w", "10,10", "--slicewise", "-s",
+           "7,7"},
+          dir.path);  // the window and step of the slices, given as 2D
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_TRUE(torch::equal(read_output(dir / "slices2.zarr"), read_output(dir / "slices.zarr")));
   // models returning a tuple (deep supervision), a dict (with --output-key), and errors for the rest
   qlty_test::script_model("    return (x * 2.0, x[:, :, ::2])", dir / "tuple.pt");
   qlty_test::script_model("    return {'aux': x * 3.0, 'seg': x * 2.0}", dir / "dict.pt");

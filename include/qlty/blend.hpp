@@ -67,29 +67,8 @@ class Blend {
       case Mode::Constant:
         return torch::ones(window, torch::kFloat64);
       case Mode::Gaussian: {
-        TORCH_CHECK_VALUE(sigma_scale_.size() == 1 || static_cast<int64_t>(sigma_scale_.size()) == D, who,
-                          ": sigma_scale must have 1 or ", D, " entries, got ", sigma_scale_.size());
-        // MONAI's construction, in float32 as there: a 1D gaussian per axis, their outer product, then every
-        // weight raised to max(smallest weight, 1e-3).
-        torch::Tensor map;
-        for (int64_t a = 0; a < D; ++a) {
-          const double s = sigma_scale_.size() == 1 ? sigma_scale_[0] : sigma_scale_[a];
-          TORCH_CHECK_VALUE(std::isfinite(s) && s > 0, who, ": sigma_scale must be finite and > 0 on every axis, got ",
-                            s);
-          const double sigma = static_cast<double>(window[a]) * s;
-          const double half = static_cast<double>(window[a] - 1) / 2.0;
-          auto x = torch::arange(-half, half + 1, torch::kFloat32);
-          x = torch::exp(x.pow(2) / (-2 * sigma * sigma));
-          if (a == 0) {
-            map = x;
-          } else {
-            std::vector<int64_t> view(a + 1, 1);
-            view[a] = -1;
-            map = map.unsqueeze(-1) * x.view(view);
-          }
-        }
-        const double floor = std::max(map.min().item<double>(), 1e-3);
-        return map.clamp_min_(floor).to(torch::kFloat64);
+        const auto f = gaussian_factors(window, who);
+        return f.outer.unsqueeze(-1).mul(f.last).clamp_min_(f.floor).to(torch::kFloat64);
       }
       case Mode::Custom: {
         TORCH_CHECK_VALUE(custom_.defined(), who, ": the custom blend window is an undefined tensor");
@@ -112,6 +91,37 @@ class Blend {
     }
     TORCH_CHECK_VALUE(false, who, ": border weights come from the geometry");
     return {};
+  }
+
+  /// @brief MONAI's gaussian as factors, float32 as MONAI computes it: weight = max(outer * last, floor), `outer`
+  /// the product of the 1D gaussians of every axis but the last (row-major), `last` the last axis's.
+  struct GaussianFactors {
+    torch::Tensor outer, last;
+    float floor = 0;
+  };
+  GaussianFactors gaussian_factors(const std::vector<int64_t>& window, const char* who) const {
+    const auto D = static_cast<int64_t>(window.size());
+    TORCH_CHECK_VALUE(mode_ == Mode::Gaussian, who, ": gaussian factors of a ", name(), " blend");
+    TORCH_CHECK_VALUE(sigma_scale_.size() == 1 || static_cast<int64_t>(sigma_scale_.size()) == D, who,
+                      ": sigma_scale must have 1 or ", D, " entries, got ", sigma_scale_.size());
+    // MONAI's construction: a 1D gaussian per axis, their outer product axis by axis, then every weight raised to
+    // max(smallest weight, 1e-3).
+    std::vector<torch::Tensor> g;
+    for (int64_t a = 0; a < D; ++a) {
+      const double s = sigma_scale_.size() == 1 ? sigma_scale_[0] : sigma_scale_[a];
+      TORCH_CHECK_VALUE(std::isfinite(s) && s > 0, who, ": sigma_scale must be finite and > 0 on every axis, got ", s);
+      const double sigma = static_cast<double>(window[a]) * s;
+      const double half = static_cast<double>(window[a] - 1) / 2.0;
+      auto x = torch::arange(-half, half + 1, torch::kFloat32);
+      g.push_back(torch::exp(x.pow(2) / (-2 * sigma * sigma)));
+    }
+    GaussianFactors f;
+    f.outer = g[0];
+    for (int64_t a = 1; a + 1 < D; ++a) f.outer = f.outer.unsqueeze(-1) * g[a];
+    f.last = g[D - 1];
+    const float smallest = (f.outer.unsqueeze(-1) * f.last).min().item<float>();
+    f.floor = static_cast<float>(std::max<double>(smallest, 1e-3));
+    return f;
   }
 
   /// @brief What identifies the blend in manifests and parameters (custom windows by a checksum of their weights).

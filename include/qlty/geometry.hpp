@@ -72,6 +72,13 @@ struct Grid3 {
   // The window's weights (Wz * Wy * Wx, row-major) when they are not border weights (constant, gaussian, custom
   // blends); null: border weighting from `border` and `border_weight`.
   std::shared_ptr<const std::vector<double>> weights;
+  // Gaussian blends also as factors, so the hot loops compute a row's weights instead of reading a table as large
+  // as the window: weight(wz, wy, x) = max(outer[wz * Wy + wy] * last[x], floor) in float32 (MONAI's operations).
+  struct Factors {
+    std::vector<float> outer, last;
+    float floor = 0;
+  };
+  std::shared_ptr<const Factors> factors;
 
   int64_t start(int a, int64_t k) const { return std::min(k * step[a], shape[a] - window[a]); }
   int64_t per_image() const { return times[0] * times[1] * times[2]; }
@@ -136,6 +143,13 @@ class Geometry {
     if (blend.mode() != Blend::Mode::Border) {
       auto w = blend.weights(std::vector<int64_t>(window_.begin(), window_.end()), who).contiguous();
       weights_ = std::make_shared<const std::vector<double>>(w.data_ptr<double>(), w.data_ptr<double>() + w.numel());
+    }
+    if (blend.mode() == Blend::Mode::Gaussian) {
+      const auto f = blend.gaussian_factors(std::vector<int64_t>(window_.begin(), window_.end()), who);
+      const auto outer = f.outer.contiguous(), last = f.last.contiguous();
+      factors_ = std::make_shared<const detail::Grid3::Factors>(detail::Grid3::Factors{
+          std::vector<float>(outer.data_ptr<float>(), outer.data_ptr<float>() + outer.numel()),
+          std::vector<float>(last.data_ptr<float>(), last.data_ptr<float>() + last.numel()), f.floor});
     }
   }
 
@@ -204,6 +218,7 @@ class Geometry {
     }
     g.border_weight = std::max(border_weight_, 1e-8);
     g.weights = weights_;
+    g.factors = factors_;
     return g;
   }
 
@@ -211,7 +226,8 @@ class Geometry {
   std::array<int64_t, D> shape_{}, window_{}, step_{}, border_{}, times_{};
   double border_weight_ = 0.1;
   Blend blend_ = Blend::border();
-  std::shared_ptr<const std::vector<double>> weights_;  // non-border blends
+  std::shared_ptr<const std::vector<double>> weights_;     // non-border blends
+  std::shared_ptr<const detail::Grid3::Factors> factors_;  // gaussian blends
 };
 
 }  // namespace qlty

@@ -54,7 +54,8 @@ class BuiltinNetImpl : public torch::nn::Module {
 
   torch::Tensor forward(const torch::Tensor& x) {
     TORCH_CHECK_VALUE(x.dim() == dims_ + 2, "BuiltinNet: expected a ", dims_ + 2, "-D batch, got shape ", x.sizes());
-    auto m = x.to(torch::kFloat).mean(1, true);
+    const auto dtype = (dims_ == 2 ? smooth2_->weight : smooth3_->weight).scalar_type();  // float32 unless converted
+    auto m = x.to(dtype).mean(1, true);
     auto s = dims_ == 2 ? smooth2_(m) : smooth3_(m);
     auto g = dims_ == 2 ? grad2_(s) : grad3_(s);
     return torch::cat({s, g.square().sum(1, true).sqrt()}, 1);

@@ -283,10 +283,12 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
                                      const std::vector<int64_t>& shape) {
   const int D = static_cast<int>(shape.size()) - 2;
   qlty::BlockwiseOptions o;
-  auto window = per_axis(a.window, D, "--window");
+  if (a.slicewise && D != 3)
+    throw CLI::ValidationError("--slicewise", "runs a 2D model over a 3D input; the input is 2D");
+  // --slicewise -w Y,X: windows of depth 1
+  auto window = a.slicewise && a.window.size() == 2 ? std::vector<int64_t>{1, a.window[0], a.window[1]}
+                                                    : per_axis(a.window, D, "--window");
   if (a.slicewise) {
-    if (D != 3) throw CLI::ValidationError("--slicewise", "runs a 2D model over a 3D input; the input is 2D");
-    if (a.window.size() == 2) window = {1, a.window[0], a.window[1]};
     if (a.window.size() == 1) window[0] = 1;
     if (window[0] != 1)
       throw CLI::ValidationError("--slicewise", c10::str("needs windows of depth 1 (-w 1,Y,X or -w Y,X), got --window ",
@@ -308,9 +310,9 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
       step.push_back(window[ax] >= shape[2 + ax] ? window[ax] : std::max<int64_t>(1, s));
     }
   } else if (!a.step.empty()) {
-    step = per_axis(a.step, D, "--step");
+    step = a.slicewise && a.step.size() == 2 ? std::vector<int64_t>{1, a.step[0], a.step[1]}
+                                             : per_axis(a.step, D, "--step");
     if (window[0] == 1 && D == 3 && a.step.size() == 1) step[0] = 1;  // slices: every one
-    if (a.slicewise && a.step.size() == 2) step = {1, a.step[0], a.step[1]};
   } else {  // three quarters of the window (MONAI's overlap 0.25)
     for (auto w : window) step.push_back(std::max<int64_t>(1, w * 3 / 4));
   }
@@ -457,6 +459,9 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
     m += c10::str(" (the input was read as (N, C, ", input.spatial_dims() == 3 ? "Z, Y, X" : "Y, X", ") ",
                   c10::IntArrayRef(input.shape()), " with axes \"", axes, "\"",
                   a.axes.empty() ? ", the default for its rank; pass --axes if that is wrong)" : " (--axes))");
+    if (a.precision != "float32" && a.device == "cpu")
+      m += "; with --precision " + a.precision +
+           " on the CPU the model runs in that dtype, which not every CPU operation supports: try bfloat16 or float32";
   }
   throw qlty::Error(e.tag(), m);
 }
@@ -464,7 +469,8 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
 void print_summary(const InferArgs& a, const qlty::BlockInput& input, const qlty::BlockwiseSummary& s,
                    const qlty::BlockwiseOptions& o) {
   int64_t wvox = 1;
-  for (int ax = 0; ax < input.spatial_dims(); ++ax) wvox *= a.window.size() == 1 ? a.window[0] : a.window.at(ax);
+  const auto& w = o.window.values();  // one per axis (infer_options)
+  for (int ax = 0; ax < input.spatial_dims(); ++ax) wvox *= w.size() == 1 ? w[0] : w.at(static_cast<size_t>(ax));
   const double rate = s.seconds > 0 ? double(s.windows_computed) / s.seconds : 0.0;
   const std::string part = o.part.second > 1 ? c10::str(" (part ", o.part.first, "/", o.part.second, ")") : "";
   std::printf(

@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -43,12 +44,16 @@ inline Cover cover(const Grid3& g, int a) {
   return c;
 }
 
-/// The stitching weights of a window, row by row along X: `row(wz, wy)` points at Wx weights. Border weighting
-/// keeps two rows (inside the border on Z and Y, and on it); other blends keep the whole window.
+/// The stitching weights of a window, row by row along X: `row(wz, wy, scratch)` points at Wx weights. Border
+/// weighting keeps two rows (inside the border on Z and Y, and on it); gaussian blends compute a row from their
+/// factors into `scratch` (Wx values), so no table as large as the window competes with the patches for cache;
+/// other blends keep the whole window.
 template <typename acc_t>
 class RowWeights {
  public:
-  RowWeights(const Grid3& g, bool weighted) : g_(g), wx_(g.window[2]), full_(weighted && g.weights) {
+  RowWeights(const Grid3& g, bool weighted)
+      : g_(g), wx_(g.window[2]), factors_(weighted ? g.factors.get() : nullptr), full_(weighted && g.weights) {
+    if (factors_) return;
     if (full_) {
       table_.assign(g.weights->begin(), g.weights->end());
       return;
@@ -60,16 +65,23 @@ class RowWeights {
       table_[wx_ + k] = static_cast<acc_t>(g.border_weight);
     }
   }
-  const acc_t* row(int64_t wz, int64_t wy) const {
+  const acc_t* row(int64_t wz, int64_t wy, acc_t* scratch) const {
+    if (factors_) {
+      const float o = factors_->outer[static_cast<size_t>(wz * g_.window[1] + wy)], f = factors_->floor;
+      const float* last = factors_->last.data();
+      for (int64_t k = 0; k < wx_; ++k) scratch[k] = static_cast<acc_t>(std::max(o * last[k], f));
+      return scratch;
+    }
     if (full_) return table_.data() + (wz * g_.window[1] + wy) * wx_;
     return table_.data() + (g_.inside(0, wz) && g_.inside(1, wy) ? 0 : wx_);
   }
   /// Whether a row from row() holds one value (a border row): the kernels then multiply by a scalar.
-  bool uniform(const acc_t* row) const { return !full_ && row == table_.data() + wx_; }
+  bool uniform(const acc_t* row) const { return !factors_ && !full_ && row == table_.data() + wx_; }
 
  private:
   const Grid3& g_;
   int64_t wx_;
+  const Grid3::Factors* factors_;
   bool full_;
   std::vector<acc_t> table_;
 };
@@ -219,7 +231,9 @@ void unfold_weighted_cpu(const torch::Tensor& x, torch::Tensor& out, const Grid3
   const int64_t Wx = g.window[2], sx = x.stride(4);
   const RowWeights<acc_t> weights(g, true);
   for_window_rows<T>(x, out, g.window, GridOrigins{g}, false, [&](T* dst, const T* src, int64_t wz, int64_t wy) {
-    const acc_t* w = weights.row(wz, wy);
+    thread_local std::vector<acc_t> scratch;
+    scratch.resize(static_cast<size_t>(Wx));
+    const acc_t* w = weights.row(wz, wy, scratch.data());
     for (int64_t k = 0; k < Wx; ++k) dst[k] = static_cast<T>(w[k] * static_cast<acc_t>(src[k * sx]));
   });
 }
@@ -248,13 +262,14 @@ void weight_sum_cpu(acc_t* ws, const Grid3& g, const Cover& cz, const Cover& cy,
   const int64_t Sy = g.shape[1], Sx = g.shape[2], Wx = g.window[2];
   const RowWeights<acc_t> weights(g, weighted);
   at::parallel_for(0, g.shape[0] * Sy, std::max<int64_t>(1, 16384 / Sx), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> scratch(static_cast<size_t>(Wx));
     for (int64_t r = begin; r < end; ++r) {
       const int64_t z = r / Sy, y = r % Sy;
       acc_t* row = ws + r * Sx;
       std::fill(row, row + Sx, acc_t(0));
       for (int64_t kz = cz.first[z]; kz <= cz.last[z]; ++kz)
         for (int64_t ky = cy.first[y]; ky <= cy.last[y]; ++ky) {
-          const acc_t* w = weights.row(z - g.start(0, kz), y - g.start(1, ky));
+          const acc_t* w = weights.row(z - g.start(0, kz), y - g.start(1, ky), scratch.data());
           for (int64_t kx = 0; kx < g.times[2]; ++kx) {
             acc_t* o = row + g.start(2, kx);
             for (int64_t k = 0; k < Wx; ++k) o[k] += w[k];
@@ -329,7 +344,7 @@ void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tens
     constexpr int64_t kWidth = decltype(width)::value;  // 0: Wx at run time
     const int64_t wx = kWidth ? kWidth : Wx;
     at::parallel_for(0, N * groups * columns * ranges, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> ring;
+      std::vector<acc_t> ring, scratch(static_cast<size_t>(Wx));
       for (int64_t task = begin; task < end; ++task) {
         const int64_t n = task / (groups * columns * ranges);
         const int64_t c0 = task / (columns * ranges) % groups * group, c1 = std::min(C, c0 + group);
@@ -391,7 +406,7 @@ void fold_cpu_impl(const torch::Tensor& patches, torch::Tensor& out, torch::Tens
                         o = cring + rr * len;
                         if (++rr == WA) rr = 0;
                       }
-                      const acc_t* w = weights.row(wz, wy);
+                      const acc_t* w = weights.row(wz, wy, scratch.data());
                       if (s.x == 1 && weights.uniform(w)) {
                         add_scaled_row(o, prow, w[0], wx);
                       } else if (s.x == 1) {
@@ -435,7 +450,7 @@ inline void blend_cpu(float* acc, float* wsum, float* sq, int64_t C, const std::
   const int64_t Bx = bext[2], plane = bext[0] * bext[1] * Bx;
   const RowWeights<float> weights(g, true);
   at::parallel_for(0, bext[0] * bext[1], std::max<int64_t>(1, 4096 / Bx), [&](int64_t r0, int64_t r1) {
-    std::vector<float> w(Bx);
+    std::vector<float> w(Bx), scratch(static_cast<size_t>(g.window[2]));
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t z = b0[0] + r / bext[1], y = b0[1] + r % bext[1];
       for (const auto& p : parts) {
@@ -444,7 +459,7 @@ inline void blend_cpu(float* acc, float* wsum, float* sq, int64_t C, const std::
         const int64_t x0 = std::max(p.origin[2], b0[2]), x1 = std::min(p.origin[2] + p.extent[2], b0[2] + Bx);
         if (x1 <= x0) continue;
         const int64_t n = x1 - x0, o = r * Bx + (x0 - b0[2]), sx = p.sx;
-        const float* wr = weights.row(z - p.start[0], y - p.start[1]) + (x0 - p.start[2]);
+        const float* wr = weights.row(z - p.start[0], y - p.start[1], scratch.data()) + (x0 - p.start[2]);
         for (int64_t k = 0; k < n; ++k) w[k] = wr[k];
         for (int64_t k = 0; k < n; ++k) wsum[o + k] += w[k];
         const float* src = p.data + (z - p.origin[0]) * p.sz + (y - p.origin[1]) * p.sy + (x0 - p.origin[2]) * sx;
