@@ -316,20 +316,19 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
   } else {  // three quarters of the window (MONAI's overlap 0.25)
     for (auto w : window) step.push_back(std::max<int64_t>(1, w * 3 / 4));
   }
-  for (int ax = 0; ax < D; ++ax) {
+  for (int ax = 0; ax < D; ++ax)
     if (step[ax] < 1)
       throw CLI::ValidationError("--step", c10::str("must be >= 1 on every axis, got ", c10::IntArrayRef(step)));
-    const int64_t S = std::max(shape[2 + ax], window[ax]), full = (S - window[ax]) / step[ax];
-    const int64_t times = full + 1 + (S > full * step[ax] + window[ax] ? 1 : 0);
-    bool gap = false;  // consecutive windows (the last one clamped to the edge) farther apart than a window
-    for (int64_t k = 1; k < times && !gap; ++k)
-      gap = std::min(k * step[ax], S - window[ax]) - std::min((k - 1) * step[ax], S - window[ax]) > window[ax];
-    if (gap)
-      throw CLI::ValidationError(
-          a.overlap.empty() ? "--step" : "--overlap",
-          c10::str("the step ", c10::IntArrayRef(step), " exceeds the window ", c10::IntArrayRef(window),
-                   ": pixels between windows would have no prediction; use a step <= window"));
-  }
+  // the library's grid over the padded input: pixels in no window (step > window) are refused
+  std::vector<int64_t> padded(shape.begin() + 2, shape.end());
+  for (int ax = 0; ax < D; ++ax) padded[ax] = std::max(padded[ax], window[ax]);
+  const int gap = D == 2 ? qlty::Geometry<2>({padded[0], padded[1]}, window, step, 0, 0.1).gap_axis()
+                         : qlty::Geometry<3>({padded[0], padded[1], padded[2]}, window, step, 0, 0.1).gap_axis();
+  if (gap >= 0)
+    throw CLI::ValidationError(
+        a.overlap.empty() ? "--step" : "--overlap",
+        c10::str("the step ", c10::IntArrayRef(step), " exceeds the window ", c10::IntArrayRef(window),
+                 ": pixels between windows would have no prediction; use a step <= window"));
   o.window = window;
   o.step = step;
   const auto border = per_axis(a.border, D, "--border");

@@ -177,23 +177,13 @@ inline BlockPlan plan_grid(const std::vector<int64_t>& shape, const BlockwiseOpt
   }
   const Blend blend =
       o.blend.mode() == Blend::Mode::Border ? Blend::border(o.border.values(), o.border_weight) : o.blend;
-  if (o.pad.enabled()) {  // axes shorter than the window are padded to it
-    const auto w = o.window.values();
-    TORCH_CHECK_VALUE(w.size() == 1 || static_cast<int>(w.size()) == D, who, ": window must have 1 or ", D,
-                      " entries, got ", w.size(), " (", c10::IntArrayRef(w), ")");
-    for (int a = 0; a < D; ++a) {
-      const int64_t wa = w.size() == 1 ? w[0] : w[a];
-      spatial[3 - D + a] = std::max(spatial[3 - D + a], wa);
-    }
-  }
-  std::string geometry_error;
-  try {
+  try {  // axes shorter than the window are padded to it when o.pad pads
     if (D == 2) {
-      Geometry<2> geom({spatial[1], spatial[2]}, o.window, o.step, blend);
+      Geometry<2> geom(padded_shape<2>({spatial[1], spatial[2]}, o.window, o.pad), o.window, o.step, blend);
       geom.check_covered(who);
       plan.g = geom.grid3();
     } else {
-      Geometry<3> geom(spatial, o.window, o.step, blend);
+      Geometry<3> geom(padded_shape<3>(spatial, o.window, o.pad), o.window, o.step, blend);
       geom.check_covered(who);
       plan.g = geom.grid3();
     }
