@@ -4,6 +4,7 @@
 #include "common.hpp"
 
 #include <cmath>
+#include <limits>
 
 namespace {
 
@@ -86,12 +87,13 @@ TEST(Blend, EveryModeEqualsTheWeightedMeanBySlicing) {
     blend_trial<3>(qlty::Blend::gaussian({0.2, 0.3, 0.5}),
                    qlty::NCZYXQuilt(9, 9, 9, {4, 5, 3}, 1, qlty::Blend::gaussian({0.2, 0.3, 0.5})).geometry().weights(),
                    dtype);
-    // a Hann window, with zeros at its ends (counted as 1e-8), and a random positive window
+    // a Hann window, with zeros at its ends (counted as 1e-8), and a random positive window: both scaled to a
+    // largest weight of 1, which changes the weight sums and not the results
     auto hann = torch::hann_window(9, false, torch::kFloat64).narrow(0, 1, 7).view({7, 1}) *
                 torch::hann_window(8, false, torch::kFloat64).narrow(0, 1, 6).view({1, 6});
-    blend_trial<2>(qlty::Blend::custom(hann), hann.clamp_min(1e-8), dtype);
+    blend_trial<2>(qlty::Blend::custom(hann), (hann / hann.max()).clamp_min(1e-8), dtype);
     auto r = torch::rand({4, 5, 3}, torch::kFloat64) + 0.05;
-    blend_trial<3>(qlty::Blend::custom(r), r, dtype);
+    blend_trial<3>(qlty::Blend::custom(r), r / r.max(), dtype);
   }
   // a window with zeros: pixels only zero weights reach still get the patch value, not 0 / 0
   auto w = torch::zeros({4, 4});
@@ -299,3 +301,32 @@ TEST(LargeQuiltBlend, SmallVolumesArePaddedAndTheResultCropped) {
 }
 
 }  // namespace
+
+// Values that pass every check must not give NaN or infinity: a gaussian whose 2 sigma^2 underflows float32 is
+// refused; custom windows of any finite scale blend as the same window scaled to 1; pad values must be finite.
+TEST(BlendErrors, ValidValuesGiveFiniteResultsOrAreRefused) {
+  expect_error<c10::ValueError>([] { qlty::NCYXQuilt(16, 16, 8, 4, qlty::Blend::gaussian({1e-30})); },
+                                {"sigma_scale 1e-30", "underflows float32", "at least"});
+  expect_error<c10::ValueError>([] { qlty::NCZYXQuilt(16, 16, 16, 8, 4, qlty::Blend::gaussian({0.1, 1e-25, 0.1})); },
+                                {"sigma_scale 1e-25", "window of 8"});
+  auto x = torch::randn({2, 3, 16, 16});
+  for (double s : {1e-19, 1e-5, 1e30}) {  // the smallest that works, a spike, a flat window
+    qlty::NCYXQuilt q(16, 16, 8, 4, qlty::Blend::gaussian({s}));
+    auto back = std::get<0>(q.stitch(q.unstitch(x)));
+    EXPECT_TRUE(back.isfinite().all().item<bool>()) << s;
+    EXPECT_TRUE(torch::allclose(back, x, 1e-5, 1e-5)) << s;
+  }
+  auto w = torch::rand({8, 8}, torch::kFloat64) + 0.1;
+  qlty::NCYXQuilt unit(16, 16, 8, 4, qlty::Blend::custom(w / w.max()));
+  auto p = torch::randn_like(unit.unstitch(torch::zeros({2, 3, 16, 16})));
+  const auto expected = std::get<0>(unit.stitch(p));
+  for (double scale : {1e300, 3e38, 1e-300}) {
+    qlty::NCYXQuilt q(16, 16, 8, 4, qlty::Blend::custom(w * scale));
+    auto [result, weights] = q.stitch(p);
+    EXPECT_TRUE(result.isfinite().all().item<bool>() && weights.isfinite().all().item<bool>()) << scale;
+    EXPECT_TRUE(torch::allclose(result, expected, 1e-5, 1e-6)) << scale;
+  }
+  for (double v : {std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(), std::nan("")})
+    expect_error<c10::ValueError>([&] { qlty::Pad::constant(v); }, {"qlty::Pad::constant", "must be finite"});
+  EXPECT_EQ(qlty::Pad::constant(1e30).value(), 1e30);
+}

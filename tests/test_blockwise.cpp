@@ -8,6 +8,8 @@
 
 #include "models.hpp"
 
+#include <sys/stat.h>
+
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -331,6 +333,18 @@ TEST(BlockwisePlan, RowsSharedRowsAndParts) {
     }
     EXPECT_EQ(next, p.total());
   }
+  // Marker names map back to run order, in 3D and 2D.
+  for (int64_t i = 0; i < p.total(); ++i) EXPECT_EQ(p.index_of_id(p.id(i)), i);
+  auto o2 = o;
+  o2.block = {8, 6};
+  qlty::detail::BlockPlan q = qlty::detail::plan_grid({3, 1, 20, 18}, o2, "test");
+  qlty::detail::plan_blocks(q, o2, 2, "test");
+  EXPECT_GT(q.total(), 3 * 4);
+  for (int64_t i = 0; i < q.total(); ++i) EXPECT_EQ(q.index_of_id(q.id(i)), i);
+  // Part ranges of crafted part counts do not overflow.
+  p.nblocks = {4000, 1000, 1000};
+  p.N = 1;
+  EXPECT_EQ(p.part_range(3999999999, 4000000000), (std::pair<int64_t, int64_t>{3999999999, 4000000000}));
 }
 
 TEST(Blockwise, PartsInAnyOrderGiveTheBytesOfOneRun) {
@@ -453,6 +467,63 @@ struct OrderSchedule : qlty::detail::BlockSchedule {
   int64_t next(int64_t) override { return pos < order.size() ? order[pos++] : -1; }
 };
 
+// Anything else at a carry file's place (a file of another size, a folder, a FIFO) is ignored as a corrupt file
+// is: the reader computes the rows itself, the writer replaces it.
+TEST(Blockwise, AnythingElseAtACarryFilesPlaceIsIgnored) {
+  TempDir dir;
+  auto module = conv_model(2, 1, 2, dir / "m.pt");
+  auto model = as_model(module);
+  torch::manual_seed(8);
+  auto x = qlty::BlockInput::from_tensor(torch::randn({1, 1, 40, 30}));
+  qlty::BlockwiseOptions o;
+  o.window = 10;
+  o.step = 7;
+  o.block = {8, 30};
+  o.chunks = {8};
+  o.write_std = true;
+  o.write_argmax = true;
+  qlty::infer_blockwise(model, x, dir / "whole.zarr", o);
+  for (const std::string junk : {"short", "long", "folder", "fifo"}) {
+    for (bool reader_first : {true, false}) {
+      const std::string out = dir / (junk + (reader_first ? "-r.zarr" : "-w.zarr"));
+      auto po = o;
+      po.max_blocks = 0;
+      qlty::infer_blockwise(model, x, out, po);  // the output, nothing computed
+      const std::string carry = out + "/.qlty/carry/1";  // block 1 ends part 0 and meets part 1's first block
+      qlty::detail::make_dirs(out + "/.qlty/carry");
+      if (junk == "short") std::ofstream(carry) << "QLTYCRY1";
+      if (junk == "long") std::ofstream(carry) << std::string(1 << 20, 'x');
+      if (junk == "folder") qlty::detail::make_dirs(carry + "/inside");
+      if (junk == "fifo") ASSERT_EQ(::mkfifo(carry.c_str(), 0644), 0);
+      po.max_blocks = -1;
+      for (int64_t part : reader_first ? std::vector<int64_t>{0, 1} : std::vector<int64_t>{1, 0}) {
+        po.part = {part, 2};
+        EXPECT_NO_THROW(qlty::infer_blockwise(model, x, out, po)) << junk << " part " << part;
+      }
+      EXPECT_TRUE(output_files(out) == output_files(dir / "whole.zarr")) << junk;
+      EXPECT_FALSE(qlty::detail::path_exists(out + "/.qlty/carry")) << junk;
+    }
+  }
+}
+
+// A window larger than the memory of a block (block_bytes) is refused before anything is sized or allocated.
+TEST(Blockwise, AWindowLargerThanABlocksMemoryIsRefused) {
+  TempDir dir;
+  auto module = conv_model(3, 1, 2, dir / "m.pt");
+  auto model = as_model(module);
+  auto x = qlty::BlockInput::from_tensor(torch::randn({1, 3, 32, 32, 32}));
+  qlty::BlockwiseOptions o;
+  o.pad = qlty::Pad::constant();
+  o.window = 100000;
+  o.step = 100000;
+  expect_error<c10::ValueError>([&] { qlty::infer_blockwise(model, x, dir / "a.zarr", o); },
+                                {"qlty::infer_blockwise", "one window of [100000] over 3 channels", "block_bytes",
+                                 "the input is [1, 3, 32, 32, 32]"});
+  o.window = std::vector<int64_t>{INT64_MAX, 8, 8};
+  expect_error<c10::ValueError>([&] { qlty::infer_blockwise(model, x, dir / "a.zarr", o); }, {"block_bytes"});
+  EXPECT_FALSE(qlty::detail::path_exists(dir / "a.zarr"));
+}
+
 TEST(Blockwise, ExecutorUnderAnySchedule) {
   // The plan, the output and the executor used on their own, as a distributed run uses them: blocks handed out
   // in reverse run order still give the bytes of one run, each window computed once (from carry files).
@@ -524,6 +595,38 @@ TEST(Blockwise, AResumeWithAnotherInputIsRefused) {
       {"[qlty.checkpoint]", "input: \"scan-7:v1\" there, \"scan-8:v1\" now"});
   auto s = qlty::infer_blockwise(model, qlty::BlockInput::from_tensor(x, "scan", "scan-7:v1"), dir / "t.zarr", o);
   EXPECT_EQ(s.blocks_skipped, 2);
+  // The same cube read with its axes in another order: same shape, same id, other data.
+  auto read = qlty::detail::box_reader(x);
+  qlty::infer_blockwise(model, qlty::BlockInput({1, 1, 20, 20, 20}, read, "cube", "cube:v1", "", "xyz"),
+                        dir / "axes.zarr", o);
+  expect_error<qlty::Error>(
+      [&] {
+        qlty::infer_blockwise(model, qlty::BlockInput({1, 1, 20, 20, 20}, read, "cube", "cube:v1"), dir / "axes.zarr",
+                              o);
+      },
+      {"[qlty.checkpoint]", "input_axes: \"xyz\" there, none now"});
+}
+
+// A chunk rewritten between two runs, anywhere (not only where the fingerprint samples), is another input.
+TEST(Blockwise, AResumeOverAnyRewrittenChunkIsRefused) {
+  TempDir dir;
+  auto module = conv_model(3, 1, 2, dir / "m.pt");
+  auto model = as_model(module);
+  auto o = resume_options();
+  o.max_blocks = 1;
+  torch::manual_seed(4);
+  auto a = qlty::zarr::Array::create(dir / "a.zarr", qlty::zarr::ArrayOptions({1, 1, 24, 24, 24}, {1, 1, 8, 8, 8}));
+  a.write({0, 0, 0, 0, 0}, torch::randn({1, 1, 24, 24, 24}));
+  auto open = [&] { return qlty::BlockInput::from_zarr(qlty::zarr::Array::open(dir / "a.zarr")); };
+  const std::string before = open().id();
+  qlty::infer_blockwise(model, open(), dir / "out.zarr", o);
+  for (int64_t chunk : {1, 5, 20}) {  // of 27; the samples are chunks 0, 13 and 26
+    const int64_t z = chunk / 9, y = chunk / 3 % 3, x = chunk % 3;
+    qlty::zarr::Array::open(dir / "a.zarr").write({0, 0, 8 * z, 8 * y, 8 * x}, torch::full({1, 1, 8, 8, 8}, 0.5f));
+    EXPECT_NE(open().id(), before) << chunk;
+    expect_error<qlty::Error>([&] { qlty::infer_blockwise(model, open(), dir / "out.zarr", o); },
+                              {"[qlty.checkpoint]", "input: \"zarr:"});
+  }
 }
 
 TEST(Blockwise, RunsStartedTogetherWithOtherSettingsCreateTheOutputOnce) {

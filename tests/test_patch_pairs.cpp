@@ -589,3 +589,127 @@ TEST(PatchPairsErrors, OutVariantsRefuseBadBuffers) {
       },
       {"overlapping1 must not share memory with patches1"});
 }
+
+namespace {
+
+// The overlapping pixels by definition, pixel by pixel: (z, y, x) of patch 1 matches (z - dz, y - dy, x - dx) of
+// patch 2 unturned by its rotation, for any deltas, overlapping or not.
+std::pair<torch::Tensor, torch::Tensor> pixel_overlap(const torch::Tensor& p1, const torch::Tensor& p2,
+                                                      const std::vector<std::array<int64_t, 3>>& dxyz,
+                                                      const std::vector<int64_t>& turns = {}) {
+  const bool flat = p1.dim() == 4;
+  auto a5 = flat ? p1.unsqueeze(2) : p1, b5 = flat ? p2.unsqueeze(2) : p2;
+  std::vector<torch::Tensor> o1, o2;
+  for (int64_t i = 0; i < a5.size(0); ++i) {
+    auto a = a5[i];
+    auto b = turns.empty() ? b5[i] : torch::rot90(b5[i], -turns[i], {-2, -1});
+    const auto [dx, dy, dz] = dxyz[i];
+    for (int64_t z = 0; z < a.size(1); ++z)
+      for (int64_t y = 0; y < a.size(2); ++y)
+        for (int64_t x = 0; x < a.size(3); ++x) {
+          const int64_t z2 = z - dz, y2 = y - dy, x2 = x - dx;
+          if (z2 < 0 || z2 >= a.size(1) || y2 < 0 || y2 >= a.size(2) || x2 < 0 || x2 >= a.size(3)) continue;
+          o1.push_back(a.index({Slice(), z, y, x}));
+          o2.push_back(b.index({Slice(), z2, y2, x2}));
+        }
+  }
+  if (o1.empty()) return {torch::empty({0, p1.size(1)}, p1.options()), torch::empty({0, p1.size(1)}, p1.options())};
+  return {torch::stack(o1), torch::stack(o2)};
+}
+
+}  // namespace
+
+// Pairs displaced by the window or more share no pixel and add no rows, on the native kernel, the torch-op path
+// and the _out calls alike (the native kernel once copied a negative row length: heap corruption).
+TEST(OverlappingPixels, PairsThatDoNotOverlapAddNoRows) {
+  const double far = 1e30;
+  const std::vector<std::vector<double>> cases2{{1, 2, 9, 0, -2, 1}, {8, 0, 0, -8, 3, 3}, {far, 1, -far, -far, 0, 0}};
+  for (const auto& flat : cases2) {
+    for (int64_t C : {1, 3, 5}) {
+      auto p1 = torch::randn({3, C, 8, 8}), p2 = torch::randn({3, C, 8, 8});
+      auto deltas = torch::tensor(flat, torch::kFloat64).view({3, 2});
+      std::vector<std::array<int64_t, 3>> d;
+      for (int i = 0; i < 3; ++i)
+        d.push_back({static_cast<int64_t>(std::clamp(flat[2 * i], -8.0, 8.0)),
+                     static_cast<int64_t>(std::clamp(flat[2 * i + 1], -8.0, 8.0)), 0});
+      for (bool rotate : {false, true}) {
+        auto turns = rotate ? torch::tensor({1, 2, 3}, torch::kInt64) : torch::Tensor();
+        std::vector<int64_t> t = rotate ? std::vector<int64_t>{1, 2, 3} : std::vector<int64_t>{};
+        auto [r1, r2] = pixel_overlap(p1, p2, d, t);
+        auto [o1, o2] = qlty::extract_overlapping_pixels(p1, p2, deltas, turns);
+        EXPECT_TRUE(torch::equal(o1, r1) && torch::equal(o2, r2)) << "C " << C << " rotate " << rotate;
+        auto [g1, g2] = qlty::detail::overlap_torch<2>(p1, p2, qlty::detail::integral_deltas<2>("t", deltas, p1), turns);
+        EXPECT_TRUE(torch::equal(g1, r1) && torch::equal(g2, r2)) << "C " << C << " rotate " << rotate;
+        auto b1 = torch::empty({0, C}), b2 = torch::empty({0, C});
+        qlty::extract_overlapping_pixels_out(p1, p2, deltas, turns, b1, b2);
+        EXPECT_TRUE(torch::equal(b1, r1) && torch::equal(b2, r2));
+        // Gradients flow to the overlapping pixels only.
+        auto a = p1.clone().requires_grad_(true), b = p2.clone().requires_grad_(true);
+        auto [q1, q2] = qlty::extract_overlapping_pixels(a, b, deltas, turns);
+        (q1.sum() + 2 * q2.sum()).backward();
+        EXPECT_EQ(a.grad().sum().item<float>(), static_cast<float>(r1.numel()));
+        EXPECT_EQ(b.grad().sum().item<float>(), static_cast<float>(2 * r2.numel()));
+      }
+    }
+  }
+  // Every pair apart: no rows at all.
+  auto p = torch::randn({2, 2, 8, 8});
+  auto [e1, e2] = qlty::extract_overlapping_pixels(p, p.clone(), torch::tensor({{8.f, 0.f}, {0.f, -100.f}}));
+  EXPECT_EQ(e1.sizes(), (std::vector<int64_t>{0, 2}));
+  EXPECT_EQ(e2.sizes(), (std::vector<int64_t>{0, 2}));
+  // 3D: apart along z, y or x, overlapping, and far.
+  auto q1 = torch::randn({4, 2, 6, 7, 8}), q2 = torch::randn({4, 2, 6, 7, 8});
+  auto d3 = torch::tensor({0., 0., 6., 0., 7., 0., 2., -3., 1., -far, 0., 0.}, torch::kFloat64).view({4, 3});
+  std::vector<std::array<int64_t, 3>> r{{0, 0, 6}, {0, 7, 0}, {2, -3, 1}, {-8, 0, 0}};
+  auto [r1, r2] = pixel_overlap(q1, q2, r);
+  auto [o1, o2] = qlty::extract_overlapping_pixels_3d(q1, q2, d3);
+  EXPECT_TRUE(torch::equal(o1, r1) && torch::equal(o2, r2));
+  EXPECT_EQ(o1.size(0), 5 * 4 * 6);  // the one overlapping pair: (6 - 1) * (7 - 3) * (8 - 2)
+  torch::Tensor b1 = torch::empty({0}), b2 = torch::empty({0});
+  qlty::extract_overlapping_pixels_3d_out(q1, q2, d3, b1, b2);
+  EXPECT_TRUE(torch::equal(b1, r1) && torch::equal(b2, r2));
+  auto [g1, g2] = qlty::detail::overlap_torch<3>(q1, q2, qlty::detail::integral_deltas<3>("t", d3, q1), {});
+  EXPECT_TRUE(torch::equal(g1, r1) && torch::equal(g2, r2));
+}
+
+TEST(PatchPairsErrors, DeltasMustBeFiniteWholeNumbers) {
+  using V = c10::ValueError;
+  auto p1 = torch::randn({3, 1, 8, 8}), p2 = torch::randn({3, 1, 8, 8});
+  const double nan = std::nan(""), inf = std::numeric_limits<double>::infinity();
+  auto with = [](double v, int at) {
+    auto d = torch::tensor({1., 2., 3., 0., -2., 1.}, torch::kFloat64).view({3, 2});
+    d.view(-1)[at] = v;
+    return d;
+  };
+  expect_error<V>([&] { qlty::extract_overlapping_pixels(p1, p2, with(nan, 3)); },
+                  {"extract_overlapping_pixels", "deltas must be finite", "nan", "dy of pair 1"});
+  expect_error<V>([&] { qlty::extract_overlapping_pixels(p1, p2, with(-inf, 4)); },
+                  {"deltas must be finite", "-inf", "dx of pair 2"});
+  expect_error<V>([&] { qlty::extract_overlapping_pixels(p1, p2, with(0.5, 0).to(torch::kFloat32)); },
+                  {"deltas must be whole numbers", "0.5", "dx of pair 0"});
+  auto o1 = torch::full({2, 1}, 7.f), o2 = torch::full({2, 1}, 7.f);
+  expect_error<V>([&] { qlty::extract_overlapping_pixels_out(p1, p2, with(nan, 0), {}, o1, o2); },
+                  {"extract_overlapping_pixels_out", "deltas must be finite"});
+  EXPECT_EQ(o1.sizes(), (std::vector<int64_t>{2, 1}));  // refused before anything is touched
+  EXPECT_TRUE(torch::equal(o1, torch::full({2, 1}, 7.f)));
+  auto q = torch::randn({2, 1, 4, 4, 4});
+  expect_error<V>(
+      [&] { qlty::extract_overlapping_pixels_3d(q, q.clone(), torch::tensor({{0., 0., 1.}, {0., 0., 1.5}})); },
+      {"extract_overlapping_pixels_3d", "whole numbers", "1.5", "dz of pair 1"});
+  expect_error<c10::TypeError>(
+      [&] { qlty::extract_overlapping_pixels(p1, p2, torch::ones({3, 2}, torch::kBool)); }, {"deltas", "Bool"});
+}
+
+// An _out buffer that is an empty view just before patches1 in one storage passes a check made before the
+// resize, and would grow over patches1: the check runs after the resize.
+TEST(PatchPairsErrors, OverlapOutputsAreCheckedAfterTheResize) {
+  auto x = torch::randn({2, 3, 40, 40});
+  auto [e1, e2, d, r] = qlty::extract_patch_pairs(x, {16, 16}, 4, {4.0, 12.0}, 1);
+  auto storage = torch::empty({100 + e1.numel()});
+  auto p1 = storage.narrow(0, 100, e1.numel()).view(e1.sizes()).copy_(e1);
+  auto before = p1.clone();
+  auto o1 = storage.narrow(0, 0, 0).view({0, 3}), o2 = torch::empty({0, 3});
+  expect_error<c10::ValueError>([&] { qlty::extract_overlapping_pixels_out(p1, e2, d, r, o1, o2); },
+                                {"extract_overlapping_pixels_out", "overlapping1 must not share memory with patches1"});
+  EXPECT_TRUE(torch::equal(p1, before));
+}

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -41,7 +42,9 @@ class Blend {
     return b;
   }
   /// @brief A window of the user's: any floating tensor of the window's shape, finite, >= 0, not all zero.
-  /// Weights of 0 count as 1e-8, so no pixel is weighted exactly zero (as with border_weight = 0).
+  /// The weights are divided by their largest (a stitch does not change: it divides by the sum of the weights), so
+  /// that any finite scale blends in float32 without overflow; weights below 1e-8 of the largest count as 1e-8, so
+  /// no pixel is weighted exactly zero (as with border_weight = 0).
   static Blend custom(const torch::Tensor& window) {
     Blend b(Mode::Custom);
     b.custom_ = window;
@@ -83,8 +86,9 @@ class Blend {
         TORCH_CHECK_VALUE(w.min().item<double>() >= 0, who,
                           ": the custom blend window must be >= 0 everywhere, got a smallest weight of ",
                           w.min().item<double>());
-        TORCH_CHECK_VALUE(w.max().item<double>() > 0, who, ": the custom blend window is all zeros");
-        return w.clamp_min(1e-8);
+        const double largest = w.max().item<double>();
+        TORCH_CHECK_VALUE(largest > 0, who, ": the custom blend window is all zeros");
+        return w.div_(largest).clamp_min_(1e-8);
       }
       case Mode::Border:
         break;
@@ -111,6 +115,13 @@ class Blend {
       const double s = sigma_scale_.size() == 1 ? sigma_scale_[0] : sigma_scale_[a];
       TORCH_CHECK_VALUE(std::isfinite(s) && s > 0, who, ": sigma_scale must be finite and > 0 on every axis, got ", s);
       const double sigma = static_cast<double>(window[a]) * s;
+      // MONAI divides by 2 sigma^2 in float32: where that underflows to 0, every weight would be NaN.
+      const auto denominator = static_cast<float>(-2 * sigma * sigma);
+      TORCH_CHECK_VALUE(denominator <= -std::numeric_limits<float>::min(), who, ": sigma_scale ", s, " gives sigma ",
+                        sigma, " pixels for a window of ", window[a],
+                        ", whose square underflows float32 (the gaussian would be NaN); use a sigma_scale of at least ",
+                        std::sqrt(static_cast<double>(std::numeric_limits<float>::min()) / 2) /
+                            static_cast<double>(window[a]));
       const double half = static_cast<double>(window[a] - 1) / 2.0;
       auto x = torch::arange(-half, half + 1, torch::kFloat32);
       g.push_back(torch::exp(x.pow(2) / (-2 * sigma * sigma)));
@@ -167,7 +178,11 @@ class Pad {
  public:
   enum class Mode { None, Constant, Reflect, Replicate };
   static Pad none() { return Pad(Mode::None, 0.0); }
-  static Pad constant(double value = 0.0) { return Pad(Mode::Constant, value); }
+  /// @brief Pads with `value`, which must be finite.
+  static Pad constant(double value = 0.0) {
+    TORCH_CHECK_VALUE(std::isfinite(value), "qlty::Pad::constant: the value must be finite, got ", value);
+    return Pad(Mode::Constant, value);
+  }
   static Pad reflect() { return Pad(Mode::Reflect, 0.0); }
   static Pad replicate() { return Pad(Mode::Replicate, 0.0); }
   Mode mode() const { return mode_; }

@@ -37,7 +37,11 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -52,35 +56,50 @@ inline BlockwiseStatus blockwise_status(const std::string& output) {
   s.manifest = *m;
   s.blocks_total = m->at("blocks_total").get<int64_t>();
   const auto plan = plan_from_manifest(*m, manifest_path(output));
-  std::vector<bool> done(static_cast<size_t>(plan.total()), false);
-  const std::string done_dir = done_folder(output);
-  if (is_directory(done_dir))
-    for (const auto& f : list_dir(done_dir)) {
-      if (f.empty() || f[0] == '.') continue;
-      ++s.blocks_done;
-      char* end = nullptr;
-      const long long id = std::strtoll(f.c_str(), &end, 10);
-      if (*end == 0 && id >= 0 && static_cast<size_t>(id) < done.size()) done[static_cast<size_t>(id)] = true;
+  // A file name that is a number below `limit` (a marker's block id, a part count or index), or -1.
+  auto number = [](const std::string& name, int64_t limit) -> int64_t {
+    char* end = nullptr;
+    const long long v = std::strtoll(name.c_str(), &end, 10);  // saturates: huge names are refused below
+    const bool digits = !name.empty() && std::isdigit(static_cast<unsigned char>(name[0])) && *end == 0;
+    return digits && v < limit ? v : -1;
+  };
+  // The blocks done, in run order: the work is bounded by the files on disk, not by the blocks of the layout.
+  std::vector<int64_t> done;
+  for (const auto& f : list_dir_if_present(done_folder(output)).value_or(std::vector<std::string>{}))
+    if (const int64_t id = number(f, plan.total()); id >= 0) done.push_back(plan.index_of_id(id));
+  std::sort(done.begin(), done.end());
+  done.erase(std::unique(done.begin(), done.end()), done.end());
+  s.blocks_done = static_cast<int64_t>(done.size());
+  auto done_in = [&done](int64_t b, int64_t e) {
+    return std::lower_bound(done.begin(), done.end(), e) - std::lower_bound(done.begin(), done.end(), b);
+  };
+  // Parts: .qlty/parts/<K>/<i> for each part started.
+  const auto counts = list_dir_if_present(parts_folder(output));
+  for (const auto& k : counts.value_or(std::vector<std::string>{})) {
+    const int64_t K = number(k, INT64_MAX);
+    if (K < 2) continue;
+    std::vector<int64_t> started;
+    for (const auto& f : list_dir_if_present(join_path(parts_folder(output), k)).value_or(std::vector<std::string>{}))
+      if (const int64_t p = number(f, K); p >= 0) started.push_back(p);
+    std::sort(started.begin(), started.end());
+    started.erase(std::unique(started.begin(), started.end()), started.end());
+    auto add = [&](int64_t p) {
+      BlockwisePartStatus ps;
+      ps.index = p;
+      ps.count = K;
+      const auto [b, e] = plan.part_range(p, K);
+      ps.blocks = e - b;
+      ps.blocks_done = done_in(b, e);
+      ps.started = std::binary_search(started.begin(), started.end(), p);
+      s.parts.push_back(ps);
+    };
+    if (K <= BlockwiseStatus::kMostListed) {
+      for (int64_t p = 0; p < K; ++p) add(p);
+    } else {
+      for (auto p : started) add(p);
+      s.unlisted.push_back({K, K - static_cast<int64_t>(started.size())});
     }
-  // Parts: .qlty/parts/<K>/<i> for each part started; every part of each K is listed.
-  const std::string parts = parts_folder(output);
-  if (is_directory(parts))
-    for (const auto& k : list_dir(parts)) {
-      char* end = nullptr;
-      const long long K = std::strtoll(k.c_str(), &end, 10);
-      if (*end != 0 || K < 2 || K > plan.total()) continue;
-      const auto started = list_dir(join_path(parts, k));
-      for (int64_t p = 0; p < K; ++p) {
-        BlockwisePartStatus ps;
-        ps.index = p;
-        ps.count = K;
-        const auto [b, e] = plan.part_range(p, K);
-        ps.blocks = e - b;
-        for (int64_t i = b; i < e; ++i) ps.blocks_done += done[static_cast<size_t>(plan.id(i))] ? 1 : 0;
-        ps.started = std::find(started.begin(), started.end(), std::to_string(p)) != started.end();
-        s.parts.push_back(ps);
-      }
-    }
+  }
   return s;
 }
 

@@ -32,13 +32,16 @@ class BlockInput {
   /// @brief An input of `shape` read by `read`; `name` goes into messages. `id` identifies the input's content in
   /// the output's manifest: a resume with another id is refused (empty: not checked).
   /// `source` is the file or folder it reads (empty for data in memory): an output there, or around it, or inside
-  /// it, is refused.
-  BlockInput(std::vector<int64_t> shape, Reader read, std::string name, std::string id = "", std::string source = "")
+  /// it, is refused. `axes` says how the source's axes were reordered into (N, C, *S) (e.g. "xyz"; empty: not
+  /// reordered): a resume that reorders them otherwise is refused, even where the shape is the same.
+  BlockInput(std::vector<int64_t> shape, Reader read, std::string name, std::string id = "", std::string source = "",
+             std::string axes = "")
       : shape_(std::move(shape)),
         read_(std::move(read)),
         name_(std::move(name)),
         id_(std::move(id)),
-        source_(std::move(source)) {
+        source_(std::move(source)),
+        axes_(std::move(axes)) {
     TORCH_CHECK_VALUE(shape_.size() == 4 || shape_.size() == 5, "qlty::BlockInput(", name_,
                       "): the input must be 4-D (N, C, Y, X) or 5-D (N, C, Z, Y, X), got shape ",
                       c10::IntArrayRef(shape_));
@@ -75,6 +78,8 @@ class BlockInput {
   const std::string& id() const { return id_; }
   /// @brief The file or folder the input is read from ("" for data in memory).
   const std::string& source() const { return source_; }
+  /// @brief How the source's axes were reordered into (N, C, *S) ("" when they were not; see the constructor).
+  const std::string& axes() const { return axes_; }
   /// @brief Spatial axes: 2 or 3.
   int spatial_dims() const { return static_cast<int>(shape_.size()) - 2; }
 
@@ -91,7 +96,7 @@ class BlockInput {
  private:
   std::vector<int64_t> shape_;
   Reader read_;
-  std::string name_, id_, source_;
+  std::string name_, id_, source_, axes_;
 };
 
 /// @brief Progress of a blockwise run, passed to BlockwiseOptions::progress after every batch and block.
@@ -176,12 +181,22 @@ struct BlockwisePartStatus {
   bool started = false;          ///< a process has run this part (false: never started, "missing")
 };
 
+/// @brief Parts of one part count that BlockwiseStatus::parts leaves out: never started, of a count above
+/// BlockwiseStatus::kMostListed.
+struct BlockwiseUnlistedParts {
+  int64_t count = 0;    ///< the part count K
+  int64_t missing = 0;  ///< parts of K never started, not in `parts`
+};
+
 /// @brief What an output folder holds: its manifest, how many blocks are done, and the parts run on it.
 struct BlockwiseStatus {
+  /// Part counts up to this many parts are listed part by part; above it, only the parts started.
+  static constexpr int64_t kMostListed = 4096;
   nlohmann::json manifest;
   int64_t blocks_total = 0;
-  int64_t blocks_done = 0;
-  std::vector<BlockwisePartStatus> parts;  ///< for each part count used on the output, every part of it
+  int64_t blocks_done = 0;                 ///< marker files of blocks of the output
+  std::vector<BlockwisePartStatus> parts;  ///< for each part count used on the output, every part of it (see above)
+  std::vector<BlockwiseUnlistedParts> unlisted;  ///< part counts above kMostListed: the parts not listed
 };
 
 }  // namespace qlty

@@ -35,6 +35,18 @@ inline torch::ScalarType accumulate_type(torch::ScalarType t) {
   return t == torch::kDouble ? torch::kDouble : torch::kFloat;
 }
 
+/// Checks that the output argument `arg` of an `_out` call `who` shares no memory with `others`. An output that
+/// is resized must be checked after the resize: a view that grows can reach into an input's memory.
+inline void check_no_overlap(const char* who, const char* arg, const torch::Tensor& out,
+                             std::initializer_list<std::pair<const char*, const torch::Tensor*>> others) {
+  for (const auto& [name, t] : others) {
+    if (!t->defined()) continue;
+    const auto status = at::get_overlap_status(out, *t);
+    TORCH_CHECK_VALUE(status == at::MemOverlapStatus::No, who, ": ", arg, " must not share memory with ", name,
+                      status == at::MemOverlapStatus::TooHard ? " (they share a storage)" : "");
+  }
+}
+
 /// Checks the output argument `arg` of an `_out` call `who`: defined, of the given shape, dtype and device,
 /// contiguous, sharing no memory with `others` (inputs and the other outputs), and no autograd: like LibTorch's
 /// own `_out` functions, these calls write in place and record no graph.
@@ -56,10 +68,8 @@ inline void check_out(const char* who, const char* arg, const torch::Tensor& out
     TORCH_CHECK_VALUE(!(grad && t->requires_grad()), who, ": ", name,
                       " requires grad; _out calls do not support autograd (use the allocating call, or run under "
                       "torch::NoGradGuard)");
-    const auto status = at::get_overlap_status(out, *t);
-    TORCH_CHECK_VALUE(status == at::MemOverlapStatus::No, who, ": ", arg, " must not share memory with ", name,
-                      status == at::MemOverlapStatus::TooHard ? " (they share a storage)" : "");
   }
+  check_no_overlap(who, arg, out, others);
 }
 
 /// patches (N * P, C, Wz, Wy, Wx) from x (N, C, Sz, Sy, Sx); `weighted` multiplies by the stitching weights.

@@ -141,6 +141,7 @@ void overlap_cpu(T* p1, T* p2, const Strides5& s1, const Strides5& s2, T* o1, T*
   auto da = d.accessor<int64_t, 2>();
   at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
+      if (off[i + 1] == off[i]) continue;  // the pair shares no pixel: |d| >= the window along some axis
       const int64_t dz = da[i][0], dy = da[i][1], dx = da[i][2], k = ((turns[i] % 4) + 4) % 4;
       const int64_t Wy = w[1], Wx = w[2];
       int64_t row = off[i];
@@ -208,21 +209,18 @@ struct OverlapFunction : torch::autograd::Function<OverlapFunction> {
     });
     return {q1, q2, torch::Tensor(), torch::Tensor()};
   }
-  /// The overlap into fresh tensors, or into `into` (two tensors resized to (K, C)) when given.
+  /// The overlap into fresh tensors, or into o1 and o2 when given (contiguous, already of shape (K, C)).
   static torch::autograd::variable_list run(const torch::Tensor& p1, const torch::Tensor& p2, const torch::Tensor& d,
-                                            const torch::Tensor& turns,
-                                            const std::array<torch::Tensor*, 2>& into = {nullptr, nullptr}) {
+                                            const torch::Tensor& turns, torch::Tensor o1 = {},
+                                            torch::Tensor o2 = {}) {
     const std::array<int64_t, 3> w{p1.size(2), p1.size(3), p1.size(4)};
     const auto off = overlap_offsets(d, w);
     const int64_t C = p1.size(1);
-    torch::Tensor o1, o2;
-    if (into[0]) {
-      o1 = resize_output(*into[0], {off.back(), C});
-      o2 = resize_output(*into[1], {off.back(), C});
-    } else {
+    if (!o1.defined()) {
       o1 = empty_output({off.back(), C}, p1.options());
       o2 = empty_output({off.back(), C}, p1.options());
     }
+    TORCH_INTERNAL_ASSERT(o1.sizes() == o2.sizes() && o1.size(0) == off.back() && o1.size(1) == C);
     const int64_t* t = turns.data_ptr<int64_t>();
     dispatch_by_size(p1, [&](auto e) {
       using T = decltype(e);
@@ -336,8 +334,33 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> extract_p
   return {p1, p2, deltas.to(torch::TensorOptions().dtype(torch::kFloat32).device(x.device())), turns.to(x.device())};
 }
 
+/// The pairs' deltas (M, D) as (dx, dy[, dz]), int64 on the CPU: refused unless finite whole numbers; a component
+/// beyond the window is clamped to the window (the pair shares no pixel either way).
+template <int D>
+torch::Tensor integral_deltas(const char* who, const torch::Tensor& deltas, const torch::Tensor& patches) {
+  TORCH_CHECK_TYPE(!deltas.is_complex() && deltas.scalar_type() != torch::kBool, who,
+                   ": deltas must be real numbers, got ", deltas.scalar_type());
+  auto d = deltas.detach().to(torch::kCPU, torch::kDouble).contiguous();
+  auto first_bad = [&](const torch::Tensor& bad, const char* what) {
+    auto where = bad.nonzero();
+    if (where.size(0) == 0) return;
+    const int64_t i = where[0][0].item<int64_t>(), a = where[0][1].item<int64_t>();
+    const char* names[] = {"dx", "dy", "dz"};
+    TORCH_CHECK_VALUE(false, who, ": deltas must be ", what, ", got ", d[i][a].item<double>(), " as ", names[a],
+                      " of pair ", i);
+  };
+  first_bad(torch::isfinite(d).logical_not(), "finite");
+  first_bad(d != d.round(), "whole numbers of pixels");
+  for (int a = 0; a < D; ++a) {  // component a moves window axis D - 1 - a
+    const auto w = static_cast<double>(patches.size(2 + D - 1 - a));
+    d.select(1, a).clamp_(-w, w);
+  }
+  return d.to(torch::kInt64);
+}
+
 /// The overlap by vectorised torch ops (masks built from the deltas), for any device; differentiable through
-/// torch's own autograd. CPU tensors take the native OverlapFunction instead.
+/// torch's own autograd. CPU tensors take the native OverlapFunction instead. The deltas are whole numbers
+/// (integral_deltas).
 template <int D>
 std::tuple<torch::Tensor, torch::Tensor> overlap_torch(const torch::Tensor& p1, const torch::Tensor& p2,
                                                        const torch::Tensor& deltas, const torch::Tensor& rotations) {
@@ -345,7 +368,7 @@ std::tuple<torch::Tensor, torch::Tensor> overlap_torch(const torch::Tensor& p1, 
   auto q2 = rotations.defined() ? rotate_pairs(p2, rotations.to(p2.device(), torch::kInt64), -1) : p2;
   // Masks of the shared pixels: (u, v[, w]) of patch 1 matches (u - d) of patch 2, and (u) of patch 2 matches
   // (u + d) of patch 1; both enumerate the overlap in the same row-major order.
-  auto d = deltas.to(p1.device()).round().to(torch::kInt64);
+  auto d = deltas.to(p1.device(), torch::kInt64);
   auto opts = d.options();
   auto inside1 = torch::ones({M, 1, 1, 1}, opts.dtype(torch::kBool));
   auto inside2 = inside1.clone();
@@ -365,10 +388,12 @@ std::tuple<torch::Tensor, torch::Tensor> overlap_torch(const torch::Tensor& p1, 
   return {last(p1).index({inside1}), last(q2).index({inside2})};
 }
 
-/// The outputs of extract_overlapping_pixels_out: of the patches' dtype and device, contiguous, sharing no memory
-/// with the inputs or each other; no autograd. Their shape is free: they are resized (resize_output).
-inline void check_overlap_outputs(const char* who, const torch::Tensor& p1, const torch::Tensor& p2,
-                                  const torch::Tensor& deltas, const std::array<torch::Tensor*, 2>& into) {
+/// The outputs of extract_overlapping_pixels_out, resized to (K, C) (resize_output): of the patches' dtype and
+/// device, contiguous, sharing no memory with the inputs or each other (checked again after the resize, which can
+/// grow a view into an input's memory); no autograd.
+inline void prepare_overlap_outputs(const char* who, const torch::Tensor& p1, const torch::Tensor& p2,
+                                    const torch::Tensor& deltas, const std::array<torch::Tensor*, 2>& into,
+                                    int64_t K) {
   const std::array<const char*, 2> names{"overlapping1", "overlapping2"};
   for (int i = 0; i < 2; ++i) {
     const torch::Tensor& o = *into[i];
@@ -379,6 +404,10 @@ inline void check_overlap_outputs(const char* who, const torch::Tensor& p1, cons
   // Resizing one of two tensors on one storage would move the other's memory: they need storages of their own.
   TORCH_CHECK_VALUE(into[0]->storage().unsafeGetStorageImpl() != into[1]->storage().unsafeGetStorageImpl(), who,
                     ": overlapping1 and overlapping2 must not share memory");
+  for (int i = 0; i < 2; ++i) {
+    resize_output(*into[i], {K, p1.size(1)});
+    check_no_overlap(who, names[i], *into[i], {{"patches1", &p1}, {"patches2", &p2}, {"deltas", &deltas}});
+  }
 }
 
 /// The shared body of extract_overlapping_pixels(_3d).
@@ -405,23 +434,27 @@ std::tuple<torch::Tensor, torch::Tensor> overlapping(const torch::Tensor& p1, co
     TORCH_CHECK_VALUE(p1.size(-1) == p1.size(-2) || (rotations->remainder(2) == 0).all().item<bool>(), who,
                       ": odd quarter turns need square patches, got ", p1.sizes());
   }
-  if (into[0]) check_overlap_outputs(who, p1, p2, deltas, into);
+  const auto d = integral_deltas<D>(who, deltas, p1);  // (M, D) as (dx, dy[, dz])
+  auto d3 = torch::zeros({M, 3}, torch::kInt64);        // (M, 3) as (dz, dy, dx)
+  for (int a = 0; a < D; ++a) d3.select(1, 3 - D + a).copy_(d.select(1, D - 1 - a));
+  const auto q1 = D == 2 ? p1.unsqueeze(2) : p1, q2 = D == 2 ? p2.unsqueeze(2) : p2;
+  if (into[0])
+    prepare_overlap_outputs(who, p1, p2, deltas, into, overlap_offsets(d3, {q1.size(2), q1.size(3), q1.size(4)}).back());
   if (p1.device().is_cpu() && p2.device().is_cpu()) {  // native kernel; the torch ops below serve other devices
-    auto d3 = torch::zeros({M, 3}, torch::kInt64);
-    for (int a = 0; a < D; ++a) d3.select(1, 3 - D + a).copy_(deltas.select(1, D - 1 - a).round());
     auto turns = rotated ? rotations->to(torch::kInt64).contiguous() : torch::zeros({M}, torch::kInt64);
-    auto q1 = D == 2 ? p1.unsqueeze(2) : p1, q2 = D == 2 ? p2.unsqueeze(2) : p2;
     torch::autograd::variable_list o;
     if ((q1.requires_grad() || q2.requires_grad()) && torch::GradMode::is_enabled())
       o = OverlapFunction::apply(q1, q2, d3, turns);
+    else if (into[0])
+      o = OverlapFunction::run(q1, q2, d3, turns, *into[0], *into[1]);
     else
-      o = OverlapFunction::run(q1, q2, d3, turns, into);
+      o = OverlapFunction::run(q1, q2, d3, turns);
     return {o[0], o[1]};
   }
-  auto [o1, o2] = overlap_torch<D>(p1, p2, deltas, rotated ? *rotations : torch::Tensor());
+  auto [o1, o2] = overlap_torch<D>(p1, p2, d, rotated ? *rotations : torch::Tensor());
   if (!into[0]) return {o1, o2};
-  resize_output(*into[0], o1.sizes()).copy_(o1);
-  resize_output(*into[1], o2.sizes()).copy_(o2);
+  into[0]->copy_(o1);
+  into[1]->copy_(o2);
   return {*into[0], *into[1]};
 }
 

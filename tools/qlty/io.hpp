@@ -1,6 +1,6 @@
 #pragma once
 // The `qlty` program's inputs and outputs: Zarr arrays, TIFF images and stacks (libtiff), NumPy .npy files
-// (memory-mapped), as qlty::BlockInput (N, C, *S).
+// (read box by box), as qlty::BlockInput (N, C, *S).
 //
 // Ranks: 2 = an image (Y, X), 3 = a volume (Z, Y, X), 4 = (N, C, Y, X), 5 = (N, C, Z, Y, X). A TIFF file with one
 // page is an image, with several pages a volume; samples per pixel (RGB) become channels.
@@ -14,7 +14,6 @@
 #include <torch/torch.h>
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -72,6 +71,8 @@ inline BlockInput as_block_input(std::vector<int64_t> shape, BlockInput::Reader 
     full.push_back(at == std::string::npos ? 1 : shape[at]);
   }
   if (axes == canon) return BlockInput(full, std::move(read), name, id, name);
+  // recorded for resumes unless it is the default for the rank (zyx, yx: no axis moves)
+  const std::string moved = axes == default_axes(shape.size()) ? "" : axes;
   return BlockInput(
       full,
       [read, src](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
@@ -91,7 +92,7 @@ inline BlockInput as_block_input(std::vector<int64_t> shape, BlockInput::Reader 
           if (src[k] < 0) t = t.unsqueeze(static_cast<int64_t>(k));
         return t;
       },
-      name, id, name);
+      name, id, name, moved);
 }
 
 // ---------------------------------------------------------------------------------------------------- .npy
@@ -170,62 +171,139 @@ inline NpyHeader parse_npy_header(const uint8_t* p, size_t n, const std::string&
   return out;
 }
 
-/// A .npy file's array, memory-mapped (the mapping lives as long as the tensor): its own shape, and whether it
-/// holds uint16 stored as int16 bits (widen_u16 turns those into int32).
-struct MappedNpy {
-  torch::Tensor data;
-  bool u16 = false;
-};
-
+/// uint16 values held as int16 bits, as int32 (LibTorch 1.13 has no uint16).
 inline torch::Tensor widen_u16(const torch::Tensor& t) { return t.to(torch::kInt).bitwise_and_(0xFFFF); }
 
-inline MappedNpy map_npy(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block
-  if (fd < 0) detail::throw_io("open", path, errno);
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error("input", path + ": not a regular file");
+/// An open .npy file, read with pread (never memory-mapped: a file truncated or rewritten while a run reads it is
+/// an error naming the file, not a SIGBUS). Boxes are read from the page cache, the file is never loaded whole.
+/// uint16 is read as int32 (LibTorch 1.13 has no uint16).
+class NpyFile {
+ public:
+  explicit NpyFile(const std::string& path) : path_(path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block
+    if (fd < 0) detail::throw_io("open", path, errno);
+    fd_ = std::shared_ptr<int>(new int(fd), [](int* f) {
+      ::close(*f);
+      delete f;
+    });
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) throw Error("input", path + ": not a regular file");
+    size_ = static_cast<uint64_t>(st.st_size);
+    mtime_ = st.st_mtim;
+    if (size_ == 0) throw Error("input", path + ": not a supported .npy file: the file is empty");
+    std::vector<uint8_t> head(static_cast<size_t>(std::min<uint64_t>(size_, 12)));
+    read_exact(head.data(), head.size(), 0);
+    size_t hlen = head.size() >= 12 && head[6] >= 2 ? head[8] | (size_t(head[9]) << 8) | (size_t(head[10]) << 16) |
+                                                          (size_t(head[11]) << 24)
+                  : head.size() >= 10 ? head[8] | (size_t(head[9]) << 8)
+                                      : 0;
+    head.resize(static_cast<size_t>(std::min<uint64_t>(size_, 12 + uint64_t(hlen))));
+    read_exact(head.data(), head.size(), 0);
+    header_ = parse_npy_header(head.data(), head.size(), path);
+    int64_t numel = 1, nbytes = 0;
+    for (auto v : header_.shape)
+      if (__builtin_mul_overflow(numel, v, &numel))
+        throw Error("input", path + ": the shape " + c10::str(c10::IntArrayRef(header_.shape)) +
+                                 " has more elements than 64 bits can count");
+    if (__builtin_mul_overflow(numel, static_cast<int64_t>(c10::elementSize(header_.dtype)), &nbytes))
+      throw Error("input", path + ": the shape " + c10::str(c10::IntArrayRef(header_.shape)) +
+                               " has more bytes than 64 bits can count");
+    if (uint64_t(nbytes) > size_ || header_.data_offset + uint64_t(nbytes) > size_)
+      throw Error("input", path + ": truncated: the header promises " + std::to_string(nbytes) +
+                               " bytes of data, the file has " + std::to_string(size_ - header_.data_offset));
   }
-  const size_t size = static_cast<size_t>(st.st_size);
-  void* map = size ? ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
-  const int err = errno;
-  ::close(fd);
-  if (map == MAP_FAILED) {
-    if (size == 0) throw Error("input", path + ": not a supported .npy file: the file is empty");
-    detail::throw_io("mmap", path, err);
-  }
-  std::shared_ptr<void> keep(map, [size](void* p) { ::munmap(p, size); });
-  const auto h = parse_npy_header(static_cast<const uint8_t*>(map), size, path);
-  int64_t numel = 1, nbytes = 0;
-  for (auto v : h.shape)
-    if (__builtin_mul_overflow(numel, v, &numel))
-      throw Error("input", path + ": the shape " + c10::str(c10::IntArrayRef(h.shape)) +
-                               " has more elements than 64 "
-                               "bits can count");
-  if (__builtin_mul_overflow(numel, static_cast<int64_t>(c10::elementSize(h.dtype)), &nbytes))
-    throw Error("input", path + ": the shape " + c10::str(c10::IntArrayRef(h.shape)) +
-                             " has more bytes than 64 bits "
-                             "can count");
-  const size_t bytes = static_cast<size_t>(nbytes);
-  if (bytes > size || h.data_offset + bytes > size)
-    throw Error("input", path + ": truncated: the header promises " + std::to_string(bytes) +
-                             " bytes of data, the file has " + std::to_string(size - h.data_offset));
-  auto t = torch::from_blob(
-      static_cast<uint8_t*>(map) + h.data_offset, h.shape, [keep](void*) {}, torch::TensorOptions().dtype(h.dtype));
-  return {t, h.widen_u16};
-}
 
-/// A .npy file as an input, memory-mapped: boxes are read from the page cache, the file is never loaded whole.
+  const std::string& path() const { return path_; }
+  const std::vector<int64_t>& shape() const { return header_.shape; }
+
+  /// The box [off, off + ext) as a CPU tensor (int32 for uint16 files).
+  torch::Tensor read(const std::vector<int64_t>& off, const std::vector<int64_t>& ext) const {
+    auto out = torch::empty(ext, torch::TensorOptions().dtype(header_.dtype));
+    if (out.numel() > 0) read_box(static_cast<uint8_t*>(out.data_ptr()), off, ext);
+    check_unchanged();
+    return header_.widen_u16 ? widen_u16(out) : out;
+  }
+  torch::Tensor read_all() const { return read(std::vector<int64_t>(header_.shape.size(), 0), header_.shape); }
+
+ private:
+  // Rows: runs of contiguous bytes. Axes after k are whole, so a run is ext[k] of them; runs shorter than 32 KiB
+  // are read a span of ext[k - 1] runs at a time (with the bytes between them) when the span is at most 8 times
+  // what it holds.
+  void read_box(uint8_t* dst, const std::vector<int64_t>& off, const std::vector<int64_t>& ext) const {
+    const auto& S = header_.shape;
+    const int r = static_cast<int>(S.size());
+    const int64_t e = static_cast<int64_t>(c10::elementSize(header_.dtype));
+    if (r == 0) return read_exact(dst, static_cast<size_t>(e), header_.data_offset);
+    std::vector<int64_t> stride(static_cast<size_t>(r), e);  // bytes per step along each axis
+    for (int a = r - 2; a >= 0; --a) stride[a] = stride[a + 1] * S[a + 1];
+    int k = r - 1;
+    while (k > 0 && ext[k] == S[k]) --k;  // axes after k are whole
+    const int64_t run = ext[k] * stride[k];
+    const bool span = k > 0 && ext[k - 1] > 1 && run < (int64_t(32) << 10) &&
+                      (ext[k - 1] - 1) * stride[k - 1] + run <= 8 * ext[k - 1] * run;
+    const int outer = span ? k - 1 : k;  // axes [0, outer) are walked one index at a time
+    std::vector<uint8_t> tmp;
+    std::vector<int64_t> idx(static_cast<size_t>(outer), 0);
+    for (uint8_t* d = dst;;) {
+      uint64_t at = header_.data_offset;
+      for (int a = 0; a < outer; ++a) at += static_cast<uint64_t>((off[a] + idx[a]) * stride[a]);
+      for (int a = outer; a <= k; ++a) at += static_cast<uint64_t>(off[a] * stride[a]);
+      if (span) {
+        tmp.resize(static_cast<size_t>((ext[k - 1] - 1) * stride[k - 1] + run));
+        read_exact(tmp.data(), tmp.size(), at);
+        for (int64_t j = 0; j < ext[k - 1]; ++j, d += run)
+          std::memcpy(d, tmp.data() + j * stride[k - 1], static_cast<size_t>(run));
+      } else {
+        read_exact(d, static_cast<size_t>(run), at);
+        d += run;
+      }
+      int a = outer - 1;
+      for (; a >= 0; --a) {
+        if (++idx[a] < ext[a]) break;
+        idx[a] = 0;
+      }
+      if (a < 0) break;
+    }
+  }
+
+  void read_exact(uint8_t* dst, size_t n, uint64_t at) const {
+    size_t done = 0;
+    while (done < n) {
+      const ssize_t got = ::pread(*fd_, dst + done, n - done, static_cast<off_t>(at + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) detail::throw_io("read", path_, errno);
+      if (got == 0) changed("it ends at byte " + std::to_string(at + done) + ", " + std::to_string(size_) +
+                            " bytes when it was opened");
+      done += static_cast<size_t>(got);
+    }
+  }
+
+  void check_unchanged() const {
+    struct stat st {};
+    if (::fstat(*fd_, &st) != 0) detail::throw_io("fstat", path_, errno);
+    if (static_cast<uint64_t>(st.st_size) != size_ || st.st_mtim.tv_sec != mtime_.tv_sec ||
+        st.st_mtim.tv_nsec != mtime_.tv_nsec)
+      changed("it has " + std::to_string(st.st_size) + " bytes and another modification time than when it was opened");
+  }
+
+  [[noreturn]] void changed(const std::string& how) const {
+    throw Error("input", path_ + ": the file changed while it was being read (" + how +
+                             "); the predictions would mix two versions of it. Keep the input unchanged during a "
+                             "run, then rerun the same command: finished blocks are kept");
+  }
+
+  std::string path_;
+  std::shared_ptr<int> fd_;
+  uint64_t size_ = 0;
+  struct timespec mtime_ {};
+  NpyHeader header_;
+};
+
+/// A .npy file as an input, read box by box (NpyFile).
 inline BlockInput open_npy(const std::string& path, const std::string& axes = "") {
-  const auto m = map_npy(path);
+  const NpyFile f(path);
   return as_block_input(
-      m.data.sizes().vec(),
-      [u16 = m.u16, read = detail::box_reader(m.data)](const std::vector<int64_t>& off,
-                                                       const std::vector<int64_t>& ext) {
-        auto v = read(off, ext);
-        return u16 ? widen_u16(v) : v;
-      },
+      f.shape(), [f](const std::vector<int64_t>& off, const std::vector<int64_t>& ext) { return f.read(off, ext); },
       path, detail::file_fingerprint(path), axes);
 }
 

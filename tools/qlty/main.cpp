@@ -158,6 +158,14 @@ int default_threads(int local_ranks) {
   return std::max(1, cores >= online ? cores / std::max(1, local_ranks) : cores);
 }
 
+/// --threads: 0 (the default) or at most 4 threads per core online; more only slows memory-bound work down.
+void check_threads(int64_t threads) {
+  const int64_t cores = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)), most = 4 * cores;
+  if (threads < 0 || threads > most)
+    throw CLI::ValidationError("--threads", c10::str("must be in [0, ", most, "] (0: the default; at most 4 per core, ",
+                                                     cores, " cores here), got ", threads));
+}
+
 /// "i/K" -> {i, K}, 0 <= i < K.
 std::pair<int64_t, int64_t> parse_part(const std::string& s) {
   const auto slash = s.find('/');
@@ -240,7 +248,7 @@ torch::Tensor pick_output(const c10::IValue& v, const std::string& key) {
 void load_model(const std::string& file, int D, const torch::Device& device, LoadedModel& m,
                 torch::ScalarType dtype = torch::kFloat, const std::string& key = "") {
   if (!file.empty()) {
-    m.id = file_id(file);
+    m.id = file_id(file) + (key.empty() ? "" : ":output " + key);  // another head is another model
     try {
       m.script = torch::jit::load(file, device);
     } catch (const c10::Error& e) {
@@ -250,6 +258,10 @@ void load_model(const std::string& file, int D, const torch::Device& device, Loa
     if (dtype != torch::kFloat && !device.is_cuda()) m.script.to(dtype);  // CUDA runs under autocast instead
     m.fn = [&m, key](const torch::Tensor& x) { return pick_output(m.script.forward({x}), key); };
   } else {
+    if (!key.empty())
+      throw CLI::ValidationError("--output-key", "\"" + key +
+                                                     "\" picks an entry of a model's dict output; the built-in "
+                                                     "network (no --model) returns one tensor");
     m.id = qlty::tool::kBuiltinModelId;
     m.builtin = BuiltinNet(D);
     m.builtin->to(device);
@@ -277,6 +289,16 @@ std::vector<T> per_axis(const std::vector<T>& v, int D, const char* flag) {
   return v;
 }
 
+/// Runs `check`, a library call that validates the value of `flag`: its error becomes one naming the flag.
+template <typename F>
+auto flag_checked_by_library(const char* flag, F&& check) {
+  try {
+    return check();
+  } catch (const c10::ValueError& e) {
+    throw CLI::ValidationError(flag, e.what_without_backtrace());
+  }
+}
+
 /// Checks the flags that depend on the input's shape (N, C, *S) and turns them into options: window, step or
 /// overlap (MONAI's convention), border, blend, padding, flips, precision, activation, output dtype.
 qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& device,
@@ -297,6 +319,13 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
   for (auto w : window)
     if (w < 1)
       throw CLI::ValidationError("--window", c10::str("must be >= 1 on every axis, got ", c10::IntArrayRef(window)));
+  constexpr int64_t max_block_mib = int64_t(1) << 24;  // 16 TiB
+  if (a.block_mib < 1 || a.block_mib > max_block_mib)
+    throw CLI::ValidationError("--block-memory", c10::str("must be in [1, ", max_block_mib, "] MiB, got ", a.block_mib));
+  flag_checked_by_library("--window", [&] {
+    qlty::detail::check_window_fits(shape, window, a.block_mib << 20, "the window does not fit in --block-memory");
+  });
+  check_threads(a.threads);
   std::vector<int64_t> step;
   if (!a.step.empty() && !a.overlap.empty())
     throw CLI::ValidationError("--overlap", "give either --step or --overlap, not both");
@@ -357,22 +386,23 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
       if (!(v > 0 && std::isfinite(v)))
         throw CLI::ValidationError("--sigma-scale", c10::str("must be > 0 on every axis, got ", v));
     o.blend = qlty::Blend::gaussian(sg);
+    flag_checked_by_library("--sigma-scale", [&] { return o.blend.gaussian_factors(window, "the gaussian"); });
   } else if (a.blend == "custom") {
     if (a.blend_window.empty())
       throw CLI::ValidationError("--blend", "custom needs --blend-window FILE.npy (a window of weights)");
-    const auto m = qlty::tool::map_npy(a.blend_window);
-    auto w = m.data.to(torch::kFloat64);
+    auto w = qlty::tool::NpyFile(a.blend_window).read_all().to(torch::kFloat64);
     if (w.sizes() != c10::IntArrayRef(window))
       throw CLI::ValidationError("--blend-window", c10::str(a.blend_window, " has shape ", w.sizes(),
                                                             ", but the window is ", c10::IntArrayRef(window)));
     if (!w.isfinite().all().item<bool>() || w.min().item<double>() < 0 || w.max().item<double>() <= 0)
       throw CLI::ValidationError("--blend-window", a.blend_window + ": weights must be finite, >= 0 and not all zero");
     o.blend = qlty::Blend::custom(w);
+    flag_checked_by_library("--blend-window", [&] { return o.blend.weights(window, a.blend_window.c_str()); });
   }
   if (a.pad_value && a.pad != "constant")
     throw CLI::ValidationError("--pad-value", "is for --pad constant, got --pad " + a.pad);
   if (a.pad == "constant")
-    o.pad = qlty::Pad::constant(a.pad_value.value_or(0.0));
+    o.pad = flag_checked_by_library("--pad-value", [&] { return qlty::Pad::constant(a.pad_value.value_or(0.0)); });
   else if (a.pad == "reflect")
     o.pad = qlty::Pad::reflect();
   else if (a.pad == "replicate")
@@ -428,6 +458,7 @@ qlty::BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& de
   if (e.tag() == "checkpoint") {
     static const std::pair<const char*, const char*> flags[] = {{"input: ", "input (--input): "},
                                                                 {"input_shape: ", "input shape (--input, --axes): "},
+                                                                {"input_axes: ", "--axes: "},
                                                                 {"out_channels: ", "model channels: "},
                                                                 {"window: ", "--window: "},
                                                                 {"step: ", "--step/--overlap: "},
@@ -602,6 +633,7 @@ struct DemoArgs {
 
 int run_demo(const DemoArgs& a) {
   TORCH_CHECK_VALUE(a.size >= a.window, "qlty demo: --size must be at least --window (", a.window, "), got ", a.size);
+  check_threads(a.threads);
   if (a.threads > 0) at::set_num_threads(static_cast<int>(a.threads));
   using qlty::detail::join_path;
   qlty::detail::make_dirs(a.output);
@@ -666,6 +698,35 @@ std::string describe_array(const qlty::zarr::Array& a) {
   return c10::str("Zarr v", m.zarr_format, " array, shape ", c10::IntArrayRef(m.shape), ", chunks ",
                   c10::IntArrayRef(m.chunks), ", ", qlty::zarr::name(m.dtype), ", codecs [", codecs, "], ",
                   a.stored_chunk_count(), " of ", total, " chunks stored");
+}
+
+/// The parts of an output, one a line; of part counts above 16, consecutive parts in the same state share a line:
+/// "parts 0-62/100: 0 of 0 blocks done (empty share: nothing to run)".
+void print_parts(const qlty::BlockwiseStatus& s) {
+  auto state = [](const qlty::BlockwisePartStatus& p) {
+    if (p.blocks == 0) return "empty share: nothing to run";
+    if (p.blocks_done == p.blocks) return "complete";
+    return p.started ? "started" : "missing: never started";
+  };
+  for (size_t i = 0; i < s.parts.size();) {
+    size_t j = i + 1;
+    int64_t done = s.parts[i].blocks_done, blocks = s.parts[i].blocks;
+    while (j < s.parts.size() && s.parts[i].count > 16 && s.parts[j].count == s.parts[i].count &&
+           s.parts[j].index == s.parts[j - 1].index + 1 && std::strcmp(state(s.parts[j]), state(s.parts[i])) == 0) {
+      done += s.parts[j].blocks_done;
+      blocks += s.parts[j].blocks;
+      ++j;
+    }
+    const auto& p = s.parts[i];
+    const std::string which = j == i + 1 ? c10::str("part ", p.index, "/", p.count)
+                                         : c10::str("parts ", p.index, "-", s.parts[j - 1].index, "/", p.count);
+    std::printf("  %s: %lld of %lld blocks done (%s)\n", which.c_str(), static_cast<long long>(done),
+                static_cast<long long>(blocks), state(p));
+    i = j;
+  }
+  for (const auto& u : s.unlisted)
+    std::printf("  and %lld more parts of %lld never started (not listed)\n", static_cast<long long>(u.missing),
+                static_cast<long long>(u.count));
 }
 
 int run_info(const std::string& path) {
@@ -742,16 +803,11 @@ int run_info(const std::string& path) {
         field("window").c_str(), field("step").c_str(), field("border").c_str(), field("border_weight").c_str(),
         field("block").c_str(), field("model").c_str());
     std::string extra;  // settings recorded when they differ from their defaults
-    for (const char* k : {"blend", "pad", "tta_flip", "precision", "activation", "slicewise", "output_dtype"})
+    for (const char* k :
+         {"input_axes", "blend", "pad", "tta_flip", "precision", "activation", "slicewise", "output_dtype"})
       if (l.contains(k)) extra += std::string(extra.empty() ? "" : ", ") + k + " " + field(k);
     if (!extra.empty()) std::printf("  also: %s\n", extra.c_str());
-    for (const auto& p : s.parts)
-      std::printf("  part %lld/%lld: %lld of %lld blocks done%s\n", static_cast<long long>(p.index),
-                  static_cast<long long>(p.count), static_cast<long long>(p.blocks_done),
-                  static_cast<long long>(p.blocks),
-                  p.blocks_done == p.blocks ? " (complete)"
-                  : p.started               ? " (started)"
-                                            : " (missing: never started)");
+    print_parts(s);
   }
   return 0;
 }
@@ -775,8 +831,7 @@ int run_convert(const ConvertArgs& a) {
   if (tool::is_tiff(a.input)) {
     data = tool::read_tiff(a.input);
   } else if (tool::is_npy(a.input)) {
-    const auto m = tool::map_npy(a.input);
-    data = m.u16 ? tool::widen_u16(m.data) : m.data.clone();
+    data = tool::NpyFile(a.input).read_all();
   } else if (zarr::node_type(a.input) == zarr::NodeType::Array ||
              (zarr::node_type(a.input) == zarr::NodeType::Group && !tool::first_scale(a.input).empty())) {
     // an OME-Zarr image (what qlty infer writes): its first, full-resolution scale
@@ -937,8 +992,7 @@ int main(int argc, char** argv) {
   infer
       ->add_option("--threads", ia.threads,
                    "CPU threads per process (default: the cores this process may use; under MPI, shared with the "
-                   "other ranks on the node unless the launcher binds them)")
-      ->check(CLI::NonNegativeNumber);
+                   "other ranks on the node unless the launcher binds them)");  // range-checked in infer_options
   infer->add_flag("--std", ia.std, "also write the spread of overlapping predictions (OUT/std)");
   infer->add_flag("--argmax", ia.argmax, "also write the argmax over channels as labels (OUT/labels/argmax)");
   infer
@@ -952,8 +1006,7 @@ int main(int argc, char** argv) {
                    "images)")
       ->delimiter(',');
   infer->add_option("--block-memory", ia.block_mib, "MiB for one block's input and accumulators")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->capture_default_str();  // range-checked in infer_options
   infer->add_option("--max-blocks", ia.max_blocks, "stop after computing this many blocks (rerun to continue)");
   infer->add_option(
       "--part", ia.part,
@@ -981,7 +1034,7 @@ int main(int argc, char** argv) {
   demo->add_option("--noise", da.noise, "noise standard deviation")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  demo->add_option("--threads", da.threads, "CPU threads (default: LibTorch's)")->check(CLI::NonNegativeNumber);
+  demo->add_option("--threads", da.threads, "CPU threads (default: LibTorch's)");  // range-checked in run_demo
   demo->add_flag("--quiet,-q", da.quiet, "only the check's result");
 
   std::string info_path;

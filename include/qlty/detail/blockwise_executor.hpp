@@ -72,11 +72,14 @@ inline int64_t planned_windows(const BlockPlan& plan, const std::vector<int64_t>
 }
 
 /// The box [off, off + ext) of the padded input (plan.g.shape; the input's rank): what lies outside the input
-/// comes from `pad`.
+/// comes from `pad`. Padded boxes are float32, padded after the conversion (as MONAI does): a pad value of 0.5
+/// or -1 stays what it is next to a uint8 input.
 inline torch::Tensor read_padded(const BlockInput& input, const BlockPlan& plan, const Pad& pad,
                                  const std::vector<int64_t>& off, const std::vector<int64_t>& ext) {
   if (!plan.padded()) return input.read(off, ext);
-  const auto read = [&input](const std::vector<int64_t>& o, const std::vector<int64_t>& e) { return input.read(o, e); };
+  const auto read = [&input](const std::vector<int64_t>& o, const std::vector<int64_t>& e) {
+    return input.read(o, e).to(torch::kFloat);
+  };
   return pad.read_box(read, plan.spatial(plan.image), plan.spatial(plan.before), off, ext);
 }
 
@@ -492,13 +495,30 @@ class BlockExecutor {
     if (o_.activation == BlockwiseOptions::Activation::Sigmoid) mean = mean.sigmoid_();
     if (o_.activation == BlockwiseOptions::Activation::Softmax) mean = mean.softmax(0);
     if (o_.write_argmax) labels = mean.argmax(0, true).to(torch::kInt).cpu();
-    auto store = [&](const torch::Tensor& t) {  // in the output dtype
+    expect_finite(i, "blended prediction", mean, "float32");
+    if (sd.defined()) expect_finite(i, "spread (std)", sd, "float32");
+    auto store = [&](const torch::Tensor& t, const char* what) {  // in the output dtype
       if (o_.output_dtype == torch::kByte) return t.clamp(0, 1).mul_(255).round_().to(torch::kByte).cpu();
-      return t.to(o_.output_dtype).cpu();
+      auto out = t.to(o_.output_dtype).cpu();
+      if (o_.output_dtype != torch::kFloat) expect_finite(i, what, out, c10::toString(o_.output_dtype));
+      return out;
     };
-    out_.write_block(i, o_.write_mean ? store(mean) : torch::Tensor(), sd.defined() ? store(sd) : sd, labels);
+    out_.write_block(i, o_.write_mean ? store(mean, "blended prediction") : torch::Tensor(),
+                     sd.defined() ? store(sd, "spread (std)") : sd, labels);
     ++blocks_;
     if (progress_) progress_(0, true);
+  }
+
+  // A block whose results hold NaN or infinity is not written (a run never marks such a block done): the model
+  // returned them, or they overflow `dtype`.
+  void expect_finite(int64_t i, const char* what, const torch::Tensor& t, const char* dtype) const {
+    if (torch::isfinite(t).all().item<bool>()) return;
+    const int64_t bad = t.numel() - torch::isfinite(t).sum().item<int64_t>();
+    throw Error("model", out_.path() + ": " + describe_block(plan_, i) + ": the " + what + " has " + std::to_string(bad) + " NaN or infinite " +
+                             (bad == 1 ? "value" : "values") + " of " + std::to_string(t.numel()) +
+                             ": the model returned them, or they overflow " + dtype +
+                             " (an input, pad value or precision out of the model's range?); nothing of the block "
+                             "was written");
   }
 
   const BlockModel& model_;

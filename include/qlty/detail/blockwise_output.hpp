@@ -135,10 +135,13 @@ class BlockwiseOutput {
   }
 
   /// Removes the carry files and the lock files (no process writes a complete output) when every block is done;
-  /// returns whether they are.
+  /// returns whether they are. Parts that finish together each see a complete output: the cleanup runs under the
+  /// output's lock, and what another part already removed counts as removed.
   bool finish_if_complete() {
     for (int64_t i = 0; i < plan_.total(); ++i)
       if (!is_done(i)) return false;
+    LockFile lock(join_path(qlty_folder(path_), "lock"));
+    lock.lock(0);
     remove_tree(carry_folder(path_));
     for (const char* lock : {".qlty/lock", ".0.lock", ".std.lock", "labels/argmax/.0.lock"})
       ::unlink(join_path(path_, lock).c_str());
@@ -147,8 +150,9 @@ class BlockwiseOutput {
 
   // Carry files: the parts, inside block i, of window predictions that the worker of block i's successor computed
   // (the rows they share). Format: "QLTYCRY1", count, C', then per part start[3], origin[3], extent[3] (int64), the
-  // float32 data of every part, and a CRC32C of all of it. Written atomically; a file that does not match what the
-  // reader expects, byte for byte in its header and checksum, is ignored (the reader computes the windows itself).
+  // float32 data of every part, and a CRC32C of all of it. Written atomically; anything else in its place (a file
+  // that does not match what the reader expects byte for byte in its header and checksum, of another size, a
+  // folder, a FIFO) is ignored: the reader computes the windows itself, and the writer replaces it.
   std::string carry_path(int64_t i) const { return join_path(carry_folder(path_), std::to_string(plan_.id(i))); }
 
   void write_carry(int64_t i, const std::vector<PredictionPart>& parts) const {
@@ -171,6 +175,8 @@ class BlockwiseOutput {
     }
     const uint32_t crc = crc32c(bytes.data(), at);
     std::memcpy(bytes.data() + at, &crc, 4);
+    struct stat st;
+    if (::lstat(carry_path(i).c_str(), &st) == 0 && !S_ISREG(st.st_mode)) remove_tree(carry_path(i));
     atomic_write(carry_path(i), bytes.data(), bytes.size(), false);
   }
 
@@ -180,7 +186,15 @@ class BlockwiseOutput {
     for (const auto& p : want) floats += static_cast<size_t>(p.pred.numel());
     const size_t head = 3 + 9 * want.size(), size = head * 8 + floats * 4 + 4;
     std::vector<uint8_t> bytes;
-    const auto got = read_file_into(carry_path(i), bytes, size + 1, "carry file");
+    struct stat st;
+    if (::lstat(carry_path(i).c_str(), &st) != 0 || !S_ISREG(st.st_mode) || static_cast<size_t>(st.st_size) != size)
+      return std::nullopt;
+    std::optional<size_t> got;
+    try {
+      got = read_file_into(carry_path(i), bytes, size, "carry file");
+    } catch (const Error&) {  // replaced since the lstat (by something else than a carry file of this size)
+      return std::nullopt;
+    }
     if (!got || *got != size) return std::nullopt;
     uint32_t crc = 0;
     std::memcpy(&crc, bytes.data() + size - 4, 4);

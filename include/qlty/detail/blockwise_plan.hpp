@@ -56,6 +56,18 @@ struct BlockPlan {
     const auto [n, b] = at(i);
     return id(n, b);
   }
+  /// The run-order index of the block with marker name `id` (the inverse of id(i)); id in [0, total()).
+  int64_t index_of_id(int64_t id) const {
+    std::array<int64_t, 3> b{};
+    for (int a = 2; a >= 0; --a) {
+      b[a] = id % nblocks[a];
+      id /= nblocks[a];
+    }
+    int64_t r = 0;  // at(): the slab axis fastest, then the others with X fastest
+    for (int a = 0; a < 3; ++a)
+      if (a != A) r = r * nblocks[a] + b[a];
+    return id * per_image() + r * nblocks[A] + b[A];
+  }
   /// The voxels [b0, b1) of block coordinates b.
   void box(const std::array<int64_t, 3>& b, std::array<int64_t, 3>& b0, std::array<int64_t, 3>& b1) const {
     for (int a = 0; a < 3; ++a) {
@@ -110,7 +122,8 @@ struct BlockPlan {
   }
   /// The blocks of part p of P (0-based): [first, second) in run order.
   std::pair<int64_t, int64_t> part_range(int64_t p, int64_t P) const {
-    return {total() * p / P, total() * (p + 1) / P};
+    const auto t = static_cast<__int128>(total());  // total * p can exceed 64 bits for crafted part counts
+    return {static_cast<int64_t>(t * p / P), static_cast<int64_t>(t * (p + 1) / P)};
   }
   /// The spatial entries of a 3D-form vector.
   std::vector<int64_t> spatial(const std::array<int64_t, 3>& v) const {
@@ -154,6 +167,19 @@ inline bool spatial_option(const std::vector<int64_t>& v, int D, const char* who
   return true;
 }
 
+/// One window over the input's channels, in float32, must fit in `block_bytes` (the memory of a block): a window
+/// far larger than the input (to be padded) or than the machine is refused before anything is sized or allocated.
+inline void check_window_fits(const std::vector<int64_t>& shape, const PerAxis& window, int64_t block_bytes,
+                              const char* who) {
+  const auto& w = window.values();
+  double bytes = 4.0 * double(shape[1]);
+  for (size_t a = 2; a < shape.size(); ++a) bytes *= double(w.size() == 1 ? w[0] : w.at(std::min(a - 2, w.size() - 1)));
+  TORCH_CHECK_VALUE(bytes <= double(block_bytes), who, ": one window of ", c10::IntArrayRef(w), " over ", shape[1],
+                    " channel", shape[1] == 1 ? "" : "s", " takes ", bytes / double(1 << 20),
+                    " MiB in float32, more than the ", double(block_bytes) / double(1 << 20),
+                    " MiB a block may take (block_bytes); the input is ", c10::IntArrayRef(shape));
+}
+
 /// The grid and output chunks of a run on an input of `shape` (N, C, *S); blocks come with plan_blocks.
 inline BlockPlan plan_grid(const std::vector<int64_t>& shape, const BlockwiseOptions& o, const char* who) {
   BlockPlan plan;
@@ -175,6 +201,7 @@ inline BlockPlan plan_grid(const std::vector<int64_t>& shape, const BlockwiseOpt
                       ": slicewise runs a 2D model over a 3D input with windows of depth 1 (1, Y, X); got a ",
                       D == 3 ? "window " + c10::str(c10::IntArrayRef(w)) : std::string("2D input"));
   }
+  check_window_fits(shape, o.window, o.block_bytes, who);
   const Blend blend =
       o.blend.mode() == Blend::Mode::Border ? Blend::border(o.border.values(), o.border_weight) : o.blend;
   try {  // axes shorter than the window are padded to it when o.pad pads
@@ -252,6 +279,7 @@ inline nlohmann::json plan_layout(const BlockPlan& plan, const BlockInput& input
                       {"outputs", {{"mean", o.write_mean}, {"std", o.write_std}, {"argmax", o.write_argmax}}},
                       {"model", o.model_id}};
   // Settings added later are recorded when they differ from their defaults, so earlier outputs still resume.
+  if (!input.axes().empty()) l["input_axes"] = input.axes();
   if (o.blend.mode() == Blend::Mode::Gaussian && o.blend.sigma_scale().size() == 1)  // one value: every axis
     l["blend"] = Blend::gaussian(std::vector<double>(static_cast<size_t>(plan.D), o.blend.sigma_scale()[0])).describe();
   else if (o.blend.mode() != Blend::Mode::Border)

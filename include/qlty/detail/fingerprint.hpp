@@ -1,7 +1,9 @@
 #pragma once
 // Identities of inputs, for the resume checks of blockwise runs: something that changes when the input is another
 // file, or the same file with other content. Not a hash of every byte (inputs are large): the resolved path, the
-// size, and checksums of the metadata and of a few samples of the data.
+// size, the newest modification time, and checksums of the metadata and of a few samples of the data. A Zarr
+// array's chunks are walked once (count, bytes, newest mtime): a chunk rewritten between two runs changes the
+// newest mtime, wherever it lies.
 
 #include <qlty/detail/fs.hpp>
 #include <qlty/detail/zarr_codecs.hpp>
@@ -85,8 +87,34 @@ inline std::string file_fingerprint(const std::string& path) {
   return "file:" + resolved_path(path) + ":" + std::to_string(mtime) + ":" + sampled_checksum(path);
 }
 
+/// What changes when any file under `dir` changes: "<files>/<bytes>/<newest mtime in ns>" of the regular files
+/// in it and its subfolders (one walk; links are not followed).
+inline std::string tree_summary(const std::string& dir) {
+  int64_t files = 0, bytes = 0, newest = 0;
+  std::vector<std::string> todo{dir};
+  while (!todo.empty()) {
+    const std::string d = std::move(todo.back());
+    todo.pop_back();
+    const auto names = list_dir_if_present(d);
+    if (!names) continue;
+    for (const auto& n : *names) {
+      const std::string p = join_path(d, n);
+      struct stat st;
+      if (::lstat(p.c_str(), &st) != 0) continue;
+      if (S_ISDIR(st.st_mode)) {
+        todo.push_back(p);
+      } else if (S_ISREG(st.st_mode)) {
+        ++files;
+        bytes += static_cast<int64_t>(st.st_size);
+        newest = std::max<int64_t>(newest, static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec);
+      }
+    }
+  }
+  return std::to_string(files) + "/" + std::to_string(bytes) + "/" + std::to_string(newest);
+}
+
 /// A Zarr array: "zarr:<resolved path>:<checksum of its metadata file>:<checksums of its first, middle and last
-/// chunk files>" (a missing chunk is "-").
+/// chunk files>:<tree_summary of its folder>" (a missing chunk is "-").
 inline std::string zarr_fingerprint(const zarr::Array& a) {
   const std::string meta = join_path(a.path(), a.metadata().zarr_format == 3 ? "zarr.json" : ".zarray");
   std::string id = "zarr:" + resolved_path(a.path()) + ":" + sampled_checksum(meta);
@@ -101,7 +129,7 @@ inline std::string zarr_fingerprint(const zarr::Array& a) {
     }
     id += ":" + sampled_checksum(a.chunk_path(idx));
   }
-  return id;
+  return id + ":" + tree_summary(a.path());
 }
 
 }  // namespace qlty::detail

@@ -68,11 +68,14 @@ inline void make_dirs(const std::string& path) {
   if (!is_directory(path)) throw Error("io", path + ": exists and is not a folder");
 }
 
-/// The names in a folder, without "." and "..".
-inline std::vector<std::string> list_dir(const std::string& path) {
+/// The names in a folder, without "." and ".."; nullopt when the folder is not there.
+inline std::optional<std::vector<std::string>> list_dir_if_present(const std::string& path) {
   std::vector<std::string> out;
   DIR* d = ::opendir(path.c_str());
-  if (!d) throw_io("opendir", path, errno);
+  if (!d) {
+    if (errno == ENOENT) return std::nullopt;
+    throw_io("opendir", path, errno);
+  }
   while (const dirent* e = ::readdir(d)) {
     const std::string n = e->d_name;
     if (n != "." && n != "..") out.push_back(n);
@@ -81,14 +84,24 @@ inline std::vector<std::string> list_dir(const std::string& path) {
   return out;
 }
 
-/// rm -r (only used on folders this library created).
+/// The names in a folder, without "." and "..".
+inline std::vector<std::string> list_dir(const std::string& path) {
+  auto names = list_dir_if_present(path);
+  if (!names) throw_io("opendir", path, ENOENT);
+  return *names;
+}
+
+/// rm -r (only used on folders this library created). Another process may remove the same tree at the same
+/// time (parts finishing together): what is already gone counts as removed.
 inline void remove_tree(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return;
   if (S_ISDIR(st.st_mode)) {
-    for (const auto& n : list_dir(path)) remove_tree(join_path(path, n));
-    if (::rmdir(path.c_str()) != 0) throw_io("rmdir", path, errno);
-  } else if (::unlink(path.c_str()) != 0) {
+    const auto names = list_dir_if_present(path);
+    if (!names) return;
+    for (const auto& n : *names) remove_tree(join_path(path, n));
+    if (::rmdir(path.c_str()) != 0 && errno != ENOENT) throw_io("rmdir", path, errno);
+  } else if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
     throw_io("unlink", path, errno);
   }
 }
