@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# Configures and builds qlty (Release) in ${QLTY_BUILD_DIR:-build}, after installing missing Debian packages.
+# Configures and builds qlty (Release) with its tests, examples, benchmarks and program, after installing missing
+# Debian packages. Against Debian's LibTorch 1.13 (CPU) in ${QLTY_BUILD_DIR:-build} by default; with
+# QLTY_LIBTORCH=pip against PyPI's newest `torch` wheel (LibTorch 2.x with CUDA; QLTY_TORCH_SPEC=torch==X.Y pins
+# it) in ${QLTY_BUILD_DIR:-build-libtorch2}, installed into a virtual environment in that folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
-build_dir=${QLTY_BUILD_DIR:-build}
+extra=()
+case "${QLTY_LIBTORCH:-debian}" in
+  debian) build_dir=${QLTY_BUILD_DIR:-build} ;;
+  pip)
+    build_dir=${QLTY_BUILD_DIR:-build-libtorch2}
+    mapfile -t extra < <(./scripts/pip-libtorch.sh "$build_dir")
+    ;;
+  *) echo "build.sh: QLTY_LIBTORCH must be debian or pip, got \"$QLTY_LIBTORCH\"" >&2; exit 2 ;;
+esac
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DQLTY_BUILD_TESTS=ON -DQLTY_BUILD_EXAMPLES=ON \
-  -DQLTY_BUILD_BENCHMARKS=ON -DQLTY_BUILD_TOOLS=ON "$@"
+  -DQLTY_BUILD_BENCHMARKS=ON -DQLTY_BUILD_TOOLS=ON "${extra[@]}" "$@"
 cmake --build "$build_dir" -j "$(nproc)"

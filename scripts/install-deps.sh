@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that qlty's build, tests, benchmarks and examples need; does nothing when all
-# are present. Run as root (or with sudo available).
+# Installs the Debian packages qlty needs; does nothing when all are present. Run as root (or with sudo).
+#   scripts/install-deps.sh          everything: the library, the program, tests, benchmarks, fuzzers, MPI
+#   scripts/install-deps.sh demo     only what `qlty demo` and the examples need (the library and the program)
+# With QLTY_LIBTORCH=pip, also python3-venv for the virtual environment that brings LibTorch 2.x (build.sh).
 set -euo pipefail
 
-packages=(g++ make cmake libtorch-dev libgtest-dev libgmock-dev libbenchmark-dev
-          nlohmann-json3-dev libblosc-dev libzstd-dev zlib1g-dev liblz4-dev python3-zarr python3-numpy
-          clang libclang-rt-14-dev libcli11-dev libtiff-dev libpng-dev libopenmpi-dev openmpi-bin)
+demo=(g++ make cmake libtorch-dev nlohmann-json3-dev libblosc-dev libzstd-dev zlib1g-dev liblz4-dev libcli11-dev
+      libtiff-dev libpng-dev)
+rest=(libgtest-dev libgmock-dev libbenchmark-dev python3-zarr python3-numpy clang libclang-rt-14-dev libopenmpi-dev
+      openmpi-bin)
+packages=("${demo[@]}")
+[ "${1:-all}" = demo ] || packages+=("${rest[@]}")
+[ "${QLTY_LIBTORCH:-debian}" = pip ] && packages+=(python3-venv python3-pip)  # the venv of scripts/pip-libtorch.sh
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds qlty and runs the whole test suite (unit tests, link test, consumer projects, examples) with ctest.
+# QLTY_LIBTORCH=pip runs it against LibTorch 2.x from PyPI's `torch` wheel (see build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/build.sh
-build_dir=${QLTY_BUILD_DIR:-build}
+default_dir=build
+[ "${QLTY_LIBTORCH:-debian}" = pip ] && default_dir=build-libtorch2
+build_dir=${QLTY_BUILD_DIR:-$default_dir}
 ctest --test-dir "$build_dir" --output-on-failure

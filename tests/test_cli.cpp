@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "../tools/qlty/io.hpp"
+#include "../tools/qlty/preview.hpp"
 #include "models.hpp"
 
 namespace {
@@ -597,3 +598,26 @@ TEST(Cli, ConvertRoundTripsAndDemoChecksItself) {
 }
 
 }  // namespace
+
+// The preview: a spread that is zero except where windows meet shows its seams (not a black panel), every panel is
+// labelled with its name and the range shown, and 128-pixel planes are enlarged to be read.
+TEST(Cli, PreviewPanelsAreVisibleLabelledAndLarge) {
+  auto input = torch::linspace(0, 1, 128 * 128).view({128, 128});
+  auto spread = torch::zeros({128, 128});
+  spread.narrow(0, 0, 20).narrow(1, 40, 1).fill_(0.063f);  // a seam of 20 pixels: 0.1% of the panel
+  spread[100][5] = 1e-4f;
+  auto strip = qlty::tool::preview_strip({{"input", input}, {"std c0", spread}});
+  const int64_t band = 2 * 7 * 2 + 3 * 4;
+  ASSERT_EQ(strip.size(0), band + 256);  // enlarged twice
+  const int64_t second = strip.size(1) - 256;  // where the second panel starts
+  auto seam = strip.narrow(0, band, 40).narrow(1, second + 80, 2);
+  EXPECT_EQ(seam.min().item<float>(), 255.0f);                                     // the seam is white
+  EXPECT_EQ(strip.narrow(0, band, 256).narrow(1, second + 100, 100).max().item<float>(), 0.0f);  // the rest black
+  // labels: lit pixels in each panel's band
+  EXPECT_GT(strip.narrow(0, 0, band).narrow(1, 0, 200).gt(0).sum().item<int64_t>(), 50);
+  EXPECT_GT(strip.narrow(0, 0, band).narrow(1, second, 200).gt(0).sum().item<int64_t>(), 50);
+  // the input's ramp covers the whole grey range
+  auto first = strip.narrow(0, band, 256).narrow(1, 0, 256);
+  EXPECT_LE(first.min().item<float>(), 2.0f);
+  EXPECT_GE(first.max().item<float>(), 253.0f);
+}

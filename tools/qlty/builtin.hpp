@@ -1,8 +1,7 @@
 #pragma once
 // What `qlty demo` and `qlty infer` without --model use: a fixed-weight network built with torch::nn, the 3D
-// Shepp-Logan phantom, and PNG previews (libpng).
+// Shepp-Logan phantom.
 
-#include <png.h>
 #include <torch/torch.h>
 
 #include <qlty/detail/fs.hpp>
@@ -97,47 +96,6 @@ inline torch::Tensor shepp_logan_3d(int64_t size, double noise, uint64_t seed = 
     out += torch::randn({size, size, size}, gen) * static_cast<float>(noise);
   }
   return out;
-}
-
-/// Writes an 8-bit grayscale PNG of a (H, W) tensor, scaled from [lo, hi] to [0, 255].
-inline void write_png(const std::string& path, const torch::Tensor& image) {
-  auto img = image.to(torch::kByte).contiguous();
-  const std::string tmp = detail::temp_name(path);
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) detail::throw_io("create", tmp, errno);
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
-  png_infop info = png ? png_create_info_struct(png) : nullptr;
-  if (!png || !info || setjmp(png_jmpbuf(png))) {
-    png_destroy_write_struct(&png, &info);
-    std::fclose(f);
-    std::remove(tmp.c_str());
-    throw Error("io", path + ": writing the PNG failed");
-  }
-  png_init_io(png, f);
-  png_set_IHDR(png, info, static_cast<png_uint_32>(img.size(1)), static_cast<png_uint_32>(img.size(0)), 8,
-               PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-  png_write_info(png, info);
-  for (int64_t r = 0; r < img.size(0); ++r) png_write_row(png, img.data_ptr<uint8_t>() + r * img.size(1));
-  png_write_end(png, nullptr);
-  png_destroy_write_struct(&png, &info);
-  if (std::fclose(f) != 0) detail::throw_io("close", tmp, errno);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) detail::throw_io("rename", path, errno);
-}
-
-/// Panels (H, W) side by side, each scaled from its own 0.5th-99.5th percentile to 0-255, 4-pixel gaps.
-inline torch::Tensor preview_strip(const std::vector<torch::Tensor>& panels) {
-  std::vector<torch::Tensor> parts;
-  for (const auto& p : panels) {
-    auto f = p.to(torch::kFloat).contiguous();
-    auto flat = f.flatten();
-    const int64_t n = flat.numel();
-    auto sorted = std::get<0>(flat.sort());
-    const float lo = sorted[n / 200].item<float>(), hi = sorted[n - 1 - n / 200].item<float>();
-    auto scaled = ((f - lo) / std::max(hi - lo, 1e-12f) * 255.0f).clamp(0, 255);
-    if (!parts.empty()) parts.push_back(torch::full({f.size(0), 4}, 255.0f));
-    parts.push_back(scaled);
-  }
-  return torch::cat(parts, 1).round();
 }
 
 }  // namespace qlty::tool

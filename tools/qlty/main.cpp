@@ -28,6 +28,7 @@
 
 #include "builtin.hpp"
 #include "io.hpp"
+#include "preview.hpp"
 
 namespace {
 
@@ -123,14 +124,16 @@ void write_preview(const std::string& png, const qlty::BlockInput& input, const 
   ext[0] = ext[1] = 1;
   if (D == 3) off[2] = s[2] / 2, ext[2] = 1;
   auto plane = [&](const torch::Tensor& t) { return t.reshape({t.size(-2), t.size(-1)}); };
-  std::vector<torch::Tensor> panels = {plane(input.read(off, ext))};
+  std::vector<std::pair<std::string, torch::Tensor>> panels = {{"input", plane(input.read(off, ext))}};
   auto mean = qlty::zarr::Array::open(qlty::detail::join_path(output, "0"));
   for (int64_t c = 0; c < std::min<int64_t>(3, mean.shape()[1]); ++c) {
     auto o = off, e = ext;
     o[1] = c;
-    panels.push_back(plane(mean.read(o, e)));
+    panels.emplace_back("output c" + std::to_string(c), plane(mean.read(o, e)));
   }
-  if (with_std) panels.push_back(plane(qlty::zarr::Array::open(qlty::detail::join_path(output, "std")).read(off, ext)));
+  if (with_std)
+    panels.emplace_back("std c0",
+                        plane(qlty::zarr::Array::open(qlty::detail::join_path(output, "std")).read(off, ext)));
   qlty::tool::write_png(png, qlty::tool::preview_strip(panels));
 }
 
@@ -677,7 +680,8 @@ int run_demo(const DemoArgs& a) {
       "range); std of overlapping windows: mean %.3g, max %.3g\n",
       diff, diff / scale, sd.mean().item<double>(), sd.max().item<double>());
   if (!a.quiet)
-    std::printf("qlty demo: %s shows input | smoothed | edges | std; inspect the OME-Zarr output with `qlty info %s`\n",
+    std::printf("qlty demo: %s shows the middle slice: input | output c0 (smoothed) | output c1 (edges) | std c0 (where "
+        "windows disagree), each scaled to its own range; inspect the OME-Zarr output with `qlty info %s`\n",
                 png.c_str(), pred.c_str());
   if (diff > 1e-4 * std::max(scale, 1.0)) {
     std::fprintf(stderr, "qlty demo: FAILED: the tiled result differs from the whole-volume result\n");
