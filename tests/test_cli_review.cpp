@@ -97,6 +97,9 @@ TEST(CliReview, HostileNumbersInFlagsAreRefusedByName) {
   expect_fails(infer({"-w", "8", "--threads", "20000"}), {"--threads", "at most 4 per core", "got 20000"});
   expect_fails(infer({"-w", "8", "--threads", "-1"}), {"--threads", "must be in [0, ", "got -1"});
   expect_fails(run({"demo", "--output", dir / "demo", "--threads", "4294967297"}, dir.path), {"--threads"});
+  expect_fails(run({"demo", "--output", dir / "demo", "--size", "100000", "--window", "8"}, dir.path),
+               {"--size", "100000 not in range 8 to 1024"});
+  expect_fails(run({"demo", "--output", dir / "demo", "--noise", "nan"}, dir.path), {"--noise", "got nan"});
   expect_fails(infer({"-w", "8", "--blend", "gaussian", "--sigma-scale", "1e-30"}),
                {"--sigma-scale", "underflows float32"});
   for (const char* v : {"inf", "nan", "-inf"})

@@ -713,3 +713,24 @@ TEST(PatchPairsErrors, OverlapOutputsAreCheckedAfterTheResize) {
                                 {"extract_overlapping_pixels_out", "overlapping1 must not share memory with patches1"});
   EXPECT_TRUE(torch::equal(p1, before));
 }
+
+// qlty::gather_windows is public: origins whose window leaves x are refused (the kernels copy without bounds
+// checks), naming the first such row; windows inside x are the slices.
+TEST(PatchPairsErrors, GatherWindowsRefusesWindowsOutsideX) {
+  using V = c10::ValueError;
+  auto x = torch::randn({2, 3, 4, 10, 12});
+  const std::array<int64_t, 3> w{2, 4, 5};
+  auto at = [](std::vector<int64_t> v) { return torch::tensor(v, torch::kInt64).view({-1, 4}); };
+  auto ok = qlty::gather_windows(x, at({1, 2, 6, 7, 0, 0, 0, 0}), w);
+  EXPECT_TRUE(torch::equal(ok[0], x[1].narrow(1, 2, 2).narrow(2, 6, 4).narrow(3, 7, 5)));
+  EXPECT_TRUE(torch::equal(ok[1], x[0].narrow(1, 0, 2).narrow(2, 0, 4).narrow(3, 0, 5)));
+  expect_error<V>([&] { qlty::gather_windows(x, at({0, 0, 0, 0, 1, 3, 6, 8}), w); },
+                  {"qlty::gather_windows", "origins row 1 [1, 3, 6, 8]", "does not lie inside x"});
+  expect_error<V>([&] { qlty::gather_windows(x, at({2, 0, 0, 0}), w); }, {"row 0 [2, 0, 0, 0]"});
+  expect_error<V>([&] { qlty::gather_windows(x, at({0, 0, 0, -1}), w); }, {"row 0 [0, 0, 0, -1]"});
+  expect_error<V>([&] { qlty::gather_windows(x, at({0, 0, 0, 0}), {2, 4, 13}); }, {"window [2, 4, 13]"});
+  expect_error<V>([&] { qlty::gather_windows(x, torch::zeros({3, 3}, torch::kLong), w); }, {"(M, 4)"});
+  expect_error<c10::TypeError>([&] { qlty::gather_windows(x, torch::zeros({1, 4}), w); }, {"integers", "Float"});
+  auto xg = x.clone().requires_grad_(true);
+  expect_error<V>([&] { qlty::gather_windows(xg, at({0, 3, 0, 0}), w); }, {"does not lie inside x"});
+}

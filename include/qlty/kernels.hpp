@@ -177,10 +177,39 @@ struct GatherFunction : torch::autograd::Function<GatherFunction> {
 
 }  // namespace detail
 
-/// @brief Windows (M, C, Wz, Wy, Wx) of x (N, C, Z, Y, X) at origins (M, 4) int64 rows {n, z, y, x}; any dtype
-/// and device, differentiable. Origins are not checked here: callers guarantee every window lies inside x.
+namespace detail {
+/// gather_windows's arguments: x 5-D, origins (M, 4) integers, windows of at least one pixel, every window inside x
+/// (the kernels copy rows without bounds checks).
+inline void check_windows_inside(const char* who, const torch::Tensor& x, const torch::Tensor& origins,
+                                 const std::array<int64_t, 3>& window) {
+  TORCH_CHECK_VALUE(x.dim() == 5, who, ": x must be 5-D (N, C, Z, Y, X), got shape ", x.sizes());
+  TORCH_CHECK_VALUE(origins.dim() == 2 && origins.size(1) == 4, who,
+                    ": origins must be (M, 4) rows {n, z, y, x}, got shape ", origins.sizes());
+  TORCH_CHECK_TYPE(!origins.is_floating_point() && !origins.is_complex() && origins.scalar_type() != torch::kBool,
+                   who, ": origins must be integers, got ", origins.scalar_type());
+  for (int a = 0; a < 3; ++a)
+    TORCH_CHECK_VALUE(window[a] >= 1 && window[a] <= x.size(2 + a), who, ": window ", c10::IntArrayRef(window),
+                      " must be >= 1 and fit in x of shape ", x.sizes());
+  if (origins.size(0) == 0) return;
+  const auto o = origins.to(torch::kCPU, torch::kLong).contiguous();
+  const auto low = torch::tensor({int64_t(0), int64_t(0), int64_t(0), int64_t(0)});
+  const auto high = torch::tensor({x.size(0) - 1, x.size(2) - window[0], x.size(3) - window[1], x.size(4) - window[2]});
+  const auto outside = (o < low).logical_or(o > high).any(1).nonzero();
+  if (outside.size(0) == 0) return;
+  const int64_t i = outside[0][0].item<int64_t>();
+  const int64_t* row = o.data_ptr<int64_t>() + 4 * i;
+  TORCH_CHECK_VALUE(false, who, ": the window of origins row ", i, " ", c10::IntArrayRef(row, 4), " does not lie inside x of shape ",
+                    x.sizes(), " (window ", c10::IntArrayRef(window), "; rows {n, z, y, x} with n < N and ",
+                    "0 <= z <= Z - Wz, and so on)");
+}
+}  // namespace detail
+
+/// @brief Windows (M, C, Wz, Wy, Wx) of x (N, C, Z, Y, X) at origins (M, 4) integer rows {n, z, y, x}; any dtype
+/// and device, differentiable. Every window must lie inside x (checked: an error names the first row that does
+/// not).
 inline torch::Tensor gather_windows(const torch::Tensor& x, const torch::Tensor& origins,
                                     const std::array<int64_t, 3>& window) {
+  detail::check_windows_inside("qlty::gather_windows", x, origins, window);
   if (x.requires_grad() && torch::GradMode::is_enabled()) return detail::GatherFunction::apply(x, origins, window);
   return detail::GatherFunction::gather_raw(x, origins, window);
 }

@@ -637,6 +637,8 @@ struct DemoArgs {
 int run_demo(const DemoArgs& a) {
   TORCH_CHECK_VALUE(a.size >= a.window, "qlty demo: --size must be at least --window (", a.window, "), got ", a.size);
   check_threads(a.threads);
+  if (!std::isfinite(a.noise) || a.noise < 0)
+    throw CLI::ValidationError("--noise", c10::str("must be finite and >= 0, got ", a.noise));
   if (a.threads > 0) at::set_num_threads(static_cast<int>(a.threads));
   using qlty::detail::join_path;
   qlty::detail::make_dirs(a.output);
@@ -1030,7 +1032,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   demo->add_option("--size", da.size, "phantom size (voxels per axis)")
       ->capture_default_str()
-      ->check(CLI::Range(8, 2048));
+      ->check(CLI::Range(8, 1024));  // the phantom is made in memory: 4 GiB of float32 at 1024
   demo->add_option("--window", da.window, "window")->capture_default_str()->check(CLI::PositiveNumber);
   demo->add_option("--step", da.step, "step")->capture_default_str()->check(CLI::PositiveNumber);
   demo->add_option("--border", da.border, "border")->capture_default_str()->check(CLI::NonNegativeNumber);

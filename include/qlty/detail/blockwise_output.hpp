@@ -143,8 +143,8 @@ class BlockwiseOutput {
     LockFile lock(join_path(qlty_folder(path_), "lock"));
     lock.lock(0);
     remove_tree(carry_folder(path_));
-    for (const char* lock : {".qlty/lock", ".0.lock", ".std.lock", "labels/argmax/.0.lock"})
-      ::unlink(join_path(path_, lock).c_str());
+    for (const char* file : {".qlty/lock", ".0.lock", ".std.lock", "labels/argmax/.0.lock"})
+      ::unlink(join_path(path_, file).c_str());
     return true;
   }
 

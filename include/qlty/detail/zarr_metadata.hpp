@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -132,7 +133,10 @@ struct ArrayMetadata {
     if (prefix) k = "c";
     for (int a = 0; a < ndim(); ++a) {
       if (a > 0 || prefix) k += separator;
-      k += std::to_string(idx[a]);
+      // snprintf, not std::to_string: GCC 12 warns of a false string overflow in the inlined append (LibTorch 2.x)
+      char digits[24];
+      const int n = std::snprintf(digits, sizeof digits, "%lld", static_cast<long long>(idx[a]));
+      k.append(digits, static_cast<size_t>(n));
     }
     if (k.empty()) k = "0";  // a 0-d array's only chunk
     return k;
