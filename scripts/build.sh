@@ -2,16 +2,22 @@
 # Configures and builds qlty (Release) with its tests, examples, benchmarks and program, after installing missing
 # Debian packages. Against Debian's LibTorch 1.13 (CPU) in ${QLTY_BUILD_DIR:-build} by default; with
 # QLTY_LIBTORCH=pip against PyPI's newest `torch` wheel (LibTorch 2.x with CUDA; QLTY_TORCH_SPEC=torch==X.Y pins
-# it) in ${QLTY_BUILD_DIR:-build-libtorch2}, installed into a virtual environment in that folder.
+# it) in ${QLTY_BUILD_DIR:-build-libtorch2}, installed into a virtual environment in that folder. Either way the
+# folder's virtual environment holds PyPI's zarr-python 3 and numpy for the interoperability tests
+# (scripts/python-env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 extra=()
 case "${QLTY_LIBTORCH:-debian}" in
-  debian) build_dir=${QLTY_BUILD_DIR:-build} ;;
+  debian)
+    build_dir=${QLTY_BUILD_DIR:-build}
+    extra=("-DQLTY_VENV_PYTHON=$(./scripts/python-env.sh "$build_dir")")
+    ;;
   pip)
     build_dir=${QLTY_BUILD_DIR:-build-libtorch2}
     mapfile -t extra < <(./scripts/pip-libtorch.sh "$build_dir")
+    extra+=("-DQLTY_VENV_PYTHON=$(./scripts/python-env.sh "$build_dir")" -DQLTY_FUZZ_SMOKE=OFF)  # fuzz/: Debian's
     ;;
   *) echo "build.sh: QLTY_LIBTORCH must be debian or pip, got \"$QLTY_LIBTORCH\"" >&2; exit 2 ;;
 esac

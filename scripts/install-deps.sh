@@ -2,16 +2,15 @@
 # Installs the Debian packages qlty needs; does nothing when all are present. Run as root (or with sudo).
 #   scripts/install-deps.sh          everything: the library, the program, tests, benchmarks, fuzzers, MPI
 #   scripts/install-deps.sh demo     only what `qlty demo` and the examples need (the library and the program)
-# With QLTY_LIBTORCH=pip, also python3-venv for the virtual environment that brings LibTorch 2.x (build.sh).
+# (python3-venv: the build folder's virtual environment of PyPI packages, scripts/python-env.sh.)
 set -euo pipefail
 
 demo=(g++ make cmake libtorch-dev nlohmann-json3-dev libblosc-dev libzstd-dev zlib1g-dev liblz4-dev libcli11-dev
       libtiff-dev libpng-dev)
 rest=(libgtest-dev libgmock-dev libbenchmark-dev python3-zarr python3-numpy clang libclang-rt-14-dev libopenmpi-dev
-      openmpi-bin)
+      openmpi-bin python3-venv python3-pip)
 packages=("${demo[@]}")
 [ "${1:-all}" = demo ] || packages+=("${rest[@]}")
-[ "${QLTY_LIBTORCH:-debian}" = pip ] && packages+=(python3-venv python3-pip)  # the venv of scripts/pip-libtorch.sh
 
 missing=()
 for p in "${packages[@]}"; do

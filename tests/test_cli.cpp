@@ -149,7 +149,7 @@ TEST(Cli, InferOnNpyTiffAndZarrEqualsInMemory) {
     }
     TIFFClose(t);
   }
-  EXPECT_TRUE(torch::equal(qlty::tool::read_tiff(dir / "stack.tif"), stack));
+  EXPECT_TRUE(torch::equal(qlty::tool::read_tiff(dir / "stack.tif").to(torch::kInt), stack));  // uint16 from 2.3
 
   // N = 2 volumes with 1 channel as a Zarr array.
   auto multi = torch::randn({2, 1, 14, 15, 16});
@@ -495,7 +495,7 @@ TEST(Cli, WhatMonaiAndNnUNetUsersExpect) {
   expect_fails(run({"infer", "-m", dir / "tuple.pt", "-i", dir / "vol.npy", "-o", dir / "k.zarr", "-w", "12",
                     "--output-key", "seg"},
                    dir.path),
-               {"[qlty.model]", "--output-key \"seg\" was given, but the model returns a tuple"});
+               {"[qlty.model]", "output key \"seg\" was given, but the model returns a tuple"});
   // a model that raises: its message, never a C++ backtrace
   qlty_test::script_model("    assert x.size(0) < 0, 'no windows today'\n    return x", dir / "raises.pt");
   r = run({"infer", "-m", dir / "raises.pt", "-i", dir / "vol.npy", "-o", dir / "k.zarr", "-w", "12"}, dir.path);
@@ -569,6 +569,61 @@ TEST(Cli, WhatMonaiAndNnUNetUsersExpect) {
                            read_output(dir / "g.zarr")));
 }
 
+#if QLTY_HAS_UNSIGNED_DTYPES
+// uint16/32/64 volumes (LibTorch 2.3+) as themselves through .npy, Zarr and TIFF, range edges included, and as
+// inputs of qlty infer: the same prediction as their values in float32.
+TEST(Cli, UnsignedVolumesConvertAsThemselvesAndInfer) {
+  TempDir dir;
+  torch::manual_seed(9);
+  // the same bits as a signed tensor of the element size: torch::equal on unsigned dtypes is not everywhere
+  auto bits = [](const torch::Tensor& t) {
+    const auto s = t.element_size() == 2 ? torch::kShort : t.element_size() == 4 ? torch::kInt : torch::kLong;
+    return t.contiguous().view(s);
+  };
+  struct Case {
+    const char* descr;
+    qlty::zarr::DataType type;
+    int64_t top;  // the largest value's bits as int64 (2^64 - 1: -1)
+  };
+  for (const auto& c :
+       {Case{"<u2", qlty::zarr::DataType::UInt16, 65535}, Case{"<u4", qlty::zarr::DataType::UInt32, 4294967295},
+        Case{"<u8", qlty::zarr::DataType::UInt64, -1}}) {
+    const auto dtype = qlty::zarr::scalar_type(c.type);
+    const std::string n = qlty::zarr::name(c.type);
+    auto values = torch::randint(0, 60000, {6, 7, 8}, torch::kLong);
+    values[0][0][0] = c.top, values[5][6][7] = c.top - 1, values[2][3][4] = 0;
+    const auto vol = c.type == qlty::zarr::DataType::UInt64 ? values.view(dtype) : values.to(dtype);
+    write_npy_by_hand(dir / (n + ".npy"), vol, c.descr);
+    auto r = run({"convert", dir / (n + ".npy"), dir / (n + ".zarr")}, dir.path);
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto z = qlty::zarr::Array::open(dir / (n + ".zarr"));
+    EXPECT_EQ(z.dtype(), c.type) << n;
+    EXPECT_TRUE(torch::equal(bits(z.read()), bits(vol))) << n;
+    r = run({"info", dir / (n + ".zarr")}, dir.path);
+    EXPECT_NE(r.out.find("shape [6, 7, 8], chunks"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(", " + n + ", codecs"), std::string::npos) << r.out;
+    r = run({"convert", dir / (n + ".zarr"), dir / (n + ".tif")}, dir.path);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto tif = qlty::tool::read_tiff(dir / (n + ".tif"));
+    EXPECT_EQ(tif.scalar_type(), dtype) << n;
+    EXPECT_TRUE(torch::equal(bits(tif), bits(vol))) << n;
+    r = run({"convert", dir / (n + ".tif"), dir / (n + ".back.npy")}, dir.path);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(slurp(dir / (n + ".back.npy")).find(std::string("'descr': '") + c.descr), std::string::npos) << n;
+    const auto back = qlty::tool::open_npy(dir / (n + ".back.npy")).read({0, 0, 0, 0, 0}, {1, 1, 6, 7, 8});
+    EXPECT_TRUE(torch::equal(bits(back).view({6, 7, 8}), bits(vol))) << n;
+    // qlty infer reads them as their values (in float32, as every input)
+    write_npy_by_hand(dir / (n + ".f32.npy"), vol.to(torch::kFloat), "<f4");
+    for (const std::string in : {n + ".npy", n + ".f32.npy"}) {
+      r = run({"infer", "-i", dir / in, "-o", dir / (in + ".out.zarr"), "-w", "4", "--quiet"}, dir.path);
+      ASSERT_EQ(r.code, 0) << in << r.out << r.err;
+    }
+    const auto got = read_output(dir / (n + ".npy.out.zarr")), want = read_output(dir / (n + ".f32.npy.out.zarr"));
+    EXPECT_TRUE(torch::allclose(got, want, 0, 0, /*equal_nan=*/true)) << n;
+  }
+}
+#endif
+
 TEST(Cli, ConvertRoundTripsAndDemoChecksItself) {
   TempDir dir;
   auto vol = torch::randint(0, 60000, {9, 11, 13}, torch::kInt);
@@ -577,17 +632,19 @@ TEST(Cli, ConvertRoundTripsAndDemoChecksItself) {
   ASSERT_EQ(r.code, 0) << r.err;
   auto z = qlty::zarr::Array::open(dir / "v.zarr");
   EXPECT_EQ(z.chunks(), (std::vector<int64_t>{4, 4, 4}));
-  EXPECT_TRUE(torch::equal(z.read(), vol));
+  EXPECT_TRUE(torch::equal(z.read().to(torch::kInt), vol));  // uint16 as itself from LibTorch 2.3, else int32
   r = run({"convert", dir / "v.zarr", dir / "v.tif"}, dir.path);
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_TRUE(torch::equal(qlty::tool::read_tiff(dir / "v.tif"), vol));
+  EXPECT_TRUE(torch::equal(qlty::tool::read_tiff(dir / "v.tif").to(torch::kInt), vol));
   r = run({"convert", dir / "v.tif", dir / "back.npy"}, dir.path);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(torch::equal(
-      qlty::tool::open_npy(dir / "back.npy").read({0, 0, 0, 0, 0}, {1, 1, 9, 11, 13}).view({9, 11, 13}), vol));
+      qlty::tool::open_npy(dir / "back.npy").read({0, 0, 0, 0, 0}, {1, 1, 9, 11, 13}).view({9, 11, 13}).to(torch::kInt),
+      vol));
   expect_fails(run({"convert", dir / "v.tif", dir / "v.zarr"}, dir.path), {"v.zarr: exists", "--overwrite"});
   r = run({"info", dir / "v.tif"}, dir.path);
-  EXPECT_NE(r.out.find("TIFF, as (N, C, Z, Y, X) [1, 1, 9, 11, 13], Int"), std::string::npos) << r.out;
+  const std::string read_as = QLTY_HAS_UNSIGNED_DTYPES ? "UInt16" : "Int";  // uint16 as itself from LibTorch 2.3
+  EXPECT_NE(r.out.find("TIFF, as (N, C, Z, Y, X) [1, 1, 9, 11, 13], " + read_as), std::string::npos) << r.out;
 
   r = run({"demo", "-o", dir / "demo", "--size", "40", "--window", "20", "--step", "14", "--border", "3", "--block",
            "16", "--quiet"},
@@ -608,10 +665,10 @@ TEST(Cli, PreviewPanelsAreVisibleLabelledAndLarge) {
   spread[100][5] = 1e-4f;
   auto strip = qlty::tool::preview_strip({{"input", input}, {"std c0", spread}});
   const int64_t band = 2 * 7 * 2 + 3 * 4;
-  ASSERT_EQ(strip.size(0), band + 256);  // enlarged twice
+  ASSERT_EQ(strip.size(0), band + 256);        // enlarged twice
   const int64_t second = strip.size(1) - 256;  // where the second panel starts
   auto seam = strip.narrow(0, band, 40).narrow(1, second + 80, 2);
-  EXPECT_EQ(seam.min().item<float>(), 255.0f);                                     // the seam is white
+  EXPECT_EQ(seam.min().item<float>(), 255.0f);                                                   // the seam is white
   EXPECT_EQ(strip.narrow(0, band, 256).narrow(1, second + 100, 100).max().item<float>(), 0.0f);  // the rest black
   // labels: lit pixels in each panel's band
   EXPECT_GT(strip.narrow(0, 0, band).narrow(1, 0, 200).gt(0).sum().item<int64_t>(), 50);

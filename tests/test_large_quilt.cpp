@@ -278,6 +278,43 @@ TEST(LargeQuilt, UnstitchFromTensorsAndZarrArrays) {
   EXPECT_EQ(large.unstitch_next(x).first, 0);  // wraps around
 }
 
+#if QLTY_HAS_UNSIGNED_DTYPES
+// uint16/32/64 Zarr inputs (LibTorch 2.3+) unstitch as themselves, range edges included, through every padding:
+// bit for bit the windows of the same values held as int64 (uint64's 2^64 - 1 as the int64 bits -1).
+TEST(LargeQuilt, UnsignedZarrInputsUnstitchAsThemselves) {
+  TempDir dir;
+  torch::manual_seed(5);
+  const auto bits = torch::randint(0, 1000, {1, 2, 10, 12}, torch::kLong);
+  for (auto pad : {qlty::Pad::constant(0), qlty::Pad::reflect(), qlty::Pad::replicate()})
+    for (auto [type, top] :
+         std::vector<std::pair<qlty::zarr::DataType, int64_t>>{{qlty::zarr::DataType::UInt16, 65535},
+                                                               {qlty::zarr::DataType::UInt32, 4294967295},
+                                                               {qlty::zarr::DataType::UInt64, -1}}) {
+      auto values = bits.clone();
+      values[0][1][9][11] = top, values[0][0][0][0] = top - 1;
+      const auto dtype = qlty::zarr::scalar_type(type);
+      const auto as_type = type == qlty::zarr::DataType::UInt64 ? values.view(dtype) : values.to(dtype);
+      const std::string name = std::string(qlty::zarr::name(type)) + std::to_string(int(pad.mode()));
+      auto arr = qlty::zarr::Array::create(dir / (name + ".zarr"),
+                                           qlty::zarr::ArrayOptions({1, 2, 10, 12}, {1, 2, 4, 5}, type));
+      arr.write({0, 0, 0, 0}, as_type);
+      auto ref_arr = qlty::zarr::Array::create(
+          dir / (name + ".i64.zarr"),
+          qlty::zarr::ArrayOptions({1, 2, 10, 12}, {1, 2, 4, 5}, qlty::zarr::DataType::Int64));
+      ref_arr.write({0, 0, 0, 0}, values);
+      qlty::LargeQuiltOptions o;
+      o.pad = pad;
+      qlty::LargeNCYXQuilt large(dir / name, 1, 10, 12, 16, 8, 0, 0.1, o);  // windows larger than the image
+      for (int64_t i = 0; i < large.N_chunks(); ++i) {
+        const auto got = large.unstitch(arr, i), want = large.unstitch(ref_arr, i);
+        ASSERT_EQ(got.scalar_type(), dtype) << name;
+        const auto got_bits = type == qlty::zarr::DataType::UInt64 ? got.view(torch::kLong) : got.to(torch::kLong);
+        EXPECT_TRUE(torch::equal(got_bits, want)) << name << " window " << i;
+      }
+    }
+}
+#endif
+
 TEST(LargeQuilt, CleanSparseDataPairKeepsLabelledWindows) {
   TempDir dir;
   qlty::LargeNCYXQuilt large(dir / "s", 2, 32, 32, 8, 8, 2, 0.1);

@@ -10,6 +10,7 @@
 
 #include <qlty/detail/fs.hpp>
 #include <qlty/detail/memory.hpp>
+#include <qlty/detail/torch_compat.hpp>
 #include <qlty/detail/zarr_codecs.hpp>
 #include <qlty/detail/zarr_metadata.hpp>
 #include <qlty/error.hpp>
@@ -38,8 +39,8 @@ inline int itemsize(DataType t) { return detail::type_info(t).size; }
 /// @brief The name of a data type as Zarr v3 spells it (`float32`, `uint16`, ...).
 inline const char* name(DataType t) { return detail::type_info(t).v3; }
 
-/// @brief The torch dtype a read returns by default: the same type, or for uint16/32/64 the next wider signed
-/// type (uint64 values above 2^63-1 cannot be read).
+/// @brief The torch dtype a read returns by default: the same type. Before LibTorch 2.3, which has no
+/// uint16/32/64, those read as the next wider signed type (uint64 values above 2^63-1 cannot be read there).
 inline torch::ScalarType scalar_type(DataType t) {
   switch (t) {
     case DataType::Bool:
@@ -54,12 +55,21 @@ inline torch::ScalarType scalar_type(DataType t) {
       return torch::kLong;
     case DataType::UInt8:
       return torch::kByte;
+#if QLTY_HAS_UNSIGNED_DTYPES
+    case DataType::UInt16:
+      return torch::kUInt16;
+    case DataType::UInt32:
+      return torch::kUInt32;
+    case DataType::UInt64:
+      return torch::kUInt64;
+#else
     case DataType::UInt16:
       return torch::kInt;
     case DataType::UInt32:
       return torch::kLong;
     case DataType::UInt64:
       return torch::kLong;
+#endif
     case DataType::Float16:
       return torch::kHalf;
     case DataType::Float32:
@@ -85,6 +95,14 @@ inline DataType data_type(torch::ScalarType s) {
       return DataType::Int64;
     case torch::kByte:
       return DataType::UInt8;
+#if QLTY_HAS_UNSIGNED_DTYPES
+    case torch::kUInt16:
+      return DataType::UInt16;
+    case torch::kUInt32:
+      return DataType::UInt32;
+    case torch::kUInt64:
+      return DataType::UInt64;
+#endif
     case torch::kHalf:
       return DataType::Float16;
     case torch::kFloat:
@@ -94,8 +112,8 @@ inline DataType data_type(torch::ScalarType s) {
     default:
       break;
   }
-  TORCH_CHECK_TYPE(false, "qlty::zarr::data_type: dtype ", s,
-                   " has no Zarr data type (expected bool, int8-64, uint8, float16/32/64)");
+  TORCH_CHECK_TYPE(false, "qlty::zarr::data_type: dtype ", s, " has no Zarr data type (expected bool, int8-64, ",
+                   QLTY_HAS_UNSIGNED_DTYPES ? "uint8-64" : "uint8", ", float16/32/64)");
 }
 
 /// @brief How to create an array. Defaults follow zarr-python: blosc-lz4 with byte shuffle, fill value 0, v2.
@@ -654,8 +672,10 @@ class Array {
     return r;
   }
 
-  // Storage tensors hold the stored bytes: same element size, signed types for unsigned ones.
+  // Storage tensors hold the stored bytes: the array's own type, or before LibTorch 2.3 the signed type of the
+  // same size for uint16/32/64.
   torch::ScalarType storage_type() const {
+    if (QLTY_HAS_UNSIGNED_DTYPES) return zarr::scalar_type(s_->meta.dtype);
     switch (s_->meta.dtype) {
       case DataType::UInt16:
         return torch::kShort;
@@ -680,15 +700,19 @@ class Array {
       case FillValue::Kind::Float:
         return f.f;
       case FillValue::Kind::UInt:
+#if QLTY_HAS_UNSIGNED_DTYPES
+        return torch::Scalar(f.u);
+#else
         TORCH_CHECK_VALUE(f.u <= static_cast<uint64_t>(INT64_MAX), "qlty::zarr::Array(", s_->path, "): fill value ",
-                          f.u, " does not fit int64");
+                          f.u, " does not fit int64 (LibTorch 2.3 and later read uint64 as itself)");
         return static_cast<int64_t>(f.u);
+#endif
     }
     return 0;
   }
   torch::Scalar storage_fill() const {
     const FillValue& f = s_->meta.fill;
-    if (f.kind != FillValue::Kind::UInt) return natural_fill();
+    if (f.kind != FillValue::Kind::UInt || QLTY_HAS_UNSIGNED_DTYPES) return natural_fill();
     switch (s_->meta.dtype) {
       case DataType::UInt16:
         return static_cast<int64_t>(static_cast<int16_t>(f.u));
@@ -702,6 +726,7 @@ class Array {
   }
 
   torch::Tensor to_natural(const torch::Tensor& t) const {
+    if (QLTY_HAS_UNSIGNED_DTYPES) return t;
     switch (s_->meta.dtype) {
       case DataType::UInt16:
         return t.to(torch::kInt).bitwise_and_(0xFFFF);
@@ -762,7 +787,8 @@ class Array {
                           top_open ? ")" : "]", " for ", name(dt), ", got [", mn, ", ", mx, "]");
       }
     }
-    switch (dt) {
+    if (QLTY_HAS_UNSIGNED_DTYPES) return t.to(storage_type());
+    switch (dt) {  // through a wider type: 65535 becomes int16 -1, the same bytes
       case DataType::UInt16:
         return t.to(torch::kInt).to(torch::kShort);
       case DataType::UInt32:

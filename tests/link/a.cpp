@@ -1,4 +1,5 @@
 // Link test, first translation unit: every header included here and in b.cpp.
+#include <qlty/model.hpp>
 #include <qlty/qlty.hpp>
 
 #include <iostream>

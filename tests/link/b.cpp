@@ -1,4 +1,5 @@
 // Link test, second translation unit.
+#include <qlty/model.hpp>
 #include <qlty/qlty.hpp>
 
 torch::Tensor stitch_in_b(const torch::Tensor& patches) {

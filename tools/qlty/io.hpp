@@ -19,6 +19,7 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -104,6 +105,18 @@ struct NpyHeader {
   size_t data_offset = 0;
 };
 
+/// The .npy types and the dtypes they read as and are written from. uint16/32/64 are themselves where LibTorch has
+/// them (2.3); before, uint16 files read as int32 (NpyHeader::widen_u16) and uint32/64 are refused.
+inline std::vector<std::pair<std::string, torch::ScalarType>> npy_types() {
+  std::vector<std::pair<std::string, torch::ScalarType>> v = {
+      {"|b1", torch::kBool},  {"|u1", torch::kByte},  {"|i1", torch::kChar},
+      {"<i2", torch::kShort}, {"<i4", torch::kInt},   {"<i8", torch::kLong},
+      {"<f2", torch::kHalf},  {"<f4", torch::kFloat}, {"<f8", torch::kDouble}};
+  for (size_t bytes : {2, 4, 8})
+    if (const auto u = detail::unsigned_dtype(bytes)) v.emplace_back("<u" + std::to_string(bytes), *u);
+  return v;
+}
+
 /// Parses the header of a .npy file (versions 1-3): little-endian or single-byte types, C order.
 inline NpyHeader parse_npy_header(const uint8_t* p, size_t n, const std::string& path) {
   auto bad = [&](const std::string& what) { throw Error("input", path + ": not a supported .npy file: " + what); };
@@ -136,21 +149,14 @@ inline NpyHeader parse_npy_header(const uint8_t* p, size_t n, const std::string&
   auto d = value_of("descr");
   if (h[d] != '\'') bad("malformed descr");
   const std::string descr = h.substr(d + 1, h.find('\'', d + 1) - d - 1);
-  static const std::vector<std::pair<std::string, torch::ScalarType>> types = {
-      {"|b1", torch::kBool},  {"|u1", torch::kByte},  {"|i1", torch::kChar}, {"<i2", torch::kShort},
-      {"<u2", torch::kShort}, {"<i4", torch::kInt},   {"<i8", torch::kLong}, {"<f2", torch::kHalf},
-      {"<f4", torch::kFloat}, {"<f8", torch::kDouble}};
   bool found = false;
-  for (const auto& [name, t] : types)
-    if (descr == name) {
-      out.dtype = t;
-      out.widen_u16 = name == "<u2";
-      found = true;
-    }
+  for (const auto& [name, t] : npy_types())
+    if (descr == name) out.dtype = t, found = true;
+  if (!found && descr == "<u2") out.dtype = torch::kShort, out.widen_u16 = true, found = true;  // before LibTorch 2.3
   if (!found)
-    bad("dtype '" + descr +
-        "' (supported: bool, uint8, int8, int16, uint16, int32, int64, float16, float32, "
-        "float64, little-endian)");
+    bad("dtype '" + descr + "' (supported: bool, uint8, int8, int16, uint16, int32, int64, " +
+        (detail::unsigned_dtype(8) ? "uint32, uint64, " : "") + "float16, float32, float64, little-endian" +
+        (detail::unsigned_dtype(8) ? "" : "; uint32 and uint64 with LibTorch 2.3 or newer") + ")");
   auto f = value_of("fortran_order");
   if (h.compare(f, 5, "False") != 0) bad("Fortran order (save a C-ordered array: np.ascontiguousarray)");
   auto s = value_of("shape");
@@ -193,8 +199,8 @@ class NpyFile {
     if (size_ == 0) throw Error("input", path + ": not a supported .npy file: the file is empty");
     std::vector<uint8_t> head(static_cast<size_t>(std::min<uint64_t>(size_, 12)));
     read_exact(head.data(), head.size(), 0);
-    size_t hlen = head.size() >= 12 && head[6] >= 2 ? head[8] | (size_t(head[9]) << 8) | (size_t(head[10]) << 16) |
-                                                          (size_t(head[11]) << 24)
+    size_t hlen = head.size() >= 12 && head[6] >= 2
+                      ? head[8] | (size_t(head[9]) << 8) | (size_t(head[10]) << 16) | (size_t(head[11]) << 24)
                   : head.size() >= 10 ? head[8] | (size_t(head[9]) << 8)
                                       : 0;
     head.resize(static_cast<size_t>(std::min<uint64_t>(size_, 12 + uint64_t(hlen))));
@@ -272,8 +278,9 @@ class NpyFile {
       const ssize_t got = ::pread(*fd_, dst + done, n - done, static_cast<off_t>(at + done));
       if (got < 0 && errno == EINTR) continue;
       if (got < 0) detail::throw_io("read", path_, errno);
-      if (got == 0) changed("it ends at byte " + std::to_string(at + done) + ", " + std::to_string(size_) +
-                            " bytes when it was opened");
+      if (got == 0)
+        changed("it ends at byte " + std::to_string(at + done) + ", " + std::to_string(size_) +
+                " bytes when it was opened");
       done += static_cast<size_t>(got);
     }
   }
@@ -309,14 +316,10 @@ inline BlockInput open_npy(const std::string& path, const std::string& axes = ""
 
 /// Writes a CPU tensor as a .npy file (little-endian, C order).
 inline void write_npy(const std::string& path, const torch::Tensor& x) {
-  static const std::vector<std::pair<torch::ScalarType, const char*>> names = {
-      {torch::kBool, "|b1"},  {torch::kByte, "|u1"},  {torch::kChar, "|i1"},
-      {torch::kShort, "<i2"}, {torch::kInt, "<i4"},   {torch::kLong, "<i8"},
-      {torch::kHalf, "<f2"},  {torch::kFloat, "<f4"}, {torch::kDouble, "<f8"}};
-  const char* descr = nullptr;
-  for (const auto& [t, n] : names)
+  std::string descr;
+  for (const auto& [n, t] : npy_types())
     if (t == x.scalar_type()) descr = n;
-  TORCH_CHECK_TYPE(descr, "qlty::tool::write_npy: no .npy type for ", x.scalar_type());
+  TORCH_CHECK_TYPE(!descr.empty(), "qlty::tool::write_npy: no .npy type for ", x.scalar_type());
   std::string shape = "(";
   for (auto s : x.sizes()) shape += std::to_string(s) + ", ";
   if (x.dim() > 1) shape.erase(shape.size() - 2, 1);
@@ -347,6 +350,22 @@ struct TiffCloser {
 };
 using TiffPtr = std::unique_ptr<TIFF, TiffCloser>;
 
+/// TIFF sample types and the dtypes they read as and are written from. Unsigned 16/32/64-bit samples are themselves
+/// where LibTorch has those types (2.3); before, 16-bit ones read as int32 (read_tiff) and the others are refused.
+struct TiffSample {
+  uint16_t bps, format;
+  torch::ScalarType dtype;
+};
+inline std::vector<TiffSample> tiff_samples() {
+  std::vector<TiffSample> v = {{8, SAMPLEFORMAT_UINT, torch::kByte},     {8, SAMPLEFORMAT_INT, torch::kChar},
+                               {16, SAMPLEFORMAT_INT, torch::kShort},    {32, SAMPLEFORMAT_INT, torch::kInt},
+                               {64, SAMPLEFORMAT_INT, torch::kLong},     {32, SAMPLEFORMAT_IEEEFP, torch::kFloat},
+                               {64, SAMPLEFORMAT_IEEEFP, torch::kDouble}};
+  for (uint16_t bps : {16, 32, 64})
+    if (const auto u = detail::unsigned_dtype(bps / 8)) v.push_back({bps, SAMPLEFORMAT_UINT, *u});
+  return v;
+}
+
 /// Reads a TIFF image or multi-page stack whole: (Y, X) or (Z, Y, X), or with C samples per pixel (1, C, [Z,] Y, X).
 inline torch::Tensor read_tiff(const std::string& path) {
   TIFFSetWarningHandler(nullptr);
@@ -366,33 +385,25 @@ inline torch::Tensor read_tiff(const std::string& path) {
     TIFFGetFieldDefaulted(tif.get(), TIFFTAG_BITSPERSAMPLE, &bps);
     TIFFGetFieldDefaulted(tif.get(), TIFFTAG_SAMPLEFORMAT, &fmt);
     TIFFGetFieldDefaulted(tif.get(), TIFFTAG_PLANARCONFIG, &planar);
-    torch::ScalarType t;
+    std::optional<torch::ScalarType> t;
     bool widen = false;
-    if (fmt == SAMPLEFORMAT_IEEEFP && bps == 32)
-      t = torch::kFloat;
-    else if (fmt == SAMPLEFORMAT_IEEEFP && bps == 64)
-      t = torch::kDouble;
-    else if (fmt == SAMPLEFORMAT_UINT && bps == 8)
-      t = torch::kByte;
-    else if (fmt == SAMPLEFORMAT_UINT && bps == 16)
-      t = torch::kShort, widen = true;
-    else if (fmt == SAMPLEFORMAT_INT && bps == 8)
-      t = torch::kChar;
-    else if (fmt == SAMPLEFORMAT_INT && bps == 16)
-      t = torch::kShort;
-    else if (fmt == SAMPLEFORMAT_INT && bps == 32)
-      t = torch::kInt;
-    else
+    for (const auto& k : tiff_samples())
+      if (k.bps == bps && k.format == fmt) t = k.dtype;
+    if (!t && fmt == SAMPLEFORMAT_UINT && bps == 16) t = torch::kShort, widen = true;  // before LibTorch 2.3
+    if (!t)
       throw Error("input", path + ": page " + std::to_string(pages.size()) + ": " + std::to_string(bps) +
-                               "-bit samples of format " + std::to_string(fmt) +
-                               " are not supported (8/16-bit integers, 32-bit signed integers, 32/64-bit floats)");
+                               "-bit samples of format " + std::to_string(fmt) + " are not supported (" +
+                               (detail::unsigned_dtype(8) ? "8 to 64-bit integers"
+                                                          : "8 to 64-bit signed integers, "
+                                                            "8/16-bit unsigned ones") +
+                               ", 32/64-bit floats)");
     if (!pages.empty() && (pages[0].size(-1) != w || pages[0].size(-2) != h || pages[0].size(0) != spp))
       throw Error("input", path + ": page " + std::to_string(pages.size()) + " has another size or sample count (" +
                                std::to_string(spp) + " x " + std::to_string(h) + " x " + std::to_string(w) +
                                ") than page 0 (" + c10::str(pages[0].sizes()) + ")");
-    auto page = torch::empty({h, w, spp}, torch::TensorOptions().dtype(t));  // contiguous samples
+    auto page = torch::empty({h, w, spp}, torch::TensorOptions().dtype(*t));  // contiguous samples
     auto* dst = static_cast<uint8_t*>(page.data_ptr());
-    const size_t px = c10::elementSize(t);
+    const size_t px = c10::elementSize(*t);
     auto fail = [&](const char* what) {
       throw Error("input", path + ": page " + std::to_string(pages.size()) + ": " + what + " failed (damaged file?)");
     };
@@ -451,28 +462,9 @@ inline void write_tiff(const std::string& path, torch::Tensor x) {
   }
   // x: (C, Z, Y, X)
   uint16_t bps = 0, fmt = 0;
-  switch (x.scalar_type()) {
-    case torch::kByte:
-      bps = 8, fmt = SAMPLEFORMAT_UINT;
-      break;
-    case torch::kChar:
-      bps = 8, fmt = SAMPLEFORMAT_INT;
-      break;
-    case torch::kShort:
-      bps = 16, fmt = SAMPLEFORMAT_INT;
-      break;
-    case torch::kInt:
-      bps = 32, fmt = SAMPLEFORMAT_INT;
-      break;
-    case torch::kFloat:
-      bps = 32, fmt = SAMPLEFORMAT_IEEEFP;
-      break;
-    case torch::kDouble:
-      bps = 64, fmt = SAMPLEFORMAT_IEEEFP;
-      break;
-    default:
-      x = x.to(torch::kFloat), bps = 32, fmt = SAMPLEFORMAT_IEEEFP;
-  }
+  for (const auto& k : tiff_samples())
+    if (k.dtype == x.scalar_type()) bps = k.bps, fmt = k.format;
+  if (bps == 0) x = x.to(torch::kFloat), bps = 32, fmt = SAMPLEFORMAT_IEEEFP;  // bool, float16, bfloat16
   const std::string tmp = detail::temp_name(path);
   TiffPtr tif(TIFFOpen(tmp.c_str(), x.numel() * x.element_size() > (int64_t(3) << 30) ? "w8" : "w"));
   if (!tif) detail::throw_io("create TIFF", tmp, errno);

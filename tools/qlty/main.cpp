@@ -3,6 +3,7 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 #include <CLI/CLI.hpp>
+#include <qlty/model.hpp>
 #include <qlty/qlty.hpp>
 
 #include <unistd.h>
@@ -190,76 +191,21 @@ std::pair<int64_t, int64_t> parse_part(const std::string& s) {
   return {i, k};
 }
 
-/// A model ready to run on `device`: a TorchScript file or the built-in network.
+/// A model ready to run on `device`: a TorchScript file, an AOTInductor package or the built-in network.
 struct LoadedModel {
-  torch::jit::Module script;
+  std::optional<qlty::Model> file;
   BuiltinNet builtin{nullptr};
   std::string id;
   qlty::BlockModel fn;
 };
 
-/// Why torch::jit::load refused `file`: a file written by torch.save (a pickle, in a zip or not) gets a message
-/// that says how to export a TorchScript model instead.
-std::string explain_load_failure(const std::string& file, const std::string& what) {
-  const auto bytes = qlty::detail::read_file(file, uint64_t(1) << 32, "model file");
-  const std::string head =
-      bytes ? std::string(bytes->begin(), bytes->begin() + std::min<size_t>(bytes->size(), 4)) : std::string();
-  auto holds = [&](const char* s) {
-    return bytes && std::search(bytes->begin(), bytes->end(), s, s + std::strlen(s)) != bytes->end();
-  };
-  const bool zip_pickle = head == std::string("PK\x03\x04", 4) && holds("data.pkl") && !holds("constants.pkl");
-  const bool old_pickle = !head.empty() && static_cast<unsigned char>(head[0]) == 0x80;
-  if (zip_pickle || old_pickle)
-    return file +
-           ": this file was written by torch.save (a pickled model or state_dict), not torch.jit.save; qlty runs "
-           "TorchScript models. In Python: m = torch.jit.script(model) (or torch.jit.trace(model, example_input)); "
-           "torch.jit.save(m, \"model.pt\")";
-  return file + ": not a TorchScript model this LibTorch can load: " + what;
-}
-
-/// The prediction in what a TorchScript model returns: a tensor, the first element of a tuple or list, or the
-/// entry `key` of a dict (the first entry when no key is given).
-torch::Tensor pick_output(const c10::IValue& v, const std::string& key) {
-  auto bad = [&](const std::string& why) { throw qlty::Error("model", "the model's output: " + why); };
-  if (v.isTensor()) {
-    if (!key.empty()) bad("--output-key \"" + key + "\" was given, but the model returns a tensor, not a dict");
-    return v.toTensor();
-  }
-  if (v.isTuple() || v.isList()) {
-    if (!key.empty()) bad("--output-key \"" + key + "\" was given, but the model returns a tuple or list, not a dict");
-    const auto items = v.isTuple() ? v.toTupleRef().elements().vec() : v.toList().vec();
-    if (items.empty() || !items[0].isTensor())
-      bad("the model returns a tuple or list whose first element is not a tensor (" +
-          (items.empty() ? std::string("it is empty") : items[0].tagKind()) + ")");
-    return items[0].toTensor();  // deep supervision: the first head is the full-resolution one
-  }
-  if (v.isGenericDict()) {
-    const auto d = v.toGenericDict();
-    std::string keys;
-    for (const auto& e : d) keys += (keys.empty() ? "" : ", ") + (e.key().isString() ? e.key().toStringRef() : "?");
-    for (const auto& e : d)
-      if ((key.empty() || (e.key().isString() && e.key().toStringRef() == key)) && e.value().isTensor())
-        return e.value().toTensor();
-    bad(key.empty()
-            ? "the model returns a dict without a tensor entry (keys: " + keys + ")"
-            : "the model returns a dict without the key \"" + key + "\" given with --output-key (keys: " + keys + ")");
-  }
-  bad("the model returns " + v.tagKind() + ", not a tensor, a tuple, a list or a dict of tensors");
-  return {};
-}
-
 void load_model(const std::string& file, int D, const torch::Device& device, LoadedModel& m,
                 torch::ScalarType dtype = torch::kFloat, const std::string& key = "") {
   if (!file.empty()) {
     m.id = file_id(file) + (key.empty() ? "" : ":output " + key);  // another head is another model
-    try {
-      m.script = torch::jit::load(file, device);
-    } catch (const c10::Error& e) {
-      throw qlty::Error("model", explain_load_failure(file, e.what_without_backtrace()));
-    }
-    m.script.eval();
-    if (dtype != torch::kFloat && !device.is_cuda()) m.script.to(dtype);  // CUDA runs under autocast instead
-    m.fn = [&m, key](const torch::Tensor& x) { return pick_output(m.script.forward({x}), key); };
+    m.file = qlty::Model::load(file, device, key);
+    if (dtype != torch::kFloat && !device.is_cuda()) m.file->to(dtype);  // CUDA runs under autocast instead
+    m.fn = *m.file;
   } else {
     if (!key.empty())
       throw CLI::ValidationError("--output-key", "\"" + key +

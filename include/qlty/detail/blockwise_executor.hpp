@@ -14,12 +14,11 @@
 #include <qlty/detail/blockwise_output.hpp>
 #include <qlty/detail/blockwise_plan.hpp>
 #include <qlty/detail/cpu_kernels.hpp>
+#include <qlty/detail/torch_compat.hpp>
 #include <qlty/error.hpp>
 #include <qlty/kernels.hpp>
 
-#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
-#include <torch/version.h>
 
 #include <algorithm>
 #include <array>
@@ -128,34 +127,20 @@ class ModelRunner {
   }
 
  private:
-  // Autocast on CUDA for the model's call, restored after (LibTorch 2.4 renamed the calls).
+  // Autocast on CUDA for the model's call, restored after.
   class AutocastGuard {
    public:
     AutocastGuard(bool on, torch::ScalarType dtype) : on_(on) {
       if (!on_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-      was_ = at::autocast::is_autocast_enabled(at::kCUDA);
-      old_ = at::autocast::get_autocast_dtype(at::kCUDA);
-      at::autocast::set_autocast_enabled(at::kCUDA, true);
-      at::autocast::set_autocast_dtype(at::kCUDA, dtype);
-#else
-      was_ = at::autocast::is_enabled();
-      old_ = at::autocast::get_autocast_gpu_dtype();
-      at::autocast::set_enabled(true);
-      at::autocast::set_autocast_gpu_dtype(dtype);
-#endif
+      was_ = autocast_cuda::enabled();
+      old_ = autocast_cuda::dtype();
+      autocast_cuda::set(true, dtype);
       at::autocast::increment_nesting();
     }
     ~AutocastGuard() {
       if (!on_) return;
       if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-      at::autocast::set_autocast_enabled(at::kCUDA, was_);
-      at::autocast::set_autocast_dtype(at::kCUDA, old_);
-#else
-      at::autocast::set_enabled(was_);
-      at::autocast::set_autocast_gpu_dtype(old_);
-#endif
+      autocast_cuda::set(was_, old_);
     }
     AutocastGuard(const AutocastGuard&) = delete;
     AutocastGuard& operator=(const AutocastGuard&) = delete;

@@ -152,6 +152,36 @@ inline std::optional<std::vector<uint8_t>> read_file(const std::string& path, ui
   return buf;
 }
 
+/// Up to `n` bytes at one end of a regular file (its first bytes, or its last with `from_end`), or nullopt when
+/// nothing is there: for telling a file's format without reading it whole.
+inline std::optional<std::vector<uint8_t>> read_file_end(const std::string& path, size_t n, bool from_end) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::nullopt;
+    throw_io("open", path, errno);
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st;
+  if (::fstat(fd, &st) != 0) throw_io("fstat", path, errno);
+  if (!S_ISREG(st.st_mode)) return std::vector<uint8_t>();
+  const auto size = static_cast<uint64_t>(st.st_size);
+  std::vector<uint8_t> out(static_cast<size_t>(std::min<uint64_t>(size, n)));
+  const uint64_t at = from_end ? size - out.size() : 0;
+  size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t r = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(at + done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw_io("read", path, errno);
+    if (r == 0) break;
+    done += static_cast<size_t>(r);
+  }
+  out.resize(done);
+  return out;
+}
+
 /// This machine's name as it goes into temporary file names: letters, digits and '-' only, up to the first '.'.
 inline const std::string& host_tag() {
   static const std::string tag = [] {

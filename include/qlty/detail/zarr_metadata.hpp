@@ -128,17 +128,17 @@ struct ArrayMetadata {
   }
 
   std::string chunk_key(const int64_t* idx) const {
-    std::string k;
     const bool prefix = zarr_format == 3 && v3_default_keys;
-    if (prefix) k = "c";
+    if (ndim() == 0) return prefix ? "c" : "0";  // a 0-d array's only chunk
+    std::string k;
+    if (prefix) k.push_back('c');
     for (int a = 0; a < ndim(); ++a) {
       if (a > 0 || prefix) k += separator;
-      // snprintf, not std::to_string: GCC 12 warns of a false string overflow in the inlined append (LibTorch 2.x)
+      // snprintf, not std::to_string: GCC 12 warns of a false string overflow in the inlined append (PR 105651)
       char digits[24];
       const int n = std::snprintf(digits, sizeof digits, "%lld", static_cast<long long>(idx[a]));
       k.append(digits, static_cast<size_t>(n));
     }
-    if (k.empty()) k = "0";  // a 0-d array's only chunk
     return k;
   }
   /// The chunk index of a key (a path relative to the array, as chunk_key makes it), or nullopt when `rel` is

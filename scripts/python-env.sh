@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The Python side of the tests, from PyPI, in a virtual environment inside a build folder (never system-wide,
+# never committed): zarr-python 3 and numpy 2 (the Zarr writers and readers users have today), and with `torch`
+# PyPI's torch wheel (LibTorch 2.x with CUDA, and torch.export for the model tests). Installs only what is
+# missing; prints the environment's python.
+#   scripts/python-env.sh BUILD_DIR [torch]      (QLTY_TORCH_SPEC: the torch to install, default the newest)
+set -euo pipefail
+build_dir=$1
+venv=$(mkdir -p "$build_dir" && cd "$build_dir" && pwd)/venv
+wanted=(numpy zarr)
+[ "${2:-}" = torch ] && wanted+=("${QLTY_TORCH_SPEC:-torch}")
+[ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv" >&2
+missing=()
+for spec in "${wanted[@]}"; do
+  module=${spec%%[=<>]*}
+  "$venv/bin/python" -c "import $module" 2>/dev/null || missing+=("$spec")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "python-env: installing ${missing[*]} into $venv" >&2
+  "$venv/bin/pip" install -q --disable-pip-version-check "${missing[@]}" >&2
+fi
+echo "$venv/bin/python"
