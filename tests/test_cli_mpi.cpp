@@ -212,6 +212,11 @@ TEST(CliMpi, KillNineOneRankThenRerunWithAnotherCount) {
   ASSERT_EQ(::kill(pids[1], SIGKILL), 0);
   const int code = wait_for(mpi);
   EXPECT_NE(code, 0) << "mpirun ended with 0 after a rank was killed";
+  // mpirun may end before the rank it stopped has: a rerun leaves the temporary files of running processes alone
+  // (they may still write them), so wait, as a batch system would, for the old ranks to end
+  for (const auto& [rank, pid] : pids)
+    for (int i = 0; i < 3000 && !qlty::detail::process_ended(pid); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
   const int64_t done = done_count(dir / "killed.zarr");
   EXPECT_GE(done, 60);
   EXPECT_LT(done, 729) << "the run finished before the kill; the test needs a longer run";

@@ -234,6 +234,21 @@ inline pid_t temp_owner(const std::string& name) {
   return pid;
 }
 
+/// Whether process `pid` of this machine has ended: no such process, or a zombie (it exited; its parent has not
+/// collected it yet, as after mpirun ends before the ranks it killed are reaped).
+inline bool process_ended(pid_t pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  // /proc/PID/stat: "PID (COMMAND) STATE ..." (its size reads as 0: read as a stream)
+  const int fd = ::open(("/proc/" + std::to_string(pid) + "/stat").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT;
+  char buf[512];
+  const ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  const std::string s(buf, n > 0 ? static_cast<size_t>(n) : 0);
+  const size_t close = s.rfind(')');
+  return close != std::string::npos && close + 2 < s.size() && s[close + 2] == 'Z';
+}
+
 /// Removes, under `dir` and its subfolders, the temporary files (temp_name) of processes that no longer run:
 /// what a killed writer left. Returns how many.
 inline int64_t remove_stale_temps(const std::string& dir) {
@@ -242,7 +257,7 @@ inline int64_t remove_stale_temps(const std::string& dir) {
     const std::string p = join_path(dir, name);
     if (is_directory(p)) {
       removed += remove_stale_temps(p);
-    } else if (const pid_t pid = temp_owner(name); pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) {
+    } else if (const pid_t pid = temp_owner(name); pid > 0 && process_ended(pid)) {
       if (::unlink(p.c_str()) == 0) ++removed;
     }
   }
