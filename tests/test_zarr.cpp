@@ -420,7 +420,7 @@ TEST(Zarr, V3RefusesWhatItCannotHonour) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Bad files: each item of shared/design/zarr.md, "Bad input the reader must survive".
+// Bad files the reader must survive: each is a typed error naming the file, never a crash or a wrong read.
 
 std::string zarray(const std::string& compressor, const std::string& extra = "", const std::string& dtype = "<f4",
                    const std::string& shape = "[8, 8]", const std::string& chunks = "[4, 4]") {

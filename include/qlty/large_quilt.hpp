@@ -16,8 +16,8 @@
 /// - detail/checkpoint_journal.hpp: the journaled checkpoint; every changed chunk and the stitched list are
 ///   staged next to their targets, a journal names them all, then they are renamed into place. Opening a prefix
 ///   finishes a complete journal and deletes staged files no journal names, so after a crash the arrays hold
-///   exactly the patches listed as stitched (the redo journal of shared/design/out-of-core.md, with the chunk
-///   data written once, not twice).
+///   exactly the patches listed as stitched (a redo journal, detail/checkpoint_journal.hpp, with the chunk data
+///   written once, not twice).
 /// - this file: the quilt's API, the arithmetic (stitch, the derived weights, return_mean) and the order.
 
 #include <qlty/detail/checkpoint_journal.hpp>

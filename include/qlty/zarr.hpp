@@ -6,7 +6,7 @@
 /// chunk and metadata file is written to a temporary file and renamed into place, so readers never see a torn
 /// chunk and a crash leaves the old or the new version. Writers of disjoint chunks need no coordination;
 /// `update` and `add` read, modify and write a region under per-chunk locks that also exclude other processes.
-/// Layout and bytes follow zarr-python 2.13 / numcodecs and the v3 specification (see shared/design/zarr.md).
+/// Layout and bytes follow zarr-python 2.13 / numcodecs (v2) and the Zarr v3 core specification (v3).
 
 #include <qlty/detail/fs.hpp>
 #include <qlty/detail/memory.hpp>

@@ -1,6 +1,6 @@
 #pragma once
 // The journaled checkpoint of a disk-cached quilt's folder: many staged files renamed over their targets as one
-// atomic step (the redo journal of shared/design/out-of-core.md, with the data written once, not twice).
+// atomic step (a redo journal, as databases keep one, with the data written once, not twice).
 //
 // A checkpoint stages the new contents of every changed file as a hidden file next to its target; commit() then
 // writes a journal naming every (target, staged) pair, with a checksum, renames each staged file over its target,

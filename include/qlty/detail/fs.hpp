@@ -106,40 +106,58 @@ inline void remove_tree(const std::string& path) {
   }
 }
 
+/// A file opened for reading (closed with this), with what fstat said of it.
+struct ReadableFile {
+  int fd = -1;
+  struct stat st {};
+  ReadableFile() = default;
+  ReadableFile(const ReadableFile&) = delete;
+  ReadableFile& operator=(const ReadableFile&) = delete;
+  ~ReadableFile() {
+    if (fd >= 0) ::close(fd);
+  }
+  /// Opens `path` into `f`; false when nothing is there. O_NONBLOCK: a FIFO in place of a file must not block the
+  /// open (callers refuse what is not a regular file).
+  static bool open(const std::string& path, ReadableFile& f) {
+    f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (f.fd < 0) {
+      if (errno == ENOENT) return false;
+      throw_io("open", path, errno);
+    }
+    if (::fstat(f.fd, &f.st) != 0) throw_io("fstat", path, errno);
+    return true;
+  }
+  /// Reads up to `n` bytes at offset `at` into `dst`; fewer only where the file ends. Returns how many.
+  size_t read_at(uint8_t* dst, size_t n, uint64_t at, const std::string& path) const {
+    size_t done = 0;
+    while (done < n) {
+      const ssize_t r = ::pread(fd, dst + done, n - done, static_cast<off_t>(at + done));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        throw_io("read", path, errno);
+      }
+      if (r == 0) break;  // the file ended (for a file replaced by rename, the old inode stays whole)
+      done += static_cast<size_t>(r);
+    }
+    return done;
+  }
+};
+
 /// Reads a whole regular file into `out` (grown as needed, never shrunk: callers reuse it) and returns its size,
 /// or nullopt when nothing is there. A file larger than max_bytes or a path that is not a regular file is a
 /// `zarr.format` error (`what` names the kind of file in the message).
 inline std::optional<size_t> read_file_into(const std::string& path, std::vector<uint8_t>& out, uint64_t max_bytes,
                                             const char* what = "file") {
-  // O_NONBLOCK: a FIFO in place of a file must not block the open; it is refused below.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) {
-    if (errno == ENOENT) return std::nullopt;
-    throw_io("open", path, errno);
-  }
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  struct stat st;
-  if (::fstat(fd, &st) != 0) throw_io("fstat", path, errno);
-  if (!S_ISREG(st.st_mode)) throw Error("zarr.format", path + ": the " + std::string(what) + " is not a regular file");
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  ReadableFile f;
+  if (!ReadableFile::open(path, f)) return std::nullopt;
+  if (!S_ISREG(f.st.st_mode))
+    throw Error("zarr.format", path + ": the " + std::string(what) + " is not a regular file");
+  const uint64_t size = static_cast<uint64_t>(f.st.st_size);
   if (size > max_bytes)
     throw Error("zarr.format", path + ": the " + std::string(what) + " has " + std::to_string(size) +
                                    " bytes, more than the " + std::to_string(max_bytes) + " it can hold");
   if (out.size() < size) out.resize(size);
-  size_t done = 0;
-  while (done < size) {
-    const ssize_t r = ::pread(fd, out.data() + done, size - done, static_cast<off_t>(done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      throw_io("read", path, errno);
-    }
-    if (r == 0) break;  // cannot happen for a file replaced by rename (the old inode stays whole); be safe
-    done += static_cast<size_t>(r);
-  }
-  return done;
+  return f.read_at(out.data(), size, 0, path);
 }
 
 /// A whole regular file, or nullopt when nothing is there (errors as read_file_into).
@@ -155,30 +173,12 @@ inline std::optional<std::vector<uint8_t>> read_file(const std::string& path, ui
 /// Up to `n` bytes at one end of a regular file (its first bytes, or its last with `from_end`), or nullopt when
 /// nothing is there: for telling a file's format without reading it whole.
 inline std::optional<std::vector<uint8_t>> read_file_end(const std::string& path, size_t n, bool from_end) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) {
-    if (errno == ENOENT) return std::nullopt;
-    throw_io("open", path, errno);
-  }
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  struct stat st;
-  if (::fstat(fd, &st) != 0) throw_io("fstat", path, errno);
-  if (!S_ISREG(st.st_mode)) return std::vector<uint8_t>();
-  const auto size = static_cast<uint64_t>(st.st_size);
+  ReadableFile f;
+  if (!ReadableFile::open(path, f)) return std::nullopt;
+  if (!S_ISREG(f.st.st_mode)) return std::vector<uint8_t>();
+  const auto size = static_cast<uint64_t>(f.st.st_size);
   std::vector<uint8_t> out(static_cast<size_t>(std::min<uint64_t>(size, n)));
-  const uint64_t at = from_end ? size - out.size() : 0;
-  size_t done = 0;
-  while (done < out.size()) {
-    const ssize_t r = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(at + done));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) throw_io("read", path, errno);
-    if (r == 0) break;
-    done += static_cast<size_t>(r);
-  }
-  out.resize(done);
+  out.resize(f.read_at(out.data(), out.size(), from_end ? size - out.size() : 0, path));
   return out;
 }
 
@@ -238,13 +238,12 @@ inline pid_t temp_owner(const std::string& name) {
 /// collected it yet, as after mpirun ends before the ranks it killed are reaped).
 inline bool process_ended(pid_t pid) {
   if (::kill(pid, 0) != 0) return errno == ESRCH;
-  // /proc/PID/stat: "PID (COMMAND) STATE ..." (its size reads as 0: read as a stream)
-  const int fd = ::open(("/proc/" + std::to_string(pid) + "/stat").c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT;
-  char buf[512];
-  const ssize_t n = ::read(fd, buf, sizeof buf);
-  ::close(fd);
-  const std::string s(buf, n > 0 ? static_cast<size_t>(n) : 0);
+  // /proc/PID/stat: "PID (COMMAND) STATE ..." (fstat gives it size 0: read up to the buffer's size)
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  ReadableFile f;
+  if (!ReadableFile::open(path, f)) return true;
+  uint8_t buf[512];
+  const std::string s(reinterpret_cast<const char*>(buf), f.read_at(buf, sizeof buf, 0, path));
   const size_t close = s.rfind(')');
   return close != std::string::npos && close + 2 < s.size() && s[close + 2] == 'Z';
 }
