@@ -1,7 +1,7 @@
 // libFuzzer target: chunk decoding. The first two bytes pick a codec chain and an element size; the rest is a
 // stored chunk that must decode into exactly the chunk's bytes or give a qlty::Error, never read or write out
 // of bounds.
-#include <qlty/detail/zarr_codecs.hpp>
+#include <qlty/zarr/codecs.hpp>
 
 #include <vector>
 

@@ -1,6 +1,6 @@
 // libFuzzer target: Zarr v2 and v3 array metadata. Any input must parse or give a qlty::Error; what parses must
 // write back and parse again to the same metadata.
-#include <qlty/detail/zarr_metadata.hpp>
+#include <qlty/zarr/metadata.hpp>
 
 #include <cstdlib>
 #include <string>

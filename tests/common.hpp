@@ -5,6 +5,8 @@
 #include <torch/torch.h>
 #include <qlty/qlty.hpp>
 
+#include <fstream>
+
 #include <unistd.h>
 
 #include <cstdlib>
@@ -29,7 +31,7 @@ inline std::string device_name(const testing::TestParamInfo<torch::Device>& info
   return info.param.is_cuda() ? "CUDA" : "CPU";
 }
 
-/// Window starts along one axis, as in semantics.md.
+/// Window starts along one axis, as in docs/design/semantics.md.
 inline std::vector<int64_t> starts(int64_t S, int64_t W, int64_t s) {
   std::vector<int64_t> out;
   const int64_t full = (S - W) / s;
@@ -132,6 +134,24 @@ void expect_error(F&& f, const std::vector<std::string>& parts) {
   } catch (const std::exception& e) {
     ADD_FAILURE() << "wrong exception type: " << e.what();
   }
+}
+
+/// Expects a qlty::Error with `tag` whose message contains `part`.
+template <typename F>
+void expect_qlty_error(F&& f, const std::string& tag, const std::string& part) {
+  try {
+    f();
+    ADD_FAILURE() << "expected qlty::Error [" << tag << "] containing \"" << part << "\"";
+  } catch (const qlty::Error& e) {
+    EXPECT_EQ(e.tag(), tag) << e.what();
+    EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+  }
+}
+
+/// Writes `text` to `path`, creating its folders.
+inline void write_text(const std::string& path, const std::string& text) {
+  qlty::detail::make_dirs(qlty::detail::parent_path(path));
+  std::ofstream(path, std::ios::binary) << text;
 }
 
 /// A fresh folder under the system's temp folder (TMPDIR or /tmp), removed with its contents at the end of the test.

@@ -1,5 +1,5 @@
-// The seed's patch-pair example: learn a convolution kernel from the L1 loss between the overlapping pixels of
-// displaced patch pairs (self-supervised), then the same pairs in 3D.
+// From the Python qlty documentation, the patch-pair example: learn a convolution kernel from the L1 loss between the
+// overlapping pixels of displaced patch pairs (self-supervised), then the same pairs in 3D.
 #include <qlty/qlty.hpp>
 
 #include <iostream>

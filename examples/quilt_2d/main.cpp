@@ -1,5 +1,5 @@
-// The seed's 2D example: cut a training pair into overlapping patches, stitch network-sized outputs back,
-// and the inference pattern with softmax applied after stitching.
+// From the Python qlty documentation, the 2D example: cut a training pair into overlapping patches, stitch
+// network-sized outputs back, and the inference pattern with softmax applied after stitching.
 #include <qlty/qlty.hpp>
 
 #include <iostream>

@@ -1,4 +1,5 @@
-// The seed's 3D example: patches of volumes, a model on the patches, and the volume stitched back.
+// From the Python qlty documentation, the 3D example: patches of volumes, a model on the patches, and the volume
+// stitched back.
 #include <qlty/qlty.hpp>
 
 #include <iostream>

@@ -1,4 +1,5 @@
-// The seed's sparse-label example: patches whose labels are all missing inside the border are dropped.
+// From the Python qlty documentation, the sparse-label example: patches whose labels are all missing inside the border
+// are dropped.
 #include <qlty/qlty.hpp>
 
 #include <iostream>

@@ -6,6 +6,9 @@
 /// Every stitch computes sum(w * p) / sum(w) per pixel, w being the window's weight at the pixel's place in the
 /// window. `Blend` says what w is; the quilts, the disk-cached quilts and infer_blockwise take one.
 
+#include <qlty/error.hpp>
+#include <qlty/support/checksum.hpp>
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -65,7 +68,6 @@ class Blend {
   /// @brief The weights (float64, CPU, the window's shape) for a window of `window`, given per axis; `who` goes
   /// into the errors. Border mode is built by the geometry (it needs the validated border).
   torch::Tensor weights(const std::vector<int64_t>& window, const char* who) const {
-    const auto D = static_cast<int64_t>(window.size());
     switch (mode_) {
       case Mode::Constant:
         return torch::ones(window, torch::kFloat64);
@@ -74,20 +76,20 @@ class Blend {
         return f.outer.unsqueeze(-1).mul(f.last).clamp_min_(f.floor).to(torch::kFloat64);
       }
       case Mode::Custom: {
-        TORCH_CHECK_VALUE(custom_.defined(), who, ": the custom blend window is an undefined tensor");
-        TORCH_CHECK_VALUE(custom_.sizes() == c10::IntArrayRef(window), who,
-                          ": the custom blend window must have the window's shape ", c10::IntArrayRef(window), ", got ",
-                          custom_.sizes());
+        QLTY_CHECK_ARG(custom_.defined(), "custom_window", who, ": the custom blend window is an undefined tensor");
+        QLTY_CHECK_ARG(custom_.sizes() == c10::IntArrayRef(window), "custom_window", who,
+                       ": the custom blend window must have the window's shape ", c10::IntArrayRef(window), ", got ",
+                       custom_.sizes());
         TORCH_CHECK_TYPE(custom_.is_floating_point(), who, ": the custom blend window must be floating point, got ",
                          custom_.scalar_type());
         auto w = custom_.detach().to(torch::kCPU, torch::kFloat64).contiguous();
-        TORCH_CHECK_VALUE(w.isfinite().all().item<bool>(), who,
-                          ": the custom blend window must be finite, got NaN or infinite weights");
-        TORCH_CHECK_VALUE(w.min().item<double>() >= 0, who,
-                          ": the custom blend window must be >= 0 everywhere, got a smallest weight of ",
-                          w.min().item<double>());
+        QLTY_CHECK_ARG(w.isfinite().all().item<bool>(), "custom_window", who,
+                       ": the custom blend window must be finite, got NaN or infinite weights");
+        QLTY_CHECK_ARG(w.min().item<double>() >= 0, "custom_window", who,
+                       ": the custom blend window must be >= 0 everywhere, got a smallest weight of ",
+                       w.min().item<double>());
         const double largest = w.max().item<double>();
-        TORCH_CHECK_VALUE(largest > 0, who, ": the custom blend window is all zeros");
+        QLTY_CHECK_ARG(largest > 0, "custom_window", who, ": the custom blend window is all zeros");
         return w.div_(largest).clamp_min_(1e-8);
       }
       case Mode::Border:
@@ -106,22 +108,23 @@ class Blend {
   GaussianFactors gaussian_factors(const std::vector<int64_t>& window, const char* who) const {
     const auto D = static_cast<int64_t>(window.size());
     TORCH_CHECK_VALUE(mode_ == Mode::Gaussian, who, ": gaussian factors of a ", name(), " blend");
-    TORCH_CHECK_VALUE(sigma_scale_.size() == 1 || static_cast<int64_t>(sigma_scale_.size()) == D, who,
-                      ": sigma_scale must have 1 or ", D, " entries, got ", sigma_scale_.size());
+    QLTY_CHECK_ARG(sigma_scale_.size() == 1 || static_cast<int64_t>(sigma_scale_.size()) == D, "sigma_scale", who,
+                   ": sigma_scale must have 1 or ", D, " entries, got ", sigma_scale_.size());
     // MONAI's construction: a 1D gaussian per axis, their outer product axis by axis, then every weight raised to
     // max(smallest weight, 1e-3).
     std::vector<torch::Tensor> g;
     for (int64_t a = 0; a < D; ++a) {
       const double s = sigma_scale_.size() == 1 ? sigma_scale_[0] : sigma_scale_[a];
-      TORCH_CHECK_VALUE(std::isfinite(s) && s > 0, who, ": sigma_scale must be finite and > 0 on every axis, got ", s);
+      QLTY_CHECK_ARG(std::isfinite(s) && s > 0, "sigma_scale", who,
+                     ": sigma_scale must be finite and > 0 on every axis, got ", s);
       const double sigma = static_cast<double>(window[a]) * s;
       // MONAI divides by 2 sigma^2 in float32: where that underflows to 0, every weight would be NaN.
       const auto denominator = static_cast<float>(-2 * sigma * sigma);
-      TORCH_CHECK_VALUE(denominator <= -std::numeric_limits<float>::min(), who, ": sigma_scale ", s, " gives sigma ",
-                        sigma, " pixels for a window of ", window[a],
-                        ", whose square underflows float32 (the gaussian would be NaN); use a sigma_scale of at least ",
-                        std::sqrt(static_cast<double>(std::numeric_limits<float>::min()) / 2) /
-                            static_cast<double>(window[a]));
+      QLTY_CHECK_ARG(
+          denominator <= -std::numeric_limits<float>::min(), "sigma_scale", who, ": sigma_scale ", s, " gives sigma ",
+          sigma, " pixels for a window of ", window[a],
+          ", whose square underflows float32 (the gaussian would be NaN); use a sigma_scale of at least ",
+          std::sqrt(static_cast<double>(std::numeric_limits<float>::min()) / 2) / static_cast<double>(window[a]));
       const double half = static_cast<double>(window[a] - 1) / 2.0;
       auto x = torch::arange(-half, half + 1, torch::kFloat32);
       g.push_back(torch::exp(x.pow(2) / (-2 * sigma * sigma)));
@@ -150,12 +153,11 @@ class Blend {
       case Mode::Custom: {
         if (!custom_.defined()) return "custom(undefined)";
         auto w = custom_.detach().to(torch::kCPU, torch::kFloat64).contiguous();
-        uint64_t h = 1469598103934665603ull;  // FNV-1a of the float64 weights
-        const auto* p = reinterpret_cast<const unsigned char*>(w.data_ptr<double>());
-        for (int64_t i = 0; i < w.numel() * 8; ++i) h = (h ^ p[i]) * 1099511628211ull;
-        char buf[17];
-        std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-        return c10::str("custom(", w.sizes(), ", ", buf, ")");
+        // From the basis custom windows have been identified with since their first release (FNV's offset basis
+        // less its last digit): a different one would make outputs written since then refuse to resume.
+        const uint64_t h =
+            detail::fnv1a64(w.data_ptr<double>(), static_cast<size_t>(w.numel()) * 8, 1469598103934665603ull);
+        return c10::str("custom(", w.sizes(), ", ", detail::hex64(h), ")");
       }
     }
     return "";
@@ -180,7 +182,7 @@ class Pad {
   static Pad none() { return Pad(Mode::None, 0.0); }
   /// @brief Pads with `value`, which must be finite.
   static Pad constant(double value = 0.0) {
-    TORCH_CHECK_VALUE(std::isfinite(value), "qlty::Pad::constant: the value must be finite, got ", value);
+    QLTY_CHECK_ARG(std::isfinite(value), "pad_value", "qlty::Pad::constant: the value must be finite, got ", value);
     return Pad(Mode::Constant, value);
   }
   static Pad reflect() { return Pad(Mode::Reflect, 0.0); }

@@ -29,10 +29,10 @@
 /// the bytes equal one process's. The pieces, each usable on its own, are in `detail/`: the plan
 /// (`blockwise_plan.hpp`), the output (`blockwise_output.hpp`) and the block executor (`blockwise_executor.hpp`).
 
+#include <qlty/blockwise/executor.hpp>
+#include <qlty/blockwise/output.hpp>
+#include <qlty/blockwise/plan.hpp>
 #include <qlty/blockwise_types.hpp>
-#include <qlty/detail/blockwise_executor.hpp>
-#include <qlty/detail/blockwise_output.hpp>
-#include <qlty/detail/blockwise_plan.hpp>
 #include <qlty/error.hpp>
 
 #include <torch/torch.h>
@@ -128,8 +128,8 @@ inline BlockwiseSummary infer_blockwise(const BlockModel& model, const BlockInpu
   ListSchedule schedule(pending_blocks(out, first, last, options.max_blocks));
   BlockwiseSummary summary;
   summary.blocks_total = plan.total();
-  summary.windows_grid = plan.N * plan.g.per_image();
-  summary.out_channels = plan.Cout;
+  summary.windows_grid = plan.images * plan.grid.per_image();
+  summary.out_channels = plan.out_channels;
   summary.block = plan.spatial(plan.block);
   summary.chunks = plan.spatial(plan.chunk);
   for (int64_t i = first; i < last; ++i) summary.blocks_skipped += out.is_done(i) ? 1 : 0;

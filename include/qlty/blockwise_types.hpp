@@ -5,7 +5,7 @@
 /// (one process, or a share of the blocks) and `qlty/mpi.hpp` (many processes).
 
 #include <qlty/blend.hpp>
-#include <qlty/detail/fingerprint.hpp>
+#include <qlty/blockwise/fingerprint.hpp>
 #include <qlty/error.hpp>
 #include <qlty/geometry.hpp>
 #include <qlty/zarr.hpp>

@@ -13,7 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "blend.hpp"
+#include <qlty/blend.hpp>
+#include <qlty/error.hpp>
+#include <qlty/kernels/grid3.hpp>
+#include <qlty/kernels/window_weights.hpp>
 
 namespace qlty {
 
@@ -32,8 +35,8 @@ class PerAxis {
   /// @brief The value for each of D axes; `who` and `name` go into the error for a wrong length.
   template <int D>
   std::array<int64_t, D> expand(const char* who, const char* name) const {
-    TORCH_CHECK_VALUE(values_.size() == 1 || values_.size() == static_cast<size_t>(D), who, ": ", name,
-                      " must have 1 or ", D, " entries, got ", values_.size(), " (", c10::IntArrayRef(values_), ")");
+    QLTY_CHECK_ARG(values_.size() == 1 || values_.size() == static_cast<size_t>(D), name, who, ": ", name,
+                   " must have 1 or ", D, " entries, got ", values_.size(), " (", c10::IntArrayRef(values_), ")");
     std::array<int64_t, D> out{};
     for (int a = 0; a < D; ++a) out[a] = values_.size() == 1 ? values_[0] : values_[a];
     return out;
@@ -58,49 +61,13 @@ inline const char* axis_name(int D, int a) {
 
 /// The images' shape padded to at least the window along every axis when `pad` pads (else `shape`).
 template <int D>
-std::array<int64_t, D> padded_shape(std::array<int64_t, D> shape, const PerAxis& window, const Pad& pad) {
-  const auto w = window.expand<D>(quilt_name<D>(), "window");
+std::array<int64_t, D> padded_shape(std::array<int64_t, D> shape, const PerAxis& window, const Pad& pad,
+                                    const char* who = nullptr) {
+  const auto w = window.expand<D>(who ? who : quilt_name<D>(), "window");
   if (pad.enabled())
     for (int a = 0; a < D; ++a) shape[a] = std::max(shape[a], w[a]);
   return shape;
 }
-
-/// The grid in three dimensions (2D quilts use a Z axis of size 1): what the kernels need.
-struct Grid3 {
-  std::array<int64_t, 3> shape{1, 1, 1}, window{1, 1, 1}, step{1, 1, 1}, border{0, 0, 0}, times{1, 1, 1};
-  double border_weight = 1.0;  // effective weight of border pixels, max(border_weight, 1e-8)
-  // The window's weights (Wz * Wy * Wx, row-major) when they are not border weights (constant, gaussian, custom
-  // blends); null: border weighting from `border` and `border_weight`.
-  std::shared_ptr<const std::vector<double>> weights;
-  // Gaussian blends also as factors, so the hot loops compute a row's weights instead of reading a table as large
-  // as the window: weight(wz, wy, x) = max(outer[wz * Wy + wy] * last[x], floor) in float32 (MONAI's operations).
-  struct Factors {
-    std::vector<float> outer, last;
-    float floor = 0;
-  };
-  std::shared_ptr<const Factors> factors;
-
-  int64_t start(int a, int64_t k) const { return std::min(k * step[a], shape[a] - window[a]); }
-  int64_t per_image() const { return times[0] * times[1] * times[2]; }
-  int64_t window_numel() const { return window[0] * window[1] * window[2]; }
-  int64_t image_numel() const { return shape[0] * shape[1] * shape[2]; }
-  bool inside(int a, int64_t w) const { return w >= border[a] && w < window[a] - border[a]; }
-
-  /// Flattened for autograd contexts (IValues hold integer lists and doubles).
-  std::vector<int64_t> pack() const {
-    std::vector<int64_t> v;
-    for (const auto* arr : {&shape, &window, &step, &border, &times}) v.insert(v.end(), arr->begin(), arr->end());
-    return v;
-  }
-  static Grid3 unpack(const std::vector<int64_t>& v, double border_weight) {
-    Grid3 g;
-    int i = 0;
-    for (auto* arr : {&g.shape, &g.window, &g.step, &g.border, &g.times})
-      for (auto& e : *arr) e = v[i++];
-    g.border_weight = border_weight;
-    return g;
-  }
-};
 
 }  // namespace detail
 
@@ -110,32 +77,34 @@ class Geometry {
   static_assert(D == 2 || D == 3, "qlty::Geometry: D must be 2 or 3");
 
  public:
-  /// @brief Checks the parameters (see semantics.md) and builds the grid, with border weighting.
+  /// @brief Checks the parameters (see docs/design/semantics.md) and builds the grid, with border weighting.
   Geometry(std::array<int64_t, D> shape, const PerAxis& window, const PerAxis& step, const PerAxis& border,
            double border_weight)
       : Geometry(shape, window, step, Blend::border(border.values(), border_weight)) {}
 
-  /// @brief Checks the parameters and builds the grid, blending windows with `blend`.
-  Geometry(std::array<int64_t, D> shape, const PerAxis& window, const PerAxis& step, const Blend& blend)
+  /// @brief Checks the parameters and builds the grid, blending windows with `blend`. Errors name `who` (default:
+  /// the quilt class of D dimensions).
+  Geometry(std::array<int64_t, D> shape, const PerAxis& window, const PerAxis& step, const Blend& blend,
+           const char* who = nullptr)
       : shape_(shape), blend_(blend) {
-    const char* who = detail::quilt_name<D>();
+    if (!who) who = detail::quilt_name<D>();
     window_ = window.expand<D>(who, "window");
     step_ = step.expand<D>(who, "step");
     border_ = PerAxis(blend.border_sizes()).expand<D>(who, "border");
     for (int a = 0; a < D; ++a) {
       const char* ax = detail::axis_name(D, a);
       TORCH_CHECK_VALUE(shape_[a] >= 1, who, ": image size along ", ax, " must be >= 1, got ", shape_[a]);
-      TORCH_CHECK_VALUE(window_[a] >= 1, who, ": window along ", ax, " must be >= 1, got ", window_[a]);
-      TORCH_CHECK_VALUE(window_[a] <= shape_[a], who, ": window along ", ax, " must not exceed the image size ",
-                        shape_[a], ", got ", window_[a], " (or pad the image: qlty::Pad)");
-      TORCH_CHECK_VALUE(step_[a] >= 1, who, ": step along ", ax, " must be >= 1, got ", step_[a]);
-      TORCH_CHECK_VALUE(border_[a] >= 0, who, ": border along ", ax, " must be >= 0, got ", border_[a]);
-      TORCH_CHECK_VALUE(border_[a] == 0 || 2 * border_[a] < window_[a], who, ": border along ", ax,
-                        " must leave an interior (2 * border < window = ", window_[a], "), got ", border_[a]);
+      QLTY_CHECK_ARG(window_[a] >= 1, "window", who, ": window along ", ax, " must be >= 1, got ", window_[a]);
+      QLTY_CHECK_ARG(window_[a] <= shape_[a], "window", who, ": window along ", ax, " must not exceed the image size ",
+                     shape_[a], ", got ", window_[a], " (or pad the image: qlty::Pad)");
+      QLTY_CHECK_ARG(step_[a] >= 1, "step", who, ": step along ", ax, " must be >= 1, got ", step_[a]);
+      QLTY_CHECK_ARG(border_[a] >= 0, "border", who, ": border along ", ax, " must be >= 0, got ", border_[a]);
+      QLTY_CHECK_ARG(border_[a] == 0 || 2 * border_[a] < window_[a], "border", who, ": border along ", ax,
+                     " must leave an interior (2 * border < window = ", window_[a], "), got ", border_[a]);
     }
     border_weight_ = blend.border_weight();
-    TORCH_CHECK_VALUE(border_weight_ >= 0.0 && border_weight_ <= 1.0, who, ": border_weight must be in [0, 1], got ",
-                      border_weight_);
+    QLTY_CHECK_ARG(border_weight_ >= 0.0 && border_weight_ <= 1.0, "border_weight", who,
+                   ": border_weight must be in [0, 1], got ", border_weight_);
     for (int a = 0; a < D; ++a) {
       const int64_t full = (shape_[a] - window_[a]) / step_[a];
       times_[a] = full + 1 + (shape_[a] > full * step_[a] + window_[a] ? 1 : 0);
@@ -180,16 +149,13 @@ class Geometry {
   /// @brief Refuses a grid that leaves pixels in no window, for `who`, which stitches (unstitch allows it).
   void check_covered(const std::string& who) const {
     const int a = gap_axis();
-    TORCH_CHECK_VALUE(a < 0, who, ": step along ", detail::axis_name(D, a), " (", a < 0 ? 0 : step_[a],
-                      ") exceeds the window (", a < 0 ? 0 : window_[a],
-                      "), so pixels between windows would have no prediction; use a step <= window");
+    QLTY_CHECK_ARG(a < 0, "step", who, ": step along ", detail::axis_name(D, a), " (", a < 0 ? 0 : step_[a],
+                   ") exceeds the window (", a < 0 ? 0 : window_[a],
+                   "), so pixels between windows would have no prediction; use a step <= window");
   }
   /// @brief The stitching weight of every window pixel: float32 of the window's shape.
   torch::Tensor weights() const {
-    if (weights_)
-      return torch::tensor(*weights_, torch::kFloat64).view(c10::IntArrayRef(window_.data(), D)).to(torch::kFloat32);
-    auto w = border_tensor();
-    return w.masked_fill_(w == 0, static_cast<float>(std::max(border_weight_, 1e-8)));
+    return detail::window_weights(grid3(), true, torch::kFloat32).view(c10::IntArrayRef(window_.data(), D));
   }
   bool has_border() const {
     return std::any_of(border_.begin(), border_.end(), [](int64_t b) { return b > 0; });

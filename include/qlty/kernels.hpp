@@ -11,10 +11,10 @@
 #include <initializer_list>
 #include <tuple>
 
-#include "detail/cpu_kernels.hpp"
-#include "detail/memory.hpp"
-#include "detail/torch_kernels.hpp"
-#include "geometry.hpp"
+#include <qlty/geometry.hpp>
+#include <qlty/kernels/cpu.hpp>
+#include <qlty/kernels/torch.hpp>
+#include <qlty/memory.hpp>
 
 namespace qlty {
 
@@ -185,8 +185,8 @@ inline void check_windows_inside(const char* who, const torch::Tensor& x, const 
   TORCH_CHECK_VALUE(x.dim() == 5, who, ": x must be 5-D (N, C, Z, Y, X), got shape ", x.sizes());
   TORCH_CHECK_VALUE(origins.dim() == 2 && origins.size(1) == 4, who,
                     ": origins must be (M, 4) rows {n, z, y, x}, got shape ", origins.sizes());
-  TORCH_CHECK_TYPE(!origins.is_floating_point() && !origins.is_complex() && origins.scalar_type() != torch::kBool,
-                   who, ": origins must be integers, got ", origins.scalar_type());
+  TORCH_CHECK_TYPE(!origins.is_floating_point() && !origins.is_complex() && origins.scalar_type() != torch::kBool, who,
+                   ": origins must be integers, got ", origins.scalar_type());
   for (int a = 0; a < 3; ++a)
     TORCH_CHECK_VALUE(window[a] >= 1 && window[a] <= x.size(2 + a), who, ": window ", c10::IntArrayRef(window),
                       " must be >= 1 and fit in x of shape ", x.sizes());
@@ -198,9 +198,9 @@ inline void check_windows_inside(const char* who, const torch::Tensor& x, const 
   if (outside.size(0) == 0) return;
   const int64_t i = outside[0][0].item<int64_t>();
   const int64_t* row = o.data_ptr<int64_t>() + 4 * i;
-  TORCH_CHECK_VALUE(false, who, ": the window of origins row ", i, " ", c10::IntArrayRef(row, 4), " does not lie inside x of shape ",
-                    x.sizes(), " (window ", c10::IntArrayRef(window), "; rows {n, z, y, x} with n < N and ",
-                    "0 <= z <= Z - Wz, and so on)");
+  TORCH_CHECK_VALUE(false, who, ": the window of origins row ", i, " ", c10::IntArrayRef(row, 4),
+                    " does not lie inside x of shape ", x.sizes(), " (window ", c10::IntArrayRef(window),
+                    "; rows {n, z, y, x} with n < N and ", "0 <= z <= Z - Wz, and so on)");
 }
 }  // namespace detail
 

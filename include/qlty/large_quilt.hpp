@@ -20,13 +20,15 @@
 ///   written once, not twice).
 /// - this file: the quilt's API, the arithmetic (stitch, the derived weights, return_mean) and the order.
 
-#include <qlty/detail/checkpoint_journal.hpp>
-#include <qlty/detail/chunk_store.hpp>
-#include <qlty/detail/fingerprint.hpp>
-#include <qlty/detail/fs.hpp>
 #include <qlty/error.hpp>
 #include <qlty/geometry.hpp>
+#include <qlty/kernels/accumulate.hpp>
+#include <qlty/kernels/window_weights.hpp>
+#include <qlty/large_quilt/checkpoint_journal.hpp>
+#include <qlty/large_quilt/chunk_store.hpp>
 #include <qlty/quilt.hpp>
+#include <qlty/support/fs.hpp>
+#include <qlty/support/paths.hpp>
 #include <qlty/weed.hpp>
 #include <qlty/zarr.hpp>
 
@@ -84,7 +86,8 @@ class LargeQuilt {
     TORCH_CHECK_VALUE(opt_.cache_bytes > 0, name(), ": cache_bytes must be > 0, got ", opt_.cache_bytes);
     TORCH_CHECK_VALUE(opt_.checkpoint_every >= 0 && opt_.checkpoint_seconds >= 0, name(),
                       ": checkpoint_every and checkpoint_seconds must be >= 0");
-    weight_ = geom_.weights().contiguous();
+    grid_ = std::make_shared<const detail::Grid3>(geom_.grid3());
+    weights_ = std::make_shared<const detail::RowWeights<float>>(*grid_, true);
     // Chunks a whole number of steps long, so a window touches at most ceil(window / step) + 1 per axis, grown
     // by whole steps (last axis first) to about kChunkTarget bytes per channel: small windows do not make
     // thousands of tiny files, and a row of windows still fits a modest cache.
@@ -92,22 +95,22 @@ class LargeQuilt {
     const auto& P = geom_.shape();  // padded axes are one chunk: outputs crop within it
     for (int a = 0; a < D; ++a) {
       unit[a] = std::max<int64_t>(geom_.step()[a], 1);
-      chunk_[a] = P[a] != S[a] ? P[a] : std::min(S[a], unit[a]);
+      acc_chunk_[a] = P[a] != S[a] ? P[a] : std::min(S[a], unit[a]);
     }
     auto bytes = [&] {
       int64_t b = 4;
-      for (auto c : chunk_) b *= c;
+      for (auto c : acc_chunk_) b *= c;
       return b;
     };
     for (bool grew = true; grew && bytes() < kChunkTarget;) {
       grew = false;
       for (int a = D - 1; a >= 0 && bytes() < kChunkTarget; --a)
-        if (chunk_[a] < P[a]) {
-          chunk_[a] = std::min(P[a], chunk_[a] + unit[a]);
+        if (acc_chunk_[a] < P[a]) {
+          acc_chunk_[a] = std::min(P[a], acc_chunk_[a] + unit[a]);
           grew = true;
         }
     }
-    stitched_.assign(static_cast<size_t>(N_chunks()), 0);
+    stitched_.assign(static_cast<size_t>(patch_count()), 0);
     // One quilt at a time on a prefix, in this process or any other: a lock held while it is open (the kernel
     // drops it when a process dies), taken before the prefix is checked or created.
     detail::make_dirs(detail::parent_path(prefix_));
@@ -119,7 +122,7 @@ class LargeQuilt {
                               "accumulators cannot be shared (one process at a time, or one prefix each)");
     journal_.emplace(acc_path(), std::vector<std::string>{"stitched"},
                      std::vector<std::string>(array_names().begin(), array_names().end()), opt_.durable);
-    store_.emplace(acc_path(), chunk_, chunk_grid(), opt_.cache_bytes);
+    store_.emplace(acc_path(), acc_chunk_, acc_chunk_grid(), opt_.cache_bytes);
     open_or_create();
     last_checkpoint_ = std::chrono::steady_clock::now();
   }
@@ -133,8 +136,11 @@ class LargeQuilt {
   LargeQuilt(const LargeQuilt&) = delete;
   LargeQuilt& operator=(const LargeQuilt&) = delete;
 
-  /// @brief Number of patches: N times the windows per image.
+  /// @brief Number of patches: N times the windows per image (the Python original's name: "chunks" there are
+  /// patches, not the accumulator chunks on disk).
   int64_t N_chunks() const { return N_ * geom_.per_image(); }
+  /// @brief Number of patches (the same as N_chunks()).
+  int64_t patch_count() const { return N_chunks(); }
   /// @brief Windows along each axis.
   std::array<int64_t, D> get_times() const { return geom_.times(); }
   /// @brief 1 inside the border, 0 on it (float32, window shape).
@@ -182,7 +188,7 @@ class LargeQuilt {
   template <typename X>
   std::pair<int64_t, torch::Tensor> unstitch_next(const X& x) {
     const int64_t i = next_;
-    next_ = (next_ + 1) % N_chunks();
+    next_ = (next_ + 1) % patch_count();
     return {i, unstitch(x, i)};
   }
 
@@ -262,7 +268,7 @@ class LargeQuilt {
   }
 
   /// @brief Mean of the stitched predictions (N, C, *S), written to `prefix_mean.zarr`; with `std`, also their
-  /// standard deviation (semantics.md), written to `prefix_std.zarr` (else the second tensor is undefined).
+  /// standard deviation (docs/design/semantics.md), written to `prefix_std.zarr` (else the second tensor is undefined).
   /// `normalize` divides both by the mean's sum over channels. Takes a checkpoint first. With `in_memory` false
   /// the results go only to the Zarr arrays (memory stays bounded) and both tensors are undefined.
   std::tuple<torch::Tensor, torch::Tensor> return_mean(bool std = false, bool normalize = false,
@@ -273,7 +279,7 @@ class LargeQuilt {
     std::vector<int64_t> full{N_, C_}, chunks{1, C_};
     for (int a = 0; a < D; ++a) {
       full.push_back(image_[a]);
-      chunks.push_back(std::min(chunk_[a], image_[a]));  // padded axes: the image, cropped out of one chunk
+      chunks.push_back(std::min(acc_chunk_[a], image_[a]));  // padded axes: the image, cropped out of one chunk
     }
     auto make = [&](const std::string& path) {
       zarr::ArrayOptions o(full, chunks, zarr::DataType::Float32);
@@ -287,7 +293,7 @@ class LargeQuilt {
     const auto f32 = torch::TensorOptions().dtype(torch::kFloat32);  // every pixel is written below
     auto mean_out = in_memory ? detail::empty_output(full, f32) : torch::Tensor();
     auto std_out = std && in_memory ? detail::empty_output(full, f32) : torch::Tensor();
-    const auto grid = chunk_grid();
+    const auto grid = acc_chunk_grid();
     int64_t per_image = 1;
     for (auto g : grid) per_image *= g;
     const bool have_var = store_->has(kVarSum);
@@ -330,7 +336,7 @@ class LargeQuilt {
         // The in-image part of the chunk into the returned tensors.
         torch::Tensor dst_m = mean_out[n], dst_s = std ? std_out[n] : torch::Tensor(), src_m = mean, src_s = sd;
         for (int a = 0; a < D; ++a) {
-          const int64_t lo = cidx[a] * chunk_[a], len = std::min(chunk_[a], image_[a] - lo);
+          const int64_t lo = cidx[a] * acc_chunk_[a], len = std::min(acc_chunk_[a], image_[a] - lo);
           dst_m = dst_m.narrow(1 + a, lo, len);
           src_m = src_m.narrow(1 + a, 0, len);
           if (std) {
@@ -372,13 +378,13 @@ class LargeQuilt {
   std::vector<int64_t> stitch_order(int64_t channels = 0) const {
     const int64_t C = channels > 0 ? channels : std::max<int64_t>(C_, 1);
     const auto times = geom_.times();
-    const auto grid = chunk_grid();
+    const auto grid = acc_chunk_grid();
     int64_t chunk_elems = 1;
-    for (auto c : chunk_) chunk_elems *= c;
+    for (auto c : acc_chunk_) chunk_elems *= c;
     const int64_t arrays_bytes = chunk_elems * 4 * C * (1 + (opt_.track_std ? 1 : 0) + (store_->has(kVarSum) ? 1 : 0));
     auto touched = [&](int a, int64_t windows) {  // chunks along axis a that `windows` consecutive windows touch
       const int64_t span = (windows - 1) * geom_.step()[a] + geom_.window()[a];
-      return std::min(grid[a], (span + chunk_[a] - 1) / chunk_[a] + 1);
+      return std::min(grid[a], (span + acc_chunk_[a] - 1) / acc_chunk_[a] + 1);
     };
     auto bytes = [&](int64_t T) {
       int64_t b = arrays_bytes * touched(0, 1);
@@ -392,7 +398,7 @@ class LargeQuilt {
     std::array<int64_t, D> tiles{};
     for (int a = 1; a < D; ++a) tiles[a] = (times[a] + T - 1) / T;
     std::vector<int64_t> order;
-    order.reserve(static_cast<size_t>(N_chunks()));
+    order.reserve(static_cast<size_t>(patch_count()));
     const int64_t P = geom_.per_image();
     const int64_t tiles_total = D == 3 ? tiles[1] * tiles[D - 1] : tiles[1];
     for (int64_t n = 0; n < N_; ++n)
@@ -423,7 +429,7 @@ class LargeQuilt {
   /// @brief The patch indices not stitched yet, in order: what a resumed run still has to do.
   std::vector<int64_t> missing_indices() const {
     std::vector<int64_t> out;
-    for (int64_t i = 0; i < N_chunks(); ++i)
+    for (int64_t i = 0; i < patch_count(); ++i)
       if (!stitched_[i]) out.push_back(i);
     return out;
   }
@@ -481,7 +487,7 @@ class LargeQuilt {
                         {"step", v(geom_.step())},
                         {"border", v(geom_.border())},
                         {"border_weight", geom_.border_weight()},
-                        {"chunks", v(chunk_)},
+                        {"chunks", v(acc_chunk_)},
                         {"track_std", opt_.track_std},
                         {"weights", "derived"}};  // format 2: the weight sums follow from the stitched list, not stored
     if (geom_.blend().mode() != Blend::Mode::Border) p["blend"] = geom_.blend().describe();
@@ -508,9 +514,9 @@ class LargeQuilt {
       if (g.contains(array_names()[k]) == zarr::NodeType::Array) store_->attach(k, g.open_array(array_names()[k]));
     if (has_arrays()) C_ = store_->channels();
     if (auto s = detail::read_file(acc_path("stitched"), 1ull << 40, "stitched list")) {
-      if (static_cast<int64_t>(s->size()) != N_chunks())
+      if (static_cast<int64_t>(s->size()) != patch_count())
         throw Error("checkpoint", acc_path("stitched") + ": lists " + std::to_string(s->size()) +
-                                      " patches, expected " + std::to_string(N_chunks()));
+                                      " patches, expected " + std::to_string(patch_count()));
       for (size_t i = 0; i < s->size(); ++i) stitched_[i] = (*s)[i];  // times each patch was added
     }
   }
@@ -530,7 +536,7 @@ class LargeQuilt {
     std::vector<int64_t> shape{N_, C}, chunks{1, C};
     for (int a = 0; a < D; ++a) {
       shape.push_back(geom_.shape()[a]);
-      chunks.push_back(chunk_[a]);
+      chunks.push_back(acc_chunk_[a]);
     }
     for (int k = 0; k < 3; ++k) {  // the weights are derived (weight_chunk), not stored
       if (!opt_.track_std && (k == kSumSq || k == kVarSum)) continue;
@@ -541,133 +547,91 @@ class LargeQuilt {
     }
   }
 
-  /// Adds a checked patch p (C, *W) float32, contiguous (and v of its shape) at window `index`: sum += w p,
-  /// sum_sq += (w p) p, var_sum += w var, weight += w, the same float operations, in the same order, as the
-  /// in-memory quilt's stitch. The rows of all the chunks the window touches are shared among the threads (each
-  /// row of a chunk has one writer).
+  /// Adds a checked patch p (C, *W) float32, contiguous (and v of its shape) at window `index` into the chunks it
+  /// meets (kernels/accumulate.hpp): sum += w p, sum_sq += (p p) w, var_sum += w var, the float operations of the
+  /// in-memory quilt's stitch. Weight sums are not stored: weight_chunk derives them.
   void add(const torch::Tensor& p, int64_t index, const std::optional<torch::Tensor>& v) {
     const auto o = origin(index);
-    const int64_t C = C_;
-    std::array<int64_t, 3> wd{1, 1, 1}, cd{1, 1, 1};  // window and chunk extents, 3D (2D: leading 1)
-    for (int a = 0; a < D; ++a) {
-      wd[3 - D + a] = geom_.window()[a];
-      cd[3 - D + a] = chunk_[a];
-    }
-    const int64_t wn = wd[0] * wd[1] * wd[2], cn = cd[0] * cd[1] * cd[2];
-    const float* P = p.data_ptr<float>();
-    const float* V = v ? v->data_ptr<float>() : nullptr;
-    const float* Wt = weight_.data_ptr<float>();
-    struct Part {
-      float *S, *Q, *R;
-      std::array<int64_t, 3> l, h, wo, co;  // overlap [l, h), window and chunk origins, 3D
-    };
-    std::vector<Part> parts;
-    std::vector<int64_t> first_row{0};
+    detail::WindowPart part;
+    part.data = p.data_ptr<float>();
+    part.var = v ? v->data_ptr<float>() : nullptr;
+    part.extent = window3();
+    part.sy = part.extent[2];
+    part.sz = part.extent[1] * part.sy;
+    part.sc = part.extent[0] * part.sz;
+    for (int a = 0; a < D; ++a) part.origin[3 - D + a] = part.start[3 - D + a] = o[1 + a];
+    std::vector<detail::AccumulatorBox> boxes;
     for_chunks(
         o, [&](const std::array<int64_t, D>& cidx, const std::array<int64_t, D>& lo, const std::array<int64_t, D>& hi) {
-          Part q{};
-          q.S = store_->write(kSum, o[0], cidx);
-          q.Q = opt_.track_std ? store_->write(kSumSq, o[0], cidx) : nullptr;
-          q.R = V ? store_->write(kVarSum, o[0], cidx) : nullptr;
-          q.l = {0, 0, 0};
-          q.h = {1, 1, 1};
-          q.wo = {0, 0, 0};
-          q.co = {0, 0, 0};
+          // the part of the chunk the window meets, inside the chunk's buffers
+          auto box = detail::AccumulatorBox::contiguous(chunk_origin(cidx), acc_chunk3());
+          int64_t at = 0;
           for (int a = 0; a < D; ++a) {
-            q.l[3 - D + a] = lo[a];
-            q.h[3 - D + a] = hi[a];
-            q.wo[3 - D + a] = o[1 + a];
-            q.co[3 - D + a] = cidx[a] * chunk_[a];
+            const int b = 3 - D + a;
+            at += (lo[a] - box.origin[b]) * (b == 0 ? box.sz : b == 1 ? box.sy : 1);
+            box.origin[b] = lo[a];
+            box.extent[b] = hi[a] - lo[a];
           }
-          parts.push_back(q);
-          first_row.push_back(first_row.back() + C * (q.h[0] - q.l[0]) * (q.h[1] - q.l[1]));
+          box.acc = store_->write(kSum, o[0], cidx) + at;
+          box.sq = opt_.track_std ? store_->write(kSumSq, o[0], cidx) + at : nullptr;
+          box.var = v ? store_->write(kVarSum, o[0], cidx) + at : nullptr;
+          boxes.push_back(box);
         });
-    at::parallel_for(0, first_row.back(), 64, [&](int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row) {
-        const size_t k =
-            static_cast<size_t>(std::upper_bound(first_row.begin(), first_row.end(), row) - first_row.begin() - 1);
-        const Part& q = parts[k];
-        const int64_t ny = q.h[1] - q.l[1], per_c = (q.h[0] - q.l[0]) * ny, r = row - first_row[k];
-        const int64_t c = r / per_c, z = q.l[0] + r % per_c / ny, y = q.l[1] + r % ny, L = q.h[2] - q.l[2];
-        const int64_t pw = ((z - q.wo[0]) * wd[1] + (y - q.wo[1])) * wd[2] + (q.l[2] - q.wo[2]);
-        const int64_t pc = ((z - q.co[0]) * cd[1] + (y - q.co[1])) * cd[2] + (q.l[2] - q.co[2]);
-        const float* w = Wt + pw;
-        const float* x = P + c * wn + pw;
-        float* sum = q.S + c * cn + pc;
-        if (q.Q) {
-          float* sq = q.Q + c * cn + pc;
-          for (int64_t i = 0; i < L; ++i) {
-            const float wx = w[i] * x[i];
-            sum[i] += wx;
-            sq[i] += wx * x[i];
-          }
-        } else {
-          for (int64_t i = 0; i < L; ++i) sum[i] += w[i] * x[i];
-        }
-        if (q.R) {
-          const float* vv = V + c * wn + pw;
-          float* rr = q.R + c * cn + pc;
-          for (int64_t i = 0; i < L; ++i) rr[i] += w[i] * vv[i];
-        }
-      }
-    });
+    detail::accumulate_cpu(boxes, {part}, C_, *weights_, grid_->window[2]);
     ++stitched_[index];
     ++since_checkpoint_;
     maybe_checkpoint();
   }
 
   /// The weight sums of chunk `cidx` of image n (chunk shape, float32): every stitched window that meets the
-  /// chunk adds its weights over the overlap, once per time it was stitched, in index order. The float
-  /// operations of the in-memory quilt's weight sum, so a run in index order gives its bytes.
+  /// chunk adds its weights over the overlap, once per time it was stitched, in index order
+  /// (kernels/accumulate.hpp), so a run in index order gives the bytes of the in-memory quilt's weight sum.
   torch::Tensor weight_chunk(int64_t n, const std::array<int64_t, D>& cidx) const {
-    std::vector<int64_t> shape(chunk_.begin(), chunk_.end());
-    auto out = torch::zeros(shape, torch::kFloat32);
-    std::array<int64_t, 3> cd{1, 1, 1}, wd{1, 1, 1}, first{0, 0, 0}, last{0, 0, 0}, lo{0, 0, 0}, hi{1, 1, 1};
-    for (int a = 0; a < D; ++a) {
+    auto out = torch::zeros(std::vector<int64_t>(acc_chunk_.begin(), acc_chunk_.end()), torch::kFloat32);
+    auto box = detail::AccumulatorBox::contiguous(chunk_origin(cidx), acc_chunk3());
+    box.wsum = out.data_ptr<float>();
+    std::array<int64_t, 3> first{0, 0, 0}, last{0, 0, 0}, times{1, 1, 1};
+    for (int a = 0; a < D; ++a) {  // the windows along each axis that meet the chunk (starts are nondecreasing)
       const int b = 3 - D + a;
-      cd[b] = chunk_[a];
-      wd[b] = geom_.window()[a];
-      lo[b] = cidx[a] * chunk_[a];
-      hi[b] = std::min(lo[b] + chunk_[a], geom_.shape()[a]);
-      // the windows along this axis that meet [lo, hi): starts are nondecreasing
+      const int64_t lo = box.origin[b], hi = std::min(lo + acc_chunk_[a], geom_.shape()[a]);
       int64_t f = 0;
-      while (f < geom_.times()[a] && geom_.start(a, f) + geom_.window()[a] <= lo[b]) ++f;
+      while (f < geom_.times()[a] && geom_.start(a, f) + geom_.window()[a] <= lo) ++f;
       int64_t l = f - 1;
-      while (l + 1 < geom_.times()[a] && geom_.start(a, l + 1) < hi[b]) ++l;
+      while (l + 1 < geom_.times()[a] && geom_.start(a, l + 1) < hi) ++l;
       first[b] = f;
       last[b] = l;
+      times[b] = geom_.times()[a];
     }
-    std::array<int64_t, 3> times{1, 1, 1};
-    for (int a = 0; a < D; ++a) times[3 - D + a] = geom_.times()[a];
-    auto start = [&](int b, int64_t k) { return b < 3 - D ? int64_t(0) : geom_.start(b - (3 - D), k); };
-    float* W = out.data_ptr<float>();
-    const float* Wt = weight_.data_ptr<float>();
-    const int64_t P = geom_.per_image();
+    std::vector<detail::WindowPart> parts;
     for (int64_t k0 = first[0]; k0 <= last[0]; ++k0)
       for (int64_t k1 = first[1]; k1 <= last[1]; ++k1)
         for (int64_t k2 = first[2]; k2 <= last[2]; ++k2) {
-          const int64_t index = n * P + (k0 * times[1] + k1) * times[2] + k2;
-          const int adds = stitched_[index];
-          if (adds == 0) continue;
-          const std::array<int64_t, 3> o{start(0, k0), start(1, k1), start(2, k2)};
-          std::array<int64_t, 3> l{}, h{};
-          for (int b = 0; b < 3; ++b) {
-            l[b] = std::max(lo[b], o[b]);
-            h[b] = std::min(hi[b], o[b] + wd[b]);
-          }
-          for (int t = 0; t < adds; ++t)
-            for (int64_t z = l[0]; z < h[0]; ++z)
-              for (int64_t y = l[1]; y < h[1]; ++y) {
-                const float* w = Wt + ((z - o[0]) * wd[1] + (y - o[1])) * wd[2] + (l[2] - o[2]);
-                float* dst = W + ((z - lo[0]) * cd[1] + (y - lo[1])) * cd[2] + (l[2] - lo[2]);
-                for (int64_t i = 0; i < h[2] - l[2]; ++i) dst[i] += w[i];
-              }
+          detail::WindowPart w;
+          w.start = {grid_->start(0, k0), grid_->start(1, k1), grid_->start(2, k2)};
+          w.origin = w.start;
+          w.extent = grid_->window;
+          const int64_t index = n * geom_.per_image() + (k0 * times[1] + k1) * times[2] + k2;
+          parts.insert(parts.end(), stitched_[index], w);
         }
+    detail::accumulate_cpu({box}, parts, 0, *weights_, grid_->window[2]);
     return out;
   }
 
+  /// The window and the accumulator chunks in three dimensions (2D: a leading 1), and a chunk's first voxel.
+  std::array<int64_t, 3> window3() const { return grid_->window; }
+  std::array<int64_t, 3> acc_chunk3() const {
+    std::array<int64_t, 3> c{1, 1, 1};
+    for (int a = 0; a < D; ++a) c[3 - D + a] = acc_chunk_[a];
+    return c;
+  }
+  std::array<int64_t, 3> chunk_origin(const std::array<int64_t, D>& cidx) const {
+    std::array<int64_t, 3> o{0, 0, 0};
+    for (int a = 0; a < D; ++a) o[3 - D + a] = cidx[a] * acc_chunk_[a];
+    return o;
+  }
+
   void check_index(int64_t index, const char* who) const {
-    TORCH_CHECK_INDEX(index >= 0 && index < N_chunks(), name(), ".", who, ": index must be in [0, ", N_chunks(),
+    TORCH_CHECK_INDEX(index >= 0 && index < patch_count(), name(), ".", who, ": index must be in [0, ", patch_count(),
                       "), got ", index);
   }
 
@@ -714,9 +678,9 @@ class LargeQuilt {
     return o;
   }
 
-  std::array<int64_t, D> chunk_grid() const {
+  std::array<int64_t, D> acc_chunk_grid() const {
     std::array<int64_t, D> g{};
-    for (int a = 0; a < D; ++a) g[a] = (geom_.shape()[a] + chunk_[a] - 1) / chunk_[a];
+    for (int a = 0; a < D; ++a) g[a] = (geom_.shape()[a] + acc_chunk_[a] - 1) / acc_chunk_[a];
     return g;
   }
 
@@ -725,15 +689,15 @@ class LargeQuilt {
   void for_chunks(const std::array<int64_t, D + 1>& o, F&& f) const {
     std::array<int64_t, D> first{}, last{}, c{};
     for (int a = 0; a < D; ++a) {
-      first[a] = o[1 + a] / chunk_[a];
-      last[a] = (o[1 + a] + geom_.window()[a] - 1) / chunk_[a];
+      first[a] = o[1 + a] / acc_chunk_[a];
+      last[a] = (o[1 + a] + geom_.window()[a] - 1) / acc_chunk_[a];
     }
     c = first;
     while (true) {
       std::array<int64_t, D> lo{}, hi{};
       for (int a = 0; a < D; ++a) {
-        lo[a] = std::max(o[1 + a], c[a] * chunk_[a]);
-        hi[a] = std::min(o[1 + a] + geom_.window()[a], (c[a] + 1) * chunk_[a]);
+        lo[a] = std::max(o[1 + a], c[a] * acc_chunk_[a]);
+        hi[a] = std::min(o[1 + a] + geom_.window()[a], (c[a] + 1) * acc_chunk_[a]);
       }
       f(c, lo, hi);
       int a = D - 1;
@@ -762,8 +726,9 @@ class LargeQuilt {
   std::array<int64_t, D> image_{}, before_{};  // the images' size and the padding before them (geom_ is padded)
   Geometry<D> geom_;
   LargeQuiltOptions opt_;
-  torch::Tensor weight_;
-  std::array<int64_t, D> chunk_{};
+  std::shared_ptr<const detail::Grid3> grid_;                 // geom_ in three dimensions
+  std::shared_ptr<const detail::RowWeights<float>> weights_;  // its window's weights (on the heap: moves keep them)
+  std::array<int64_t, D> acc_chunk_{};  // the accumulators' chunks on disk (not patches: see N_chunks)
   int64_t C_ = 0;
   std::optional<detail::CheckpointJournal> journal_;
   std::optional<detail::ChunkStore<D, 3>> store_;  // sum, sum_sq, var_sum

@@ -16,9 +16,9 @@
 /// bounds on a shape it was not compiled for); a window shape or dtype the package does not take is an error
 /// naming both shapes.
 
-#include <qlty/detail/fs.hpp>
-#include <qlty/detail/torch_compat.hpp>
 #include <qlty/error.hpp>
+#include <qlty/support/fs.hpp>
+#include <qlty/support/torch_compat.hpp>
 
 #include <torch/script.h>
 #include <torch/torch.h>

@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "kernels.hpp"
+#include <qlty/kernels.hpp>
 
 namespace qlty {
 
@@ -211,8 +211,7 @@ struct OverlapFunction : torch::autograd::Function<OverlapFunction> {
   }
   /// The overlap into fresh tensors, or into o1 and o2 when given (contiguous, already of shape (K, C)).
   static torch::autograd::variable_list run(const torch::Tensor& p1, const torch::Tensor& p2, const torch::Tensor& d,
-                                            const torch::Tensor& turns, torch::Tensor o1 = {},
-                                            torch::Tensor o2 = {}) {
+                                            const torch::Tensor& turns, torch::Tensor o1 = {}, torch::Tensor o2 = {}) {
     const std::array<int64_t, 3> w{p1.size(2), p1.size(3), p1.size(4)};
     const auto off = overlap_offsets(d, w);
     const int64_t C = p1.size(1);
@@ -392,8 +391,7 @@ std::tuple<torch::Tensor, torch::Tensor> overlap_torch(const torch::Tensor& p1, 
 /// device, contiguous, sharing no memory with the inputs or each other (checked again after the resize, which can
 /// grow a view into an input's memory); no autograd.
 inline void prepare_overlap_outputs(const char* who, const torch::Tensor& p1, const torch::Tensor& p2,
-                                    const torch::Tensor& deltas, const std::array<torch::Tensor*, 2>& into,
-                                    int64_t K) {
+                                    const torch::Tensor& deltas, const std::array<torch::Tensor*, 2>& into, int64_t K) {
   const std::array<const char*, 2> names{"overlapping1", "overlapping2"};
   for (int i = 0; i < 2; ++i) {
     const torch::Tensor& o = *into[i];
@@ -435,11 +433,12 @@ std::tuple<torch::Tensor, torch::Tensor> overlapping(const torch::Tensor& p1, co
                       ": odd quarter turns need square patches, got ", p1.sizes());
   }
   const auto d = integral_deltas<D>(who, deltas, p1);  // (M, D) as (dx, dy[, dz])
-  auto d3 = torch::zeros({M, 3}, torch::kInt64);        // (M, 3) as (dz, dy, dx)
+  auto d3 = torch::zeros({M, 3}, torch::kInt64);       // (M, 3) as (dz, dy, dx)
   for (int a = 0; a < D; ++a) d3.select(1, 3 - D + a).copy_(d.select(1, D - 1 - a));
   const auto q1 = D == 2 ? p1.unsqueeze(2) : p1, q2 = D == 2 ? p2.unsqueeze(2) : p2;
   if (into[0])
-    prepare_overlap_outputs(who, p1, p2, deltas, into, overlap_offsets(d3, {q1.size(2), q1.size(3), q1.size(4)}).back());
+    prepare_overlap_outputs(who, p1, p2, deltas, into,
+                            overlap_offsets(d3, {q1.size(2), q1.size(3), q1.size(4)}).back());
   if (p1.device().is_cpu() && p2.device().is_cpu()) {  // native kernel; the torch ops below serve other devices
     auto turns = rotated ? rotations->to(torch::kInt64).contiguous() : torch::zeros({M}, torch::kInt64);
     torch::autograd::variable_list o;

@@ -2,14 +2,16 @@
 /// @file qlty.hpp
 /// @brief Everything qlty offers: `#include <qlty/qlty.hpp>`.
 
-#include "blend.hpp"
-#include "blockwise.hpp"
-#include "error.hpp"
-#include "geometry.hpp"
-#include "kernels.hpp"
-#include "large_quilt.hpp"
-#include "patch_pairs.hpp"
-#include "quilt.hpp"
-#include "version.hpp"
-#include "weed.hpp"
-#include "zarr.hpp"
+#include <qlty/blend.hpp>
+#include <qlty/blockwise.hpp>
+#include <qlty/error.hpp>
+#include <qlty/geometry.hpp>
+#include <qlty/kernels.hpp>
+#include <qlty/large_quilt.hpp>
+#include <qlty/memory.hpp>
+#include <qlty/patch_pairs.hpp>
+#include <qlty/quilt.hpp>
+#include <qlty/version.hpp>
+#include <qlty/weed.hpp>
+#include <qlty/zarr.hpp>
+#include <qlty/zarr_types.hpp>

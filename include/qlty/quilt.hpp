@@ -10,8 +10,8 @@
 #include <tuple>
 #include <vector>
 
-#include "geometry.hpp"
-#include "kernels.hpp"
+#include <qlty/geometry.hpp>
+#include <qlty/kernels.hpp>
 
 namespace qlty {
 

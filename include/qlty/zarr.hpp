@@ -8,12 +8,13 @@
 /// `update` and `add` read, modify and write a region under per-chunk locks that also exclude other processes.
 /// Layout and bytes follow zarr-python 2.13 / numcodecs (v2) and the Zarr v3 core specification (v3).
 
-#include <qlty/detail/fs.hpp>
-#include <qlty/detail/memory.hpp>
-#include <qlty/detail/torch_compat.hpp>
-#include <qlty/detail/zarr_codecs.hpp>
-#include <qlty/detail/zarr_metadata.hpp>
 #include <qlty/error.hpp>
+#include <qlty/support/fs.hpp>
+#include <qlty/support/output_buffers.hpp>
+#include <qlty/support/torch_compat.hpp>
+#include <qlty/zarr/codecs.hpp>
+#include <qlty/zarr/metadata.hpp>
+#include <qlty/zarr_types.hpp>
 
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
@@ -138,12 +139,16 @@ struct ArrayOptions {
 /// @brief What is stored at a path.
 enum class NodeType { None, Array, Group };
 
-namespace detail_ {
+}  // namespace qlty::zarr
+
+namespace qlty::detail {
 inline std::string strip_slashes(std::string p) {
   while (p.size() > 1 && p.back() == '/') p.pop_back();
   return p;
 }
-}  // namespace detail_
+}  // namespace qlty::detail
+
+namespace qlty::zarr {
 
 /// @brief Whether `path` holds a Zarr array, a group (v2 or v3), or neither.
 inline NodeType node_type(const std::string& path) {
@@ -163,7 +168,12 @@ inline NodeType node_type(const std::string& path) {
   return NodeType::None;
 }
 
-namespace detail_ {
+}  // namespace qlty::zarr
+
+namespace qlty::detail {
+
+using zarr::node_type;
+using zarr::NodeType;
 
 /// Per-chunk mutexes of this process, shared by every Array object (striped by path and chunk).
 inline std::mutex& chunk_mutex(size_t stripe) {
@@ -210,7 +220,9 @@ inline void prepare_node_folder(const std::string& path, bool overwrite, const c
   make_dirs(path);
 }
 
-}  // namespace detail_
+}  // namespace qlty::detail
+
+namespace qlty::zarr {
 
 /// @brief A Zarr array (v2 or v3) in a folder. Cheap to copy: copies share one state.
 class Array {
@@ -269,8 +281,8 @@ class Array {
       TORCH_CHECK_VALUE(false, e.what());
     }
 
-    const std::string p = detail_::strip_slashes(path);
-    detail_::prepare_node_folder(p, o.overwrite, "Array::create");
+    const std::string p = detail::strip_slashes(path);
+    detail::prepare_node_folder(p, o.overwrite, "Array::create");
     if (o.zarr_format == 2 && !o.attributes.empty())
       qlty::detail::atomic_write(qlty::detail::join_path(p, ".zattrs"), o.attributes.dump(4, ' ', true), o.durable);
     qlty::detail::atomic_write(qlty::detail::join_path(p, m.metadata_name()), qlty::detail::dump_metadata(m),
@@ -281,7 +293,7 @@ class Array {
   /// @brief Opens the array at `path` (v2 or v3, detected). A missing array or a bad metadata file is an Error.
   static Array open(const std::string& path, bool durable = false) {
     using namespace qlty::detail;
-    const std::string p = detail_::strip_slashes(path);
+    const std::string p = detail::strip_slashes(path);
     const std::string v2 = join_path(p, ".zarray"), v3 = join_path(p, "zarr.json");
     if (auto text = read_file(v2, 16 << 20, "metadata file"))
       return Array(p, parse_v2(std::string(text->begin(), text->end()), v2), durable);
@@ -317,6 +329,12 @@ class Array {
 
   /// @brief The folder of the array.
   const std::string& path() const { return s_->path; }
+  /// @brief The lock file of the array at `path` (byte-range locks of its chunks), outside the array's folder:
+  /// `<parent>/.<name>.lock`.
+  static std::string lock_path(const std::string& path) {
+    const std::string p = detail::strip_slashes(path);
+    return qlty::detail::join_path(qlty::detail::parent_path(p), "." + qlty::detail::base_name(p) + ".lock");
+  }
   /// @brief The parsed metadata.
   const qlty::detail::ArrayMetadata& metadata() const { return s_->meta; }
   std::vector<int64_t> shape() const { return s_->meta.shape; }
@@ -497,7 +515,7 @@ class Array {
         stripes_.push_back((a.s_->path_hash ^ (static_cast<size_t>(l) * 0x9E3779B97F4A7C15ull)) % 1024);
       std::sort(stripes_.begin(), stripes_.end());
       stripes_.erase(std::unique(stripes_.begin(), stripes_.end()), stripes_.end());
-      for (auto s : stripes_) detail_::chunk_mutex(s).lock();
+      for (auto s : stripes_) detail::chunk_mutex(s).lock();
       try {
         for (auto l : linear_) {
           file_->lock(l);
@@ -521,7 +539,7 @@ class Array {
         }
       }
       file_locked_ = 0;
-      for (size_t i = stripes_.size(); i-- > 0;) detail_::chunk_mutex(stripes_[i]).unlock();
+      for (size_t i = stripes_.size(); i-- > 0;) detail::chunk_mutex(stripes_[i]).unlock();
       stripes_.clear();
     }
     qlty::detail::LockFile* file_;
@@ -530,7 +548,6 @@ class Array {
     size_t file_locked_ = 0;
   };
 
-  /// The lock file, outside the array folder: `<parent>/.<name>.lock`.
   /// The first write through an opened array removes the temporary files that killed writers left (those of dead
   /// processes on this machine), so they do not pile up; readers never take them for chunks.
   void remove_stale_temps_once() const {
@@ -544,11 +561,7 @@ class Array {
 
   qlty::detail::LockFile& lock_file() const {
     std::lock_guard<std::mutex> g(s_->mutex);
-    if (!s_->lock_file) {
-      const std::string p = qlty::detail::join_path(qlty::detail::parent_path(s_->path),
-                                                    "." + qlty::detail::base_name(s_->path) + ".lock");
-      s_->lock_file = std::make_unique<qlty::detail::LockFile>(p);
-    }
+    if (!s_->lock_file) s_->lock_file = std::make_unique<qlty::detail::LockFile>(lock_path(s_->path));
     return *s_->lock_file;
   }
 
@@ -584,7 +597,6 @@ class Array {
                         "] is outside the array's shape [", c10::IntArrayRef(m.shape), "] on axis ", a);
   }
 
-  /// Grid indices of the chunks that intersect a box, in row-major order.
   /// The chunks a box meets, in C order, without a list of them (a box can meet millions of tiny chunks): size()
   /// of them, the k-th by [k].
   struct ChunkRange {
@@ -814,7 +826,7 @@ class Array {
     auto t = torch::empty({m.chunk_numel()}, torch::TensorOptions().dtype(storage_type()));
     qlty::detail::decode_chain(m.codecs, stored.data(), *size, static_cast<uint8_t*>(t.data_ptr()),
                                static_cast<size_t>(nbytes), static_cast<size_t>(bound), file);
-    if (m.big_endian) detail_::byteswap(t.data_ptr(), t.numel(), static_cast<int>(m.itemsize()));
+    if (m.big_endian) detail::byteswap(t.data_ptr(), t.numel(), static_cast<int>(m.itemsize()));
     if (m.dtype == DataType::Bool) {  // any byte other than 0 or 1 would be an invalid torch bool
       auto* p = static_cast<uint8_t*>(t.data_ptr());
       for (int64_t i = 0; i < t.numel(); ++i) p[i] = p[i] != 0;
@@ -836,7 +848,7 @@ class Array {
     torch::Tensor c = (m.fortran_order ? chunk.permute(reversed_axes()) : chunk).contiguous();
     if (m.big_endian) {
       c = c.clone();
-      detail_::byteswap(c.data_ptr(), c.numel(), static_cast<int>(m.itemsize()));
+      detail::byteswap(c.data_ptr(), c.numel(), static_cast<int>(m.itemsize()));
     }
     return c;
   }
@@ -912,8 +924,8 @@ class Group {
                       "): zarr_format must be 2 or 3, got ", zarr_format);
     TORCH_CHECK_VALUE(attributes.is_object(), "qlty::zarr::Group::create(", path,
                       "): attributes must be a JSON object, got ", qlty::detail::brief(attributes));
-    const std::string p = detail_::strip_slashes(path);
-    detail_::prepare_node_folder(p, overwrite, "Group::create");
+    const std::string p = detail::strip_slashes(path);
+    detail::prepare_node_folder(p, overwrite, "Group::create");
     Group g(p, zarr_format);
     g.set_attributes(attributes, zarr_format == 2 && attributes.empty());
     if (zarr_format == 2)
@@ -923,7 +935,7 @@ class Group {
 
   /// @brief Opens the group at `path`.
   static Group open(const std::string& path) {
-    const std::string p = detail_::strip_slashes(path);
+    const std::string p = detail::strip_slashes(path);
     const NodeType t = node_type(p);
     if (t == NodeType::Group) return Group(p, qlty::detail::path_exists(qlty::detail::join_path(p, ".zgroup")) ? 2 : 3);
     throw Error("zarr.missing", p + (t == NodeType::Array ? ": is a Zarr array, not a group" : ": no Zarr group here"));
@@ -953,7 +965,8 @@ class Group {
   }
   /// @brief What is stored under `name`.
   NodeType contains(const std::string& name) const { return node_type(member_path(name)); }
-  /// @brief Creates an array in the group (its zarr_format defaults to the group's).
+  /// @brief Creates an array in the group, with `options` as given (set `options.zarr_format` to the group's
+  /// zarr_format() for an array of the same version).
   Array create_array(const std::string& name, ArrayOptions options) const {
     return Array::create(member_path(name), options);
   }

@@ -4,8 +4,8 @@
 
 #include <torch/torch.h>
 
-#include <qlty/detail/fs.hpp>
 #include <qlty/error.hpp>
+#include <qlty/support/fs.hpp>
 
 #include <cmath>
 #include <cstdio>

@@ -1,0 +1,1 @@
+#error "qlty::core must not need <nlohmann/json.hpp>: this folder stands for a machine without it"
