@@ -18,8 +18,6 @@ using qlty_test::write_text;
 
 using qlty_test::TempDir;
 
-
-
 TEST(Checksum, Crc32cKnownAnswers) {
   const std::string s = "123456789";
   EXPECT_EQ(qlty::detail::crc32c(reinterpret_cast<const uint8_t*>(s.data()), s.size()), 0xE3069283u);

@@ -91,7 +91,6 @@ void expect_c10(F&& f, const std::string& part) {
   qlty_test::expect_error<E>(std::forward<F>(f), std::vector<std::string>{part});
 }
 
-
 const DataType kTypes[] = {DataType::Bool,   DataType::Int8,    DataType::Int16,   DataType::Int32,
                            DataType::Int64,  DataType::UInt8,   DataType::UInt16,  DataType::UInt32,
                            DataType::UInt64, DataType::Float16, DataType::Float32, DataType::Float64};
