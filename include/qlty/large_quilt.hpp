@@ -577,7 +577,7 @@ class LargeQuilt {
           box.var = v ? store_->write(kVarSum, o[0], cidx) + at : nullptr;
           boxes.push_back(box);
         });
-    detail::accumulate_cpu(boxes, {part}, C_, *weights_, grid_->window[2]);
+    detail::accumulate_cpu(boxes, {part}, C_, *weights_);
     ++stitched_[index];
     ++since_checkpoint_;
     maybe_checkpoint();
@@ -613,7 +613,7 @@ class LargeQuilt {
           const int64_t index = n * geom_.per_image() + (k0 * times[1] + k1) * times[2] + k2;
           parts.insert(parts.end(), stitched_[index], w);
         }
-    detail::accumulate_cpu({box}, parts, 0, *weights_, grid_->window[2]);
+    detail::accumulate_cpu({box}, parts, 0, *weights_);
     return out;
   }
 

@@ -275,7 +275,7 @@ class BlockExecutor {
       box.acc = acc.data_ptr<float>();
       box.wsum = wsum.data_ptr<float>();
       box.sq = sq.defined() ? sq.data_ptr<float>() : nullptr;
-      accumulate_cpu({box}, parts, C, row_weights_, plan_.grid.window[2]);
+      accumulate_cpu({box}, parts, C, row_weights_);
     } else {
       for (const auto& c : pending) {
         const auto p = c.pred.to(blend_device_);

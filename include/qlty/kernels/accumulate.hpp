@@ -111,13 +111,13 @@ struct AccumulatorBox {
 /// accumulation of the file's notes. Every pixel adds the parts in their order; a task owns rows of a box, so the
 /// sums do not depend on the threads.
 inline void accumulate_cpu(const std::vector<AccumulatorBox>& boxes, const std::vector<WindowPart>& parts, int64_t C,
-                           const RowWeights<float>& weights, int64_t window_x) {
+                           const RowWeights<float>& weights) {
   std::vector<int64_t> first_row{0};  // rows (z, y) of the boxes, numbered box after box
   for (const auto& b : boxes) first_row.push_back(first_row.back() + b.extent[0] * b.extent[1]);
   int64_t widest = 1;
   for (const auto& b : boxes) widest = std::max(widest, b.extent[2]);
   at::parallel_for(0, first_row.back(), std::max<int64_t>(1, 4096 / widest), [&](int64_t r0, int64_t r1) {
-    std::vector<float> scratch(static_cast<size_t>(window_x));
+    std::vector<float> scratch(static_cast<size_t>(weights.width()));
     for (int64_t row = r0; row < r1; ++row) {
       const auto bi =
           static_cast<size_t>(std::upper_bound(first_row.begin(), first_row.end(), row) - first_row.begin() - 1);

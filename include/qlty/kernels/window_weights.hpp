@@ -50,6 +50,8 @@ class RowWeights {
   }
   /// Whether a row from row() holds one value (a border row): the kernels then multiply by a scalar.
   bool uniform(const acc_t* row) const { return !factors_ && !full_ && row == table_.data() + wx_; }
+  /// The window's width along X: the length of every row.
+  int64_t width() const { return wx_; }
 
  private:
   const Grid3& g_;
