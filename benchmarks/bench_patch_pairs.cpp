@@ -4,6 +4,10 @@
 //
 //   W5:  x (10, 3, 128, 128), window 32, 64 pairs per image, delta (8, 16)
 //   big: x (64, 1, 512, 512), window 32, 256 pairs per image, delta (8, 16); also on CUDA when present
+//
+// On the CPU, `W5/pairs_and_overlap/qlty_original` and `big/...` time the Python original's extract_patch_pairs +
+// extract_overlapping_pixels in the same run (benchmarks/python/peer.py, when it is installed); `x_qlty` is its
+// time over ours.
 #include <benchmark/benchmark.h>
 #include <qlty/qlty.hpp>
 
@@ -51,6 +55,7 @@ void register_pair(const std::string& key, const std::string& suffix, int64_t by
 
 void register_case(const Case& c, const torch::Device& device) {
   const std::string key = std::string(c.name) + (device.is_cuda() ? "/cuda" : "");
+  if (device.is_cpu()) register_peer(key, key + "/pairs_and_overlap");  // the original, same shapes, same run
   register_pair(key, "/pairs_and_overlap", produced_bytes(c), c, device, [c](const torch::Tensor& x, uint64_t seed) {
     auto [p1, p2, d, r] = qlty::extract_patch_pairs(x, {32, 32}, c.pairs, {8.0, 16.0}, seed);
     return std::get<1>(qlty::extract_overlapping_pixels(p1, p2, d, r));

@@ -10,7 +10,9 @@
 // buffer (`unstitch_out`) and the native kernel alone (`unstitch/kernel`); `stitch_out/gaussian` blends with
 // MONAI's gaussian window (a weight per window pixel) instead of border weighting. The counters `of_copy` and
 // `of_clone` are the throughput over the references' at the same thread count. On CUDA (when present) the references
-// are the GPU's own copy and clone.
+// are the GPU's own copy and clone. On the CPU, `W1/unstitch/qlty_original` and the like time the Python original
+// on the same shapes in the same run (benchmarks/python/peer.py, when it is installed), and `x_qlty` is its time
+// over ours.
 #include <benchmark/benchmark.h>
 #include <qlty/qlty.hpp>
 
@@ -76,6 +78,7 @@ void register_workload(const Workload& w, const torch::Device& device) {
   };
 
   register_references(un, unstitch_bytes, args, device);
+  if (device.is_cpu()) register_peer(un, un);             // the original's NCYXQuilt / NCZYXQuilt on the same shapes
   add(un, un, unstitch_bytes, [=](benchmark::State& s) {  // the API call: a fresh result each time
     auto q = make_quilt<D>(w);
     auto x = image();
@@ -105,6 +108,7 @@ void register_workload(const Workload& w, const torch::Device& device) {
     });
 
   register_references(st, stitch_bytes, args, device);
+  if (device.is_cpu()) register_peer(st, st);
   add(st, st, stitch_bytes, [=](benchmark::State& s) {
     auto q = make_quilt<D>(w);
     auto p = patches();

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # The Python side of the tests, from PyPI, in a virtual environment inside a build folder (never system-wide,
 # never committed): zarr-python 3 and numpy 2 (the Zarr writers and readers users have today), and with `torch`
-# PyPI's torch wheel (LibTorch 2.x with CUDA, and torch.export for the model tests). Installs only what is
+# PyPI's torch wheel (LibTorch 2.x with CUDA, and torch.export for the model tests), and with `qlty` also the Python
+# original from PyPI (the benchmarks' peer, benchmarks/python/peer.py; it needs torch). Installs only what is
 # missing; prints the environment's python.
-#   scripts/python-env.sh BUILD_DIR [torch]      (QLTY_TORCH_SPEC: the torch to install, default the newest)
+#   scripts/python-env.sh BUILD_DIR [torch] [qlty]   (QLTY_TORCH_SPEC: the torch to install, default the newest)
 set -euo pipefail
 build_dir=$1
 venv=$(mkdir -p "$build_dir" && cd "$build_dir" && pwd)/venv
 wanted=(numpy zarr)
-[ "${2:-}" = torch ] && wanted+=("${QLTY_TORCH_SPEC:-torch}")
+for extra in "${@:2}"; do
+  case "$extra" in
+    torch) wanted+=("${QLTY_TORCH_SPEC:-torch}") ;;
+    qlty) wanted+=(qlty) ;;
+    *) echo "python-env.sh: extras are torch and qlty, got \"$extra\"" >&2; exit 2 ;;
+  esac
+done
 [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv" >&2
 missing=()
 for spec in "${wanted[@]}"; do

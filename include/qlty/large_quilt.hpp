@@ -11,14 +11,14 @@
 /// - `P_mean.zarr`, `P_std.zarr`: what return_mean computes, (N, C, *S) float32.
 ///
 /// The parts, each readable and tested on its own:
-/// - detail/chunk_store.hpp: the accumulator chunks seen through a bounded cache; changed chunks that leave the
-///   cache are spilled to staged files until the next checkpoint.
-/// - detail/checkpoint_journal.hpp: the journaled checkpoint; every changed chunk and the stitched list are
+/// - large_quilt/chunk_store.hpp: the accumulator chunks seen through a bounded cache; changed chunks that leave
+///   the cache are spilled to staged files until the next checkpoint.
+/// - large_quilt/checkpoint_journal.hpp: the journaled checkpoint; every changed chunk and the stitched list are
 ///   staged next to their targets, a journal names them all, then they are renamed into place. Opening a prefix
 ///   finishes a complete journal and deletes staged files no journal names, so after a crash the arrays hold
-///   exactly the patches listed as stitched (a redo journal, detail/checkpoint_journal.hpp, with the chunk data
-///   written once, not twice).
-/// - this file: the quilt's API, the arithmetic (stitch, the derived weights, return_mean) and the order.
+///   exactly the patches listed as stitched (a redo journal, with the chunk data written once, not twice).
+/// - this file: the quilt's API, the arithmetic (stitch, the derived weights, return_mean) and the order. What
+///   bounds its speed, and what it costs next to the in-memory quilt: docs/performance.md.
 
 #include <qlty/error.hpp>
 #include <qlty/geometry.hpp>
@@ -297,55 +297,66 @@ class LargeQuilt {
     int64_t per_image = 1;
     for (auto g : grid) per_image *= g;
     const bool have_var = store_->has(kVarSum);
+    std::vector<int64_t> acc_shape{C_};  // an accumulator chunk without its image axis
+    acc_shape.insert(acc_shape.end(), acc_chunk_.begin(), acc_chunk_.end());
+    const int64_t chunk_numel = c10::multiply_integers(acc_chunk_);
     at::parallel_for(0, N_ * per_image, 1, [&](int64_t b, int64_t e) {
+      // One chunk's weight sums and results at a time, in buffers the task reuses; the weight sums are computed
+      // again only for a chunk whose weight signature differs from the last one's. Chunks go place by place, image
+      // after image, so images stitched alike share them, and so do neighbouring inner chunks.
+      std::vector<float> wsum(static_cast<size_t>(chunk_numel));
+      std::vector<int64_t> wsum_sig;
+      auto mean = torch::empty(acc_shape, torch::kFloat32), sd = std ? torch::empty_like(mean) : torch::Tensor();
       for (int64_t k = b; k < e; ++k) {
-        const int64_t n = k / per_image;
+        const int64_t n = k % N_, place = k / N_;
         std::array<int64_t, D> cidx{};
-        int64_t r = k % per_image;
-        for (int a = D - 1; a >= 0; --a) {
+        for (int64_t a = D - 1, r = place; a >= 0; --a) {
           cidx[a] = r % grid[a];
           r /= grid[a];
         }
-        const auto w = weight_chunk(n, cidx).unsqueeze(0);  // (1, *c)
-        const auto safe = torch::where(w > 0, w, torch::ones_like(w));
-        auto mean = store_->read(kSum, n, cidx) / safe;
-        torch::Tensor sd;
-        if (std) {
-          auto spread = (store_->read(kSumSq, n, cidx) / safe - mean * mean).clamp_min_(0);
-          if (have_var) spread += store_->read(kVarSum, n, cidx) / safe;
-          sd = spread.sqrt_();
+        auto sig = weight_signature(n, cidx);
+        if (sig != wsum_sig || k == b) {
+          weight_chunk(sig, wsum.data());
+          wsum_sig = std::move(sig);
         }
-        if (normalize) {
-          const auto total = mean.sum(0, true);
-          const auto div = torch::where(total != 0, total, torch::ones_like(total));
-          mean = mean / div;
-          if (std) sd = sd / div;
-        }
-        mean.masked_fill_((w == 0).expand_as(mean), 0.0);
-        if (std) sd.masked_fill_((w == 0).expand_as(sd), 0.0);
+        const torch::Tensor sum = store_->read(kSum, n, cidx);
+        const torch::Tensor sum_sq = std ? store_->read(kSumSq, n, cidx) : torch::Tensor();
+        const torch::Tensor var_sum = std && have_var ? store_->read(kVarSum, n, cidx) : torch::Tensor();
+        detail::FinishedBox box;
+        box.acc = sum.data_ptr<float>();
+        box.wsum = wsum.data();
+        box.sq = std ? sum_sq.data_ptr<float>() : nullptr;
+        box.var = var_sum.defined() ? var_sum.data_ptr<float>() : nullptr;
+        box.mean = mean.data_ptr<float>();
+        box.sd = std ? sd.data_ptr<float>() : nullptr;
+        box.C = C_;
+        box.n = chunk_numel;
+        box.normalize = normalize;
+        detail::finish_cpu(box);
+        torch::Tensor m = mean, s = sd;
         for (int a = 0; a < D; ++a)  // padding cropped off (padded axes are one chunk)
           if (image_[a] != geom_.shape()[a]) {
-            mean = mean.narrow(1 + a, before_[a], image_[a]);
-            if (std) sd = sd.narrow(1 + a, before_[a], image_[a]);
+            m = m.narrow(1 + a, before_[a], image_[a]);
+            if (std) s = s.narrow(1 + a, before_[a], image_[a]);
           }
         std::vector<int64_t> chunk_index{n, 0};
         chunk_index.insert(chunk_index.end(), cidx.begin(), cidx.end());
-        mean_arr.write_chunk(chunk_index, mean.unsqueeze(0));
-        if (std) std_arr->write_chunk(chunk_index, sd.unsqueeze(0));
+        mean_arr.write_chunk(chunk_index, m.unsqueeze(0));
+        if (std) std_arr->write_chunk(chunk_index, s.unsqueeze(0));
         if (!in_memory) continue;
         // The in-image part of the chunk into the returned tensors.
-        torch::Tensor dst_m = mean_out[n], dst_s = std ? std_out[n] : torch::Tensor(), src_m = mean, src_s = sd;
+        torch::Tensor dst_m = mean_out[n], dst_s = std ? std_out[n] : torch::Tensor();
         for (int a = 0; a < D; ++a) {
           const int64_t lo = cidx[a] * acc_chunk_[a], len = std::min(acc_chunk_[a], image_[a] - lo);
           dst_m = dst_m.narrow(1 + a, lo, len);
-          src_m = src_m.narrow(1 + a, 0, len);
+          m = m.narrow(1 + a, 0, len);
           if (std) {
             dst_s = dst_s.narrow(1 + a, lo, len);
-            src_s = src_s.narrow(1 + a, 0, len);
+            s = s.narrow(1 + a, 0, len);
           }
         }
-        dst_m.copy_(src_m);
-        if (std) dst_s.copy_(src_s);
+        dst_m.copy_(m);
+        if (std) dst_s.copy_(s);
       }
     });
     return {mean_out, std_out};
@@ -583,38 +594,55 @@ class LargeQuilt {
     maybe_checkpoint();
   }
 
-  /// The weight sums of chunk `cidx` of image n (chunk shape, float32): every stitched window that meets the
-  /// chunk adds its weights over the overlap, once per time it was stitched, in index order
-  /// (kernels/accumulate.hpp), so a run in index order gives the bytes of the in-memory quilt's weight sum.
-  torch::Tensor weight_chunk(int64_t n, const std::array<int64_t, D>& cidx) const {
-    auto out = torch::zeros(std::vector<int64_t>(acc_chunk_.begin(), acc_chunk_.end()), torch::kFloat32);
-    auto box = detail::AccumulatorBox::contiguous(chunk_origin(cidx), acc_chunk3());
-    box.wsum = out.data_ptr<float>();
+  /// What makes the weight sums of chunk `cidx` of image n: each window that meets it (in index order) as its start
+  /// relative to the chunk's first voxel and the times it was stitched. Chunks with equal signatures have equal
+  /// weight sums (inner chunks of images stitched alike, when chunks are whole steps long).
+  std::vector<int64_t> weight_signature(int64_t n, const std::array<int64_t, D>& cidx) const {
+    std::vector<int64_t> sig;
+    for_windows_meeting(cidx, [&](int64_t window) {
+      const auto o = origin(window);  // image 0: the starts only
+      for (int a = 0; a < D; ++a) sig.push_back(o[1 + a] - cidx[a] * acc_chunk_[a]);
+      sig.push_back(stitched_[n * geom_.per_image() + window]);
+    });
+    return sig;
+  }
+
+  /// The weight sums of a chunk with weight signature `sig` into `out` (chunk shape, float32): each window adds its
+  /// weights over the overlap, once per time it was stitched, in index order (kernels/accumulate.hpp), so a run in
+  /// index order gives the bytes of the in-memory quilt's weight sum.
+  void weight_chunk(const std::vector<int64_t>& sig, float* out) const {
+    auto box = detail::AccumulatorBox::contiguous({0, 0, 0}, acc_chunk3());  // coordinates relative to the chunk
+    std::fill(out, out + box.sz * box.extent[0], 0.0f);
+    box.wsum = out;
+    std::vector<detail::WindowPart> parts;
+    for (size_t k = 0; k < sig.size(); k += D + 1) {
+      detail::WindowPart w;
+      for (int a = 0; a < D; ++a) w.start[3 - D + a] = sig[k + a];
+      w.origin = w.start;
+      w.extent = grid_->window;
+      parts.insert(parts.end(), static_cast<size_t>(sig[k + D]), w);
+    }
+    detail::accumulate_cpu({box}, parts, 0, *weights_);
+  }
+
+  /// Calls f(window index within an image) for each window that meets chunk `cidx`, in index order.
+  template <typename F>
+  void for_windows_meeting(const std::array<int64_t, D>& cidx, F&& f) const {
     std::array<int64_t, 3> first{0, 0, 0}, last{0, 0, 0}, times{1, 1, 1};
     for (int a = 0; a < D; ++a) {  // the windows along each axis that meet the chunk (starts are nondecreasing)
       const int b = 3 - D + a;
-      const int64_t lo = box.origin[b], hi = std::min(lo + acc_chunk_[a], geom_.shape()[a]);
-      int64_t f = 0;
-      while (f < geom_.times()[a] && geom_.start(a, f) + geom_.window()[a] <= lo) ++f;
-      int64_t l = f - 1;
-      while (l + 1 < geom_.times()[a] && geom_.start(a, l + 1) < hi) ++l;
-      first[b] = f;
-      last[b] = l;
+      const int64_t lo = cidx[a] * acc_chunk_[a], hi = std::min(lo + acc_chunk_[a], geom_.shape()[a]);
+      int64_t first_a = 0;
+      while (first_a < geom_.times()[a] && geom_.start(a, first_a) + geom_.window()[a] <= lo) ++first_a;
+      int64_t last_a = first_a - 1;
+      while (last_a + 1 < geom_.times()[a] && geom_.start(a, last_a + 1) < hi) ++last_a;
+      first[b] = first_a;
+      last[b] = last_a;
       times[b] = geom_.times()[a];
     }
-    std::vector<detail::WindowPart> parts;
     for (int64_t k0 = first[0]; k0 <= last[0]; ++k0)
       for (int64_t k1 = first[1]; k1 <= last[1]; ++k1)
-        for (int64_t k2 = first[2]; k2 <= last[2]; ++k2) {
-          detail::WindowPart w;
-          w.start = {grid_->start(0, k0), grid_->start(1, k1), grid_->start(2, k2)};
-          w.origin = w.start;
-          w.extent = grid_->window;
-          const int64_t index = n * geom_.per_image() + (k0 * times[1] + k1) * times[2] + k2;
-          parts.insert(parts.end(), stitched_[index], w);
-        }
-    detail::accumulate_cpu({box}, parts, 0, *weights_);
-    return out;
+        for (int64_t k2 = first[2]; k2 <= last[2]; ++k2) f((k0 * times[1] + k1) * times[2] + k2);
   }
 
   /// The window and the accumulator chunks in three dimensions (2D: a leading 1), and a chunk's first voxel.

@@ -448,7 +448,7 @@ class Array {
     return torch::full(s_->meta.chunks, natural_fill(), torch::TensorOptions().dtype(scalar_type()));
   }
 
-  /// @brief A whole chunk decoded from `file`, bytes that encode_chunk made for this array (a staged copy kept
+  /// @brief A whole chunk decoded from `file`, bytes that write_chunk_file wrote for this array (a staged copy kept
   /// elsewhere); a missing or corrupt file is an Error naming it.
   torch::Tensor read_chunk_file(const std::string& file) const {
     auto c = load_chunk_file(file);
@@ -466,13 +466,16 @@ class Array {
     store_chunk(std::vector<int64_t>(idx.begin(), idx.end()), to_storage(data, "write_chunk"));
   }
 
-  /// @brief The bytes stored for one whole chunk (`data` has the chunk shape): what write_chunk writes to
-  /// chunk_path. For callers that stage chunk files themselves (the disk-cached quilts' journal).
-  std::vector<uint8_t> encode_chunk(const torch::Tensor& data) const {
-    TORCH_CHECK_VALUE(data.sizes() == c10::IntArrayRef(s_->meta.chunks), "qlty::zarr::Array::encode_chunk(", s_->path,
-                      "): data must have the chunk shape [", c10::IntArrayRef(s_->meta.chunks), "], got ",
+  /// @brief Writes one whole chunk (`data` has the chunk shape) as this array stores it, to a new file `file` that
+  /// must not exist (flushed with `durable`): for callers that stage chunk files themselves and rename them over
+  /// the chunk's key later (the disk-cached quilts' journal). Uncompressed chunks are written straight from `data`.
+  void write_chunk_file(const std::string& file, const torch::Tensor& data, bool durable = false) const {
+    TORCH_CHECK_VALUE(data.sizes() == c10::IntArrayRef(s_->meta.chunks), "qlty::zarr::Array::write_chunk_file(",
+                      s_->path, "): data must have the chunk shape [", c10::IntArrayRef(s_->meta.chunks), "], got ",
                       data.sizes());
-    return encode(to_storage(data, "encode_chunk"), "encode_chunk");
+    with_stored_bytes(to_storage(data, "write_chunk_file"), file, [&](const void* bytes, size_t size) {
+      qlty::detail::write_new_file(file, bytes, size, durable);
+    });
   }
 
   /// @brief The attributes file of a v2 node, `{}` when absent; a bad file is an Error naming it.
@@ -820,12 +823,21 @@ class Array {
     const auto& m = s_->meta;
     const int64_t nbytes = m.chunk_nbytes();
     const uint64_t bound = static_cast<uint64_t>(nbytes) + static_cast<uint64_t>(nbytes) / 16 + 65536;
-    thread_local std::vector<uint8_t> stored;  // reused: no allocation or page faults per chunk
-    const auto size = qlty::detail::read_file_into(file, stored, bound, "chunk");
-    if (!size) return std::nullopt;
     auto t = torch::empty({m.chunk_numel()}, torch::TensorOptions().dtype(storage_type()));
-    qlty::detail::decode_chain(m.codecs, stored.data(), *size, static_cast<uint8_t*>(t.data_ptr()),
-                               static_cast<size_t>(nbytes), static_cast<size_t>(bound), file);
+    auto* data = static_cast<uint8_t*>(t.data_ptr());
+    if (m.codecs.empty()) {  // stored as is: read straight into the chunk (a longer file is refused as it is read)
+      const auto size = qlty::detail::read_file_into(file, data, static_cast<uint64_t>(nbytes), "chunk");
+      if (!size) return std::nullopt;
+      if (*size != static_cast<size_t>(nbytes))
+        qlty::detail::corrupt(
+            file, "uncompressed chunk has " + std::to_string(*size) + " bytes, expected " + std::to_string(nbytes));
+    } else {
+      thread_local std::vector<uint8_t> stored;  // reused: no allocation or page faults per chunk
+      const auto size = qlty::detail::read_file_into(file, stored, bound, "chunk");
+      if (!size) return std::nullopt;
+      qlty::detail::decode_chain(m.codecs, stored.data(), *size, data, static_cast<size_t>(nbytes),
+                                 static_cast<size_t>(bound), file);
+    }
     if (m.big_endian) detail::byteswap(t.data_ptr(), t.numel(), static_cast<int>(m.itemsize()));
     if (m.dtype == DataType::Bool) {  // any byte other than 0 or 1 would be an invalid torch bool
       auto* p = static_cast<uint8_t*>(t.data_ptr());
@@ -853,24 +865,25 @@ class Array {
     return c;
   }
 
-  /// The stored bytes of a storage tensor of the chunk shape.
-  std::vector<uint8_t> encode(const torch::Tensor& chunk, const std::string& file) const {
+  /// Calls fn(bytes, size) with the stored bytes of a storage tensor of the chunk shape (uncompressed: the
+  /// tensor's own memory when it is laid out as stored).
+  template <typename F>
+  void with_stored_bytes(const torch::Tensor& chunk, const std::string& file, F&& fn) const {
     const auto c = stored_layout(chunk);
     const auto itemsize = static_cast<size_t>(s_->meta.itemsize());
-    return qlty::detail::encode_chain(s_->meta.codecs, static_cast<const uint8_t*>(c.data_ptr()),
-                                      static_cast<size_t>(c.numel()) * itemsize, itemsize, file);
+    const auto* raw = static_cast<const uint8_t*>(c.data_ptr());
+    const size_t size = static_cast<size_t>(c.numel()) * itemsize;
+    if (s_->meta.codecs.empty()) return fn(raw, size);
+    const auto bytes = qlty::detail::encode_chain(s_->meta.codecs, raw, size, itemsize, file);
+    fn(bytes.data(), bytes.size());
   }
 
-  /// Encodes a storage tensor of the chunk shape and writes it atomically (uncompressed: straight from it).
+  /// Encodes a storage tensor of the chunk shape and writes it atomically.
   void store_chunk(const std::vector<int64_t>& idx, const torch::Tensor& chunk) const {
     const std::string file = qlty::detail::join_path(s_->path, s_->meta.chunk_key(idx.data()));
-    if (!s_->meta.codecs.empty()) {
-      const auto bytes = encode(chunk, file);
-      qlty::detail::atomic_write(file, bytes.data(), bytes.size(), s_->durable);
-      return;
-    }
-    const auto c = stored_layout(chunk);
-    qlty::detail::atomic_write(file, c.data_ptr(), static_cast<size_t>(c.numel() * s_->meta.itemsize()), s_->durable);
+    with_stored_bytes(chunk, file, [&](const void* bytes, size_t size) {
+      qlty::detail::atomic_write(file, bytes, size, s_->durable);
+    });
   }
 
   void write_impl(c10::IntArrayRef offset, const torch::Tensor& data, bool take_locks, const char* who) {

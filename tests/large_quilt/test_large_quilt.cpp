@@ -113,6 +113,40 @@ TEST(LargeQuilt, Stitch3DWithVariancesThroughATinyCache) {
   EXPECT_LE(large.cached_bytes(), 20 << 10);
 }
 
+// A spill that cannot be written (the array's folder replaced by a file) is an error that loses nothing: the
+// chunks stay in the cache, and once the folder is back the run ends with the in-memory quilt's results.
+TEST(LargeQuilt, ASpillThatCannotBeWrittenLosesNothing) {
+  TempDir dir;
+  qlty::LargeQuiltOptions o;
+  o.cache_bytes = 12 << 10;
+  o.durable = false;
+  qlty::LargeNCYXQuilt large(dir / "s", 2, 40, 44, 8, 4, 1, 0.2, o);
+  qlty::NCYXQuilt q(40, 44, 8, 4, 1, 0.2);
+  torch::manual_seed(9);
+  auto p = torch::randn({large.N_chunks(), 2, 8, 8});
+  const int64_t half = large.N_chunks() / 2;
+  for (int64_t i = 0; i < half; ++i) large.stitch(p[i], i);
+  ASSERT_GT(large.spills(), 0);
+  const std::string sum = dir / "s_acc.zarr/sum", aside = dir / "sum.aside";
+  ASSERT_EQ(::rename(sum.c_str(), aside.c_str()), 0);
+  qlty_test::write_text(sum, "not a folder");
+  int failures = 0;
+  for (int64_t i = half; i < large.N_chunks() && failures < 3; ++i) {
+    try {
+      large.stitch(p[i], i);
+    } catch (const qlty::Error&) {
+      ++failures;
+    }
+  }
+  EXPECT_GT(failures, 0);
+  ASSERT_EQ(::unlink(sum.c_str()), 0);
+  ASSERT_EQ(::rename(aside.c_str(), sum.c_str()), 0);
+  for (auto i : large.missing_indices()) large.stitch(p[i], i);
+  auto mean = std::get<0>(large.return_mean());
+  auto ref = std::get<0>(q.stitch(p));
+  EXPECT_TRUE(torch::allclose(mean, ref, 1e-5, 1e-5)) << (mean - ref).abs().max();
+}
+
 // stitch(indices, patches): the bytes of stitching one by one in the same order, on one thread or two, through a
 // small cache (spills and checkpoints inside a batch); unstitch(x, indices) stacks the windows. A bad batch adds
 // nothing.
@@ -245,6 +279,40 @@ TEST(LargeQuilt, WithoutStdOnlyTheSumIsKept) {
   // Nothing staged is left behind after a checkpoint.
   for (const auto& f : qlty::detail::list_dir(dir / "m_acc.zarr/sum"))
     EXPECT_EQ(f.find(".ckpt."), std::string::npos) << f;
+}
+
+// Images stitched differently have different weight sums: an image with windows missing, one with a window
+// added twice, and one complete (return_mean shares a weight computation only between images stitched alike).
+TEST(LargeQuilt, ImagesStitchedDifferentlyKeepTheirOwnWeights) {
+  TempDir dir;
+  qlty::LargeQuiltOptions o;
+  o.durable = false;
+  o.allow_restitch = true;
+  o.cache_bytes = 4096;  // chunks come back from disk for the results
+  qlty::LargeNCYXQuilt large(dir / "w", 3, 24, 30, 8, 5, 1, 0.3, o);
+  qlty::NCYXQuilt q(24, 30, 8, 5, 1, 0.3);
+  const int64_t P = q.patches_per_image();
+  torch::manual_seed(5);
+  auto p = torch::randn({3 * P, 2, 8, 8});
+  auto times = torch::ones({3 * P});  // how often each window is added
+  for (int64_t i = P; i < 2 * P; i += 2) times[i] = 0;
+  times[2 * P + 3] = 2;
+  for (int64_t i = 0; i < 3 * P; ++i)
+    for (int64_t t = 0; t < times[i].item<int64_t>(); ++t) large.stitch(p[i], i);
+  auto [mean, sd] = large.return_mean(true);
+  // The reference from the in-memory quilt: sum_i t_i w_i p_i / sum_i t_i w_i, 0 where no window was added.
+  const auto m = times.view({3 * P, 1, 1, 1});
+  auto [all_mean, wsum] = q.stitch(torch::ones_like(p));
+  auto added = std::get<0>(q.stitch(p * m)) * wsum, weights = std::get<0>(q.stitch(torch::ones_like(p) * m)) * wsum;
+  auto expected = torch::where(weights > 0, added / weights, torch::zeros_like(added));
+  EXPECT_TRUE(torch::allclose(mean, expected, 1e-5, 1e-5)) << (mean - expected).abs().max();
+  EXPECT_GT((weights.select(0, 1) == 0).sum().item<int64_t>(), 0);  // image 1 has pixels no window reached
+  EXPECT_TRUE(torch::equal(mean.select(0, 1).masked_select(weights.select(0, 1) == 0),
+                           torch::zeros({(weights.select(0, 1) == 0).sum().item<int64_t>()})));
+  auto sq = std::get<0>(q.stitch(p * p * m)) * wsum;
+  auto spread = torch::where(weights > 0, sq / weights - expected * expected, torch::zeros_like(sq)).clamp_min(0);
+  // compared squared: near 0 the square root magnifies the reference's own rounding
+  EXPECT_TRUE(torch::allclose(sd * sd, spread, 1e-4, 1e-5)) << (sd * sd - spread).abs().max();
 }
 
 TEST(LargeQuilt, NormalizeDividesBySumOverChannels) {

@@ -12,6 +12,7 @@
 //   shared by the fold's ring-buffer kernel (kernels/cpu.hpp) and the box accumulation below.
 // - accumulate_cpu: parts of windows into boxes of accumulators (a block of a blockwise run, the chunks of a
 //   disk-cached quilt that a window meets, a chunk's weight sums), native and multithreaded.
+// - finish_cpu: means (and standard deviations) from accumulators, in one pass (the disk-cached quilt's chunks).
 // - accumulate_box_torch and accumulate_indexed_torch: the same operations with torch ops, on any device (a
 //   window into a block; windows scattered by pixel index, the fold's torch path).
 
@@ -22,6 +23,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -145,6 +147,58 @@ inline void accumulate_cpu(const std::vector<AccumulatorBox>& boxes, const std::
       }
     }
   });
+}
+
+// ---- from accumulators to results, on the CPU
+
+/// Accumulators of n pixels and C channels (channel stride n, float32) and what to make of them (see finish_cpu).
+struct FinishedBox {
+  const float* acc = nullptr;   // (C, n)
+  const float* wsum = nullptr;  // (n)
+  const float* sq = nullptr;    // (C, n), or null: no sd
+  const float* var = nullptr;   // (C, n), or null
+  float* mean = nullptr;        // (C, n), out
+  float* sd = nullptr;          // (C, n), out (with sq)
+  int64_t C = 0, n = 0;
+  bool normalize = false;
+};
+
+/// The results of accumulators, pixel by pixel: mean = acc / wsum, and with sq, sd = sqrt(max(sq / wsum - mean^2,
+/// 0) + var / wsum); with `normalize` both divided by the sum of the pixel's means over channels (where it is not
+/// 0); 0 where wsum is 0. The float operations, in this order, of the torch expressions they replace (one pass,
+/// no temporaries).
+inline void finish_cpu(const FinishedBox& b) {
+  constexpr int64_t kBlock = 2048;  // pixels at a time: the block's rows stay in L1/L2 between the passes
+  float total[kBlock], safe[kBlock];
+  for (int64_t i0 = 0; i0 < b.n; i0 += kBlock) {
+    const int64_t m = std::min(kBlock, b.n - i0);
+    const float* w = b.wsum + i0;
+    for (int64_t i = 0; i < m; ++i) safe[i] = w[i] > 0 ? w[i] : 1.0f;
+    for (int64_t c = 0; c < b.C; ++c) {  // row by row, so that the loops vectorise
+      const int64_t o = c * b.n + i0;
+      float* __restrict mean = b.mean + o;
+      const float* __restrict acc = b.acc + o;
+      for (int64_t i = 0; i < m; ++i) mean[i] = w[i] > 0 ? acc[i] / safe[i] : 0.0f;
+      if (!b.sq) continue;
+      float* __restrict sd = b.sd + o;
+      const float* __restrict sq = b.sq + o;
+      for (int64_t i = 0; i < m; ++i) sd[i] = std::max(sq[i] / safe[i] - mean[i] * mean[i], 0.0f);
+      if (b.var)
+        for (int64_t i = 0; i < m; ++i) sd[i] += b.var[o + i] / safe[i];
+      for (int64_t i = 0; i < m; ++i) sd[i] = w[i] > 0 ? std::sqrt(sd[i]) : 0.0f;
+    }
+    if (!b.normalize) continue;
+    std::fill(total, total + m, 0.0f);
+    for (int64_t c = 0; c < b.C; ++c)
+      for (int64_t i = 0; i < m; ++i) total[i] += b.mean[c * b.n + i0 + i];
+    for (int64_t i = 0; i < m; ++i)
+      if (total[i] == 0.0f) total[i] = 1.0f;
+    for (int64_t c = 0; c < b.C; ++c)
+      for (int64_t i = 0; i < m; ++i) {
+        b.mean[c * b.n + i0 + i] /= total[i];
+        if (b.sq) b.sd[c * b.n + i0 + i] /= total[i];
+      }
+  }
 }
 
 // ---- the same operations with torch ops (any device)

@@ -4,14 +4,21 @@
 // loaded (or zero) on first use and kept until the cache is full; then the least recently used ones leave it, a
 // changed one as a staged file next to its target (spilled), which the next checkpoint renames into place and
 // which is read back from there until then. So the arrays always hold exactly the last checkpoint.
+//
+// Chunk buffers are cut from slabs of about 8 MiB advised for transparent huge pages, which come from and go back
+// to qlty's cache of output blocks (support/output_buffers.hpp): a fresh buffer costs one page fault per 2 MiB, not
+// per 4 KiB (page faults took half the time of stitching a small quilt), and a quilt after another in the same
+// process starts on pages it already has. A buffer that leaves the cache goes to the store's free list, never to
+// the C heap: long-lived buffers freed in LRU order fragment it (measured: 846 MiB of peak memory for a 256 MiB
+// cache), and the slabs hold at most what the cache held at its fullest.
 
 #include <qlty/large_quilt/checkpoint_journal.hpp>
 #include <qlty/support/fs.hpp>
+#include <qlty/support/output_buffers.hpp>
 #include <qlty/zarr.hpp>
 
 #include <torch/torch.h>
 
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <array>
@@ -87,18 +94,42 @@ class ChunkStore {
     return arrays_[id]->read_chunk(full_index(n, cidx))[0];
   }
 
-  /// When the cache holds more than its limit, the least recently used chunks leave it down to 3/4 of it.
+  /// When the cache holds more than its limit, the least recently used chunks leave it down to 3/4 of it; the
+  /// changed ones are staged (spilled) in parallel, as a checkpoint stages them.
   void evict() {
     if (cached_bytes_ <= cache_bytes_) return;
-    while (cached_bytes_ > cache_bytes_ * 3 / 4 && !lru_.empty()) {
-      const uint64_t k = lru_.back();
+    std::vector<uint64_t> leaving;
+    for (int64_t left = cached_bytes_; left > cache_bytes_ * 3 / 4 && !lru_.empty();) {
+      leaving.push_back(lru_.back());
       lru_.pop_back();
+      left -= cache_.at(leaving.back()).data.numel() * 4;
+    }
+    std::vector<Entry*> spilling;
+    for (auto k : leaving)
+      if (cache_.at(k).dirty) spilling.push_back(&cache_.at(k));
+    std::vector<std::string> staged(spilling.size());
+    const uint64_t seq0 = seq_;
+    seq_ += spilling.size();
+    try {
+      at::parallel_for(0, static_cast<int64_t>(spilling.size()), 1, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) staged[i] = stage(*spilling[i], seq0 + static_cast<uint64_t>(i));
+      });
+    } catch (...) {  // nothing leaves: the chunks go back to the cache's LRU end, what was staged now is removed
+      for (const auto& f : staged)
+        if (!f.empty()) ::unlink(path(f).c_str());
+      for (auto k = leaving.rbegin(); k != leaving.rend(); ++k) {
+        lru_.push_back(*k);
+        cache_.at(*k).lru = std::prev(lru_.end());
+      }
+      throw;
+    }
+    size_t next_staged = 0;
+    for (auto k : leaving) {
       auto it = cache_.find(k);
       if (it->second.dirty) {
-        const std::string staged = stage(it->second, seq_++);
         const auto old = spilled_.find(k);
         if (old != spilled_.end()) ::unlink(path(old->second.second).c_str());
-        spilled_[k] = {target(it->second), staged};
+        spilled_[k] = {target(it->second), staged[next_staged++]};
         --dirty_count_;
         ++spills_;
       }
@@ -190,34 +221,31 @@ class ChunkStore {
   /// Writes an entry's chunk to a new staged file next to its target; returns the staged path (relative).
   std::string stage(const Entry& e, uint64_t seq) const {
     const std::string staged = CheckpointJournal::staged_name(target(e), seq);
-    const auto bytes = arrays_[e.id]->encode_chunk(e.data);
-    write_new_file(path(staged), bytes.data(), bytes.size(), false);
+    arrays_[e.id]->write_chunk_file(path(staged), e.data);
     return staged;
   }
 
-  /// Chunk buffers are reused: freeing and allocating them in LRU order fragments the C heap, and the process
-  /// would grow far past the cache limit (measured: 846 MiB of peak memory for a 256 MiB cache).
+  int64_t chunk_numel() const { return C_ * c10::multiply_integers(chunk_); }
+
+  /// A buffer for one chunk (1, C, *chunk), from the free list or a new slab (see the file comment).
   torch::Tensor buffer() {
-    if (!pool_.empty()) {
-      auto t = std::move(pool_.back());
-      pool_.pop_back();
-      pooled_bytes_ -= t.numel() * 4;
-      return t;
-    }
+    if (free_.empty()) add_slab();
+    auto t = std::move(free_.back());
+    free_.pop_back();
+    return t;
+  }
+  void release(torch::Tensor t) { free_.push_back(std::move(t)); }
+
+  void add_slab() {
+    const int64_t numel = chunk_numel(), bytes = numel * 4;
+    // about kSlabBytes, at most a quarter of the cache (small caches stay small), at least one chunk
+    const int64_t count = std::max<int64_t>(1, std::min(kSlabBytes, cache_bytes_ / 4) / bytes);
+    const auto slab = empty_output({count * numel}, torch::kFloat32);
     std::vector<int64_t> shape{1, C_};
     shape.insert(shape.end(), chunk_.begin(), chunk_.end());
-    // Mapped directly, not from the C heap: long-lived buffers freed in LRU order would fragment it.
-    const size_t bytes = static_cast<size_t>(c10::multiply_integers(shape)) * 4;
-    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return torch::empty(shape, torch::kFloat32);
-    return torch::from_blob(
-        p, shape, [bytes](void* q) { ::munmap(q, bytes); }, torch::kFloat32);
+    for (int64_t k = 0; k < count; ++k) free_.push_back(slab.narrow(0, k * numel, numel).view(shape));
   }
-  void release(torch::Tensor t) {
-    if (cached_bytes_ + pooled_bytes_ + t.numel() * 4 > cache_bytes_) return;  // cache + pool within the limit
-    pooled_bytes_ += t.numel() * 4;
-    pool_.push_back(std::move(t));
-  }
+  static constexpr int64_t kSlabBytes = int64_t(8) << 20;
 
   std::string folder_;
   Index chunk_, grid_;
@@ -228,8 +256,8 @@ class ChunkStore {
   std::list<uint64_t> lru_;
   std::unordered_map<uint64_t, std::pair<std::string, std::string>> spilled_;  // key -> (target, staged)
   std::vector<Entry*> dirty_;                                                  // staged by stage_changes
-  std::vector<torch::Tensor> pool_;                                            // free chunk buffers
-  int64_t cached_bytes_ = 0, pooled_bytes_ = 0, dirty_count_ = 0, spills_ = 0, reloads_ = 0;
+  std::vector<torch::Tensor> free_;                                            // free chunk buffers (slab views)
+  int64_t cached_bytes_ = 0, dirty_count_ = 0, spills_ = 0, reloads_ = 0;
   uint64_t seq_ = 0;  // names of staged files
 };
 

@@ -143,12 +143,10 @@ struct ReadableFile {
   }
 };
 
-/// Reads a whole regular file into `out` (grown as needed, never shrunk: callers reuse it) and returns its size,
-/// or nullopt when nothing is there. A file larger than max_bytes or a path that is not a regular file is a
-/// `zarr.format` error (`what` names the kind of file in the message).
-inline std::optional<size_t> read_file_into(const std::string& path, std::vector<uint8_t>& out, uint64_t max_bytes,
-                                            const char* what = "file") {
-  ReadableFile f;
+/// Opens `path` into `f` and returns its size, or nullopt when nothing is there. A path that is not a regular file,
+/// or a file larger than max_bytes, is a `zarr.format` error (`what` names the kind of file in the message).
+inline std::optional<uint64_t> open_regular_file(const std::string& path, ReadableFile& f, uint64_t max_bytes,
+                                                 const char* what) {
   if (!ReadableFile::open(path, f)) return std::nullopt;
   if (!S_ISREG(f.st.st_mode))
     throw Error("zarr.format", path + ": the " + std::string(what) + " is not a regular file");
@@ -156,8 +154,28 @@ inline std::optional<size_t> read_file_into(const std::string& path, std::vector
   if (size > max_bytes)
     throw Error("zarr.format", path + ": the " + std::string(what) + " has " + std::to_string(size) +
                                    " bytes, more than the " + std::to_string(max_bytes) + " it can hold");
-  if (out.size() < size) out.resize(size);
-  return f.read_at(out.data(), size, 0, path);
+  return size;
+}
+
+/// Reads a whole regular file into `out` (grown as needed, never shrunk: callers reuse it) and returns its size,
+/// or nullopt when nothing is there (errors as open_regular_file).
+inline std::optional<size_t> read_file_into(const std::string& path, std::vector<uint8_t>& out, uint64_t max_bytes,
+                                            const char* what = "file") {
+  ReadableFile f;
+  const auto size = open_regular_file(path, f, max_bytes, what);
+  if (!size) return std::nullopt;
+  if (out.size() < *size) out.resize(*size);
+  return f.read_at(out.data(), *size, 0, path);
+}
+
+/// Reads a whole regular file into `dst`, which has room for max_bytes, and returns its size, or nullopt when
+/// nothing is there (errors as open_regular_file).
+inline std::optional<size_t> read_file_into(const std::string& path, uint8_t* dst, uint64_t max_bytes,
+                                            const char* what = "file") {
+  ReadableFile f;
+  const auto size = open_regular_file(path, f, max_bytes, what);
+  if (!size) return std::nullopt;
+  return f.read_at(dst, *size, 0, path);
 }
 
 /// A whole regular file, or nullopt when nothing is there (errors as read_file_into).

@@ -1,0 +1,135 @@
+"""The Python original (PyPI `qlty`) on the C++ benchmarks' workloads, so that they time it side by side.
+
+    python peer.py CASE THREADS [--min-runs 3] [--min-seconds 1]
+
+prints one JSON line: {"case", "threads", "qlty", "seconds" (the median of the timed runs: at least min-runs, and
+more until they add up to min-seconds), "runs"}. The benchmarks
+(benchmarks/copy_reference.hpp, `qlty_bench::peer_seconds`) run this in a child process, on the inputs they use
+themselves (same shapes and seeds), after one untimed run that pays numba's compilation and first-touch costs.
+
+Cases (see the header comments of bench_quilt.cpp, bench_patch_pairs.cpp and bench_large_quilt.cpp):
+  W1/unstitch W1/stitch W2/unstitch W2/stitch W3/unstitch W3/stitch   NCYXQuilt / NCZYXQuilt, default options
+  W5/pairs_and_overlap big/pairs_and_overlap                          extract_patch_pairs + extract_overlapping_pixels
+  W4/large                                                            LargeNCYXQuilt: stitch every patch, return_mean
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+
+def parse():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("case")
+    ap.add_argument("threads", type=int)
+    ap.add_argument("--min-runs", type=int, default=3)
+    ap.add_argument("--min-seconds", type=float, default=1.0, help="timed runs go on until they add up to this")
+    return ap.parse_args()
+
+
+ARGS = parse()
+# Every pool the original uses gets the benchmark's thread count: torch, OpenMP, numba (read at import), dask.
+for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[var] = str(ARGS.threads)
+
+import dask  # noqa: E402
+import qlty  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(ARGS.threads)
+dask.config.set(scheduler="threads", num_workers=ARGS.threads)
+
+QUILTS = {  # name: x shape, window, step, border, stitch channels (bench_quilt.cpp)
+    "W1": ((10, 3, 128, 128), 16, 4, 4, 17),
+    "W2": ((4, 1, 1024, 1024), 128, 64, 16, 8),
+    "W3": ((2, 1, 128, 128, 128), 64, 32, 8, 2),
+}
+PAIRS = {"W5": ((10, 3, 128, 128), 64), "big": ((64, 1, 512, 512), 256)}  # x shape, pairs per image
+
+
+def quilt_case(name, op):
+    shape, window, step, border, channels = QUILTS[name]
+    spatial = shape[2:]
+    d = len(spatial)
+    cls = qlty.NCYXQuilt if d == 2 else qlty.NCZYXQuilt
+    q = cls(*spatial, window=(window,) * d, step=(step,) * d, border=(border,) * d, border_weight=0.1)
+    x = torch.rand(shape)
+    if op == "unstitch":
+        return lambda: q.unstitch(x)
+    patches = torch.rand((q.unstitch(x[:, :1]).shape[0], channels) + (window,) * d)
+    return lambda: q.stitch(patches)
+
+
+def pairs_case(name):
+    shape, pairs = PAIRS[name]
+    x = torch.rand(shape)
+    seed = iter(range(1 << 30))
+
+    def run():
+        p1, p2, deltas, rotations = qlty.extract_patch_pairs(x, (32, 32), pairs, (8.0, 16.0), random_seed=next(seed))
+        return qlty.extract_overlapping_pixels(p1, p2, deltas, rotations)
+
+    return run
+
+
+def large_case():
+    # bench_large_quilt.cpp W4: N=4, 2 channels, 512x512, window 128, step 64, border 10, weight 0.1; every patch
+    # stitched once in index order, then return_mean; a fresh file prefix per run.
+    n, c, s, w, step, border = 4, 2, 512, 128, 64, 10
+    probe = qlty.NCYXQuilt(s, s, window=(w, w), step=(step, step), border=(border, border), border_weight=0.1)
+    torch.manual_seed(0)
+    count = n * probe.unstitch(torch.zeros(1, 1, s, s)).shape[0]
+    patches = torch.randn(count, c, w, w)
+    root = tempfile.mkdtemp(prefix="qlty_peer_")
+    runs = iter(range(1 << 30))
+
+    def run():
+        prefix = os.path.join(root, f"w4_{next(runs)}")
+        q = qlty.LargeNCYXQuilt(prefix, n, s, s, window=(w, w), step=(step, step), border=(border, border),
+                                border_weight=0.1)
+        for i in range(q.N_chunks):
+            q.stitch(patches[i : i + 1], i)
+        return q.return_mean()
+
+    def remove_files():  # untimed, as in the C++ benchmark
+        for f in os.listdir(root):
+            shutil.rmtree(os.path.join(root, f), ignore_errors=True)
+
+    run.before = remove_files
+    run.cleanup = lambda: shutil.rmtree(root, ignore_errors=True)
+    return run
+
+
+def make(case):
+    name, _, op = case.partition("/")
+    if name in QUILTS and op in ("unstitch", "stitch"):
+        return quilt_case(name, op)
+    if name in PAIRS and op == "pairs_and_overlap":
+        return pairs_case(name)
+    if case == "W4/large":
+        return large_case()
+    sys.exit(f"peer.py: unknown case {case!r}; see the usage")
+
+
+def main():
+    run = make(ARGS.case)
+    before = getattr(run, "before", lambda: None)
+    run()  # numba's compilation, first-touch pages
+    times = []
+    while len(times) < ARGS.min_runs or sum(times) < ARGS.min_seconds:
+        before()
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    getattr(run, "cleanup", lambda: None)()
+    print(json.dumps({"case": ARGS.case, "threads": ARGS.threads, "qlty": qlty.__version__,
+                      "seconds": statistics.median(times), "runs": times}))
+
+
+if __name__ == "__main__":
+    main()
