@@ -23,4 +23,5 @@ case "${QLTY_LIBTORCH:-debian}" in
 esac
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DQLTY_BUILD_TESTS=ON -DQLTY_BUILD_EXAMPLES=ON \
   -DQLTY_BUILD_BENCHMARKS=ON -DQLTY_BUILD_TOOLS=ON "${extra[@]}" "$@"
-cmake --build "$build_dir" -j "$(nproc)"
+# QLTY_BUILD_TARGETS: build only these targets (scripts/bench.sh builds one benchmark)
+cmake --build "$build_dir" -j "$(nproc)" ${QLTY_BUILD_TARGETS:+--target $QLTY_BUILD_TARGETS}
