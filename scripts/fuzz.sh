@@ -10,7 +10,7 @@ dir=${QLTY_FUZZ_DIR:-build-fuzz}
 cmake -S fuzz -B "$dir" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo > "$dir.log" 2>&1 ||
   { cat "$dir.log"; exit 1; }
 cmake --build "$dir" -j"$(nproc)" >> "$dir.log" 2>&1 || { cat "$dir.log"; exit 1; }
-for t in metadata chunk; do
+for t in metadata chunk shard; do
   corpus="$dir/corpus-$t"
   mkdir -p "$corpus"
   echo "fuzz_zarr_$t: ${seconds}s"

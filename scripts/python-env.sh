@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Python side of the tests, from PyPI, in a virtual environment inside a build folder (never system-wide,
-# never committed): zarr-python 3 and numpy 2 (the Zarr writers and readers users have today), and with `torch`
+# never committed): zarr-python 3 and numpy 2 (the Zarr writers and readers users have today), TensorStore (a
+# second reader of sharded arrays) and ome-zarr-py (napari's OME-Zarr reader), and with `torch`
 # PyPI's torch wheel (LibTorch 2.x with CUDA, and torch.export for the model tests), and with `qlty` also the Python
 # original from PyPI (the benchmarks' peer, benchmarks/python/peer.py; it needs torch). Installs only what is
 # missing; prints the environment's python.
@@ -8,7 +9,7 @@
 set -euo pipefail
 build_dir=$1
 venv=$(mkdir -p "$build_dir" && cd "$build_dir" && pwd)/venv
-wanted=(numpy zarr)
+wanted=(numpy zarr tensorstore ome_zarr)
 for extra in "${@:2}"; do
   case "$extra" in
     torch) wanted+=("${QLTY_TORCH_SPEC:-torch}") ;;
@@ -20,7 +21,7 @@ done
 missing=()
 for spec in "${wanted[@]}"; do
   module=${spec%%[=<>]*}
-  "$venv/bin/python" -c "import $module" 2>/dev/null || missing+=("$spec")
+  "$venv/bin/python" -c "import $module" 2>/dev/null || missing+=("${spec//_/-}")  # ome_zarr is ome-zarr on PyPI
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "python-env: installing ${missing[*]} into $venv" >&2

@@ -144,6 +144,13 @@ struct BlockwiseOptions {
   bool write_std = false;                  ///< write the spread of overlapping predictions (`OUT/std`)
   bool write_argmax = false;               ///< write the argmax over channels (`OUT/labels/argmax/0`)
   std::vector<zarr::Codec> codecs = {zarr::Codec::blosc()};  ///< compression of the outputs
+  /// The output's format: 2 writes OME-Zarr 0.4 on Zarr v2, 3 writes OME-Zarr 0.5 on Zarr v3 (`attributes.ome`,
+  /// `dimension_names`), which napari (ome-zarr-py >= 0.12), Neuroglancer and vizarr read.
+  int zarr_format = 2;
+  /// Zarr v3 only: shard per spatial axis, a multiple of the chunks; each shard is one file holding its chunks and
+  /// their index (`sharding_indexed`), so a large output is thousands of files, not millions. Blocks are whole
+  /// shards, so no two blocks, ranks or parts write one shard. Empty: not sharded.
+  std::vector<int64_t> shards;
   std::string model_id;  ///< names the model in the manifest (e.g. its file's checksum); a resume must match
   bool overwrite =
       false;             ///< replace an existing output folder (only a qlty output or a Zarr node) instead of resuming

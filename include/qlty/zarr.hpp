@@ -14,6 +14,7 @@
 #include <qlty/support/torch_compat.hpp>
 #include <qlty/zarr/codecs.hpp>
 #include <qlty/zarr/metadata.hpp>
+#include <qlty/zarr/shard.hpp>
 #include <qlty/zarr_types.hpp>
 
 #include <ATen/Parallel.h>
@@ -120,7 +121,11 @@ inline DataType data_type(torch::ScalarType s) {
 /// @brief How to create an array. Defaults follow zarr-python: blosc-lz4 with byte shuffle, fill value 0, v2.
 struct ArrayOptions {
   std::vector<int64_t> shape;   ///< array shape (required)
-  std::vector<int64_t> chunks;  ///< chunk shape, same rank (required)
+  std::vector<int64_t> chunks;  ///< chunk shape, same rank (required): one file each; with inner_chunks, the shard
+  /// Zarr v3 sharding (`sharding_indexed`): the chunk inside each shard that `codecs` compress and a read fetches on
+  /// its own; it divides `chunks`. Empty: not sharded. (zarr-python calls our `chunks` `shards` and our
+  /// `inner_chunks` `chunks`.) The shard's index is little-endian with a crc32c, at the shard's end.
+  std::vector<int64_t> inner_chunks;
   DataType dtype = DataType::Float32;
   FillValue fill_value = 0.0;                    ///< value of parts never written
   std::vector<Codec> codecs = {Codec::blosc()};  ///< compression chain; v2 allows at most one (no crc32c)
@@ -246,6 +251,13 @@ class Array {
                       ": dimension_names must have ", o.shape.size(), " entries, got ", o.dimension_names.size());
     TORCH_CHECK_VALUE(o.dimension_names.empty() || o.zarr_format == 3, where,
                       ": dimension_names are a Zarr v3 feature (zarr_format is 2)");
+    TORCH_CHECK_VALUE(o.inner_chunks.empty() || o.zarr_format == 3, where,
+                      ": sharding (inner_chunks) is a Zarr v3 feature (zarr_format is 2)");
+    TORCH_CHECK_VALUE(o.inner_chunks.empty() || o.inner_chunks.size() == o.chunks.size(), where,
+                      ": inner_chunks must have ", o.chunks.size(), " entries, got ", o.inner_chunks.size());
+    for (size_t a = 0; a < o.inner_chunks.size(); ++a)
+      TORCH_CHECK_VALUE(o.inner_chunks[a] >= 1 && o.chunks[a] % o.inner_chunks[a] == 0, where, ": inner_chunks[", a,
+                        "] must divide the shard (chunks[", a, "] = ", o.chunks[a], "), got ", o.inner_chunks[a]);
     TORCH_CHECK_VALUE(o.attributes.is_object(), where, ": attributes must be a JSON object, got ",
                       qlty::detail::brief(o.attributes));
     if (o.zarr_format == 2) {
@@ -274,6 +286,7 @@ class Array {
     m.separator = o.separator ? o.separator : (o.zarr_format == 2 ? '.' : '/');
     m.codecs = o.codecs;
     m.dimension_names = o.dimension_names;
+    m.inner_chunks = o.inner_chunks;
     if (o.zarr_format == 3) m.attributes = o.attributes;
     try {
       qlty::detail::check_grid(m, where);
@@ -318,7 +331,7 @@ class Array {
     const ArrayOptions& want = options;
     const FillValue fill = qlty::detail::normalize_fill(options.fill_value, options.dtype, path);
     const bool same = m.zarr_format == want.zarr_format && m.shape == want.shape && m.chunks == want.chunks &&
-                      m.dtype == want.dtype && m.codecs == want.codecs &&
+                      m.dtype == want.dtype && m.codecs == want.codecs && m.inner_chunks == want.inner_chunks &&
                       (m.fill == fill || (m.zarr_format == 3 && fill.kind == FillValue::Kind::Null));
     if (!same)
       throw Error("zarr.exists", path + ": an array exists here with other settings (shape [" +
@@ -338,7 +351,13 @@ class Array {
   /// @brief The parsed metadata.
   const qlty::detail::ArrayMetadata& metadata() const { return s_->meta; }
   std::vector<int64_t> shape() const { return s_->meta.shape; }
+  /// @brief The chunk grid's chunk: one file each, the unit of locks and of writes that need no coordination (the
+  /// shard when sharded).
   std::vector<int64_t> chunks() const { return s_->meta.chunks; }
+  /// @brief Whether the array is sharded (Zarr v3 `sharding_indexed`).
+  bool sharded() const { return s_->meta.sharded(); }
+  /// @brief The chunk a read fetches and decodes on its own: the inner chunk when sharded, else chunks().
+  std::vector<int64_t> inner_chunks() const { return s_->meta.coded_chunks(); }
   int64_t ndim() const { return s_->meta.ndim(); }
   DataType dtype() const { return s_->meta.dtype; }
   /// @brief The torch dtype reads return by default (see zarr::scalar_type).
@@ -386,7 +405,11 @@ class Array {
     const auto natural = scalar_type();
     auto out = qlty::detail::empty_output(shape, torch::TensorOptions().dtype(natural));
     const auto chunks = chunk_range(offset, shape);
-    if (out.numel() > 0 && chunks.size() > kListedRead) {
+    if (out.numel() > 0 && s_->meta.sharded()) {
+      const bool listed = chunks.size() > kListedRead;  // as below: fill once, visit the stored shards only
+      if (listed) out.fill_(natural_fill());
+      read_shards(out, offset, shape, listed ? stored_chunks(chunks) : chunks_in(offset, shape), listed);
+    } else if (out.numel() > 0 && chunks.size() > kListedRead) {
       // Many chunks (tiny ones, or a sparse array): list what is stored once, fill the rest in one pass.
       out.fill_(natural_fill());
       const auto stored = stored_chunks(chunks);
@@ -676,12 +699,15 @@ class Array {
   /// and in the box [box_off, box_off + box_shape).
   torch::Tensor slice(const torch::Tensor& t, const std::vector<int64_t>& idx, c10::IntArrayRef t_origin,
                       c10::IntArrayRef box_off, c10::IntArrayRef box_shape) const {
-    const auto& m = s_->meta;
+    return slice_cell(t, t_origin, chunk_origin(idx), s_->meta.chunks, box_off, box_shape);
+  }
+  /// The same for the cell (a chunk or inner chunk) of shape `cell` at array position `cell_origin`.
+  torch::Tensor slice_cell(const torch::Tensor& t, c10::IntArrayRef t_origin, c10::IntArrayRef cell_origin,
+                           c10::IntArrayRef cell, c10::IntArrayRef box_off, c10::IntArrayRef box_shape) const {
     torch::Tensor r = t;
-    for (size_t a = 0; a < idx.size(); ++a) {
-      const int64_t c0 = idx[a] * m.chunks[a];
-      const int64_t lo = std::max(c0, box_off[a]);
-      const int64_t hi = std::min({c0 + m.chunks[a], m.shape[a], box_off[a] + box_shape[a]});
+    for (size_t a = 0; a < cell.size(); ++a) {
+      const int64_t lo = std::max(cell_origin[a], box_off[a]);
+      const int64_t hi = std::min({cell_origin[a] + cell[a], s_->meta.shape[a], box_off[a] + box_shape[a]});
       r = r.narrow(static_cast<int64_t>(a), lo - t_origin[a], hi - lo);
     }
     return r;
@@ -817,9 +843,13 @@ class Array {
 
   /// A stored chunk as a storage tensor of the chunk shape, or nullopt when it is missing.
   std::optional<torch::Tensor> load_chunk(const std::vector<int64_t>& idx) const {
-    return load_chunk_file(qlty::detail::join_path(s_->path, s_->meta.chunk_key(idx.data())));
+    return load_chunk_file(chunk_file(idx));
+  }
+  std::string chunk_file(const std::vector<int64_t>& idx) const {
+    return qlty::detail::join_path(s_->path, s_->meta.chunk_key(idx.data()));
   }
   std::optional<torch::Tensor> load_chunk_file(const std::string& file) const {
+    if (s_->meta.sharded()) return load_shard_file(file);
     const auto& m = s_->meta;
     const int64_t nbytes = m.chunk_nbytes();
     const uint64_t bound = static_cast<uint64_t>(nbytes) + static_cast<uint64_t>(nbytes) / 16 + 65536;
@@ -838,13 +868,277 @@ class Array {
       qlty::detail::decode_chain(m.codecs, stored.data(), *size, data, static_cast<size_t>(nbytes),
                                  static_cast<size_t>(bound), file);
     }
-    if (m.big_endian) detail::byteswap(t.data_ptr(), t.numel(), static_cast<int>(m.itemsize()));
-    if (m.dtype == DataType::Bool) {  // any byte other than 0 or 1 would be an invalid torch bool
-      auto* p = static_cast<uint8_t*>(t.data_ptr());
-      for (int64_t i = 0; i < t.numel(); ++i) p[i] = p[i] != 0;
-    }
+    make_valid(data, t.numel());
     if (!m.fortran_order) return t.view(m.chunks);
     return t.view(std::vector<int64_t>(m.chunks.rbegin(), m.chunks.rend())).permute(reversed_axes());
+  }
+
+  /// Decoded elements as torch holds them: in this machine's byte order, and bools 0 or 1 (any other byte would be
+  /// an invalid torch bool).
+  void make_valid(uint8_t* data, int64_t numel) const {
+    const auto& m = s_->meta;
+    if (m.big_endian) detail::byteswap(data, numel, static_cast<int>(m.itemsize()));
+    if (m.dtype == DataType::Bool)
+      for (int64_t i = 0; i < numel; ++i) data[i] = data[i] != 0;
+  }
+
+  /// The most bytes a coded chunk (the inner chunk when sharded) may take on disk, and any step of its decoding.
+  uint64_t coded_bound() const {
+    const auto n = static_cast<uint64_t>(s_->meta.coded_nbytes());
+    return n + n / 16 + 65536;
+  }
+
+  /// One inner chunk of a shard from its stored bytes, as a storage tensor of the inner chunk's shape in a buffer of
+  /// this thread (valid until its next call).
+  torch::Tensor decode_inner(const uint8_t* bytes, size_t size, const std::string& file) const {
+    const auto& m = s_->meta;
+    uint8_t* decoded = inner_buffer();
+    qlty::detail::decode_chain(m.codecs, bytes, size, decoded, static_cast<size_t>(m.coded_nbytes()),
+                               static_cast<size_t>(coded_bound()), file);
+    return inner_tensor(decoded);
+  }
+  /// This thread's buffer for one decoded inner chunk.
+  uint8_t* inner_buffer() const {
+    thread_local std::vector<uint8_t> decoded;
+    const auto nbytes = static_cast<size_t>(s_->meta.coded_nbytes());
+    if (decoded.size() < nbytes) decoded.resize(nbytes);
+    return decoded.data();
+  }
+  /// The decoded inner chunk at `p` (inner_buffer()) as a storage tensor, made valid.
+  torch::Tensor inner_tensor(uint8_t* p) const {
+    make_valid(p, s_->meta.coded_numel());
+    return torch::from_blob(p, s_->meta.inner_chunks, torch::TensorOptions().dtype(storage_type()));
+  }
+
+  /// The origin, in the array, of inner chunk `k` (C order) of the shard `shard`.
+  std::vector<int64_t> inner_origin(const std::vector<int64_t>& shard, int64_t k) const {
+    const auto& m = s_->meta;
+    const auto g = m.inner_grid();
+    std::vector<int64_t> o(g.size());
+    for (size_t a = g.size(); a-- > 0;) {
+      o[a] = shard[a] * m.chunks[a] + (k % g[a]) * m.inner_chunks[a];
+      k /= g[a];
+    }
+    return o;
+  }
+
+  /// A whole shard as a storage tensor of the shard's shape (empty inner chunks hold the fill value), or nullopt
+  /// when the file is missing.
+  std::optional<torch::Tensor> load_shard_file(const std::string& file) const {
+    const auto& m = s_->meta;
+    thread_local std::vector<uint8_t> bytes;
+    const uint64_t bound = static_cast<uint64_t>(m.index_nbytes()) + m.inner_per_shard() * coded_bound();
+    const auto size = qlty::detail::read_file_into(file, bytes, bound, "shard");
+    if (!size) return std::nullopt;
+    qlty::detail::check_shard_size(m, *size, file);
+    const auto index =
+        qlty::detail::decode_shard_index(bytes.data() + qlty::detail::index_position(m, *size), m, *size, file);
+    auto shard = torch::empty(m.chunks, torch::TensorOptions().dtype(storage_type()));
+    const std::vector<int64_t> zero(m.chunks.size(), 0);
+    const uint8_t* base = bytes.data();
+    at::parallel_for(0, index.size(), 1, [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        const auto origin = inner_origin(zero, k);
+        torch::Tensor dst = shard;
+        for (size_t a = 0; a < origin.size(); ++a)
+          dst = dst.narrow(static_cast<int64_t>(a), origin[a], m.inner_chunks[a]);
+        if (index.empty(k)) {
+          dst.fill_(storage_fill());
+        } else {
+          dst.copy_(decode_inner(base + index.offset[k], static_cast<size_t>(index.nbytes[k]), file));
+        }
+      }
+    });
+    return shard;
+  }
+
+  /// Reads the box [offset, offset + shape) of `out` from the given shards, fetching of each only its index and the
+  /// inner chunks the box meets. Parts in missing shards or empty inner chunks get the fill value unless `filled`.
+  void read_shards(torch::Tensor& out, c10::IntArrayRef offset, c10::IntArrayRef shape,
+                   const std::vector<std::vector<int64_t>>& shards, bool filled) const {
+    const auto& m = s_->meta;
+    const auto g = m.inner_grid();
+    const size_t D = g.size();
+    struct OpenShard {
+      qlty::detail::ReadableFile file;
+      uint64_t size = 0;
+      qlty::detail::ShardIndex index;
+      bool present = false;
+    };
+    constexpr size_t kBatch = 64;  // shards open at once (file descriptors)
+    for (size_t first = 0; first < shards.size(); first += kBatch) {
+      const size_t n = std::min(kBatch, shards.size() - first);
+      std::vector<OpenShard> open(n);
+      at::parallel_for(0, static_cast<int64_t>(n), 1, [&](int64_t b, int64_t e) {
+        std::vector<uint8_t> index_bytes(static_cast<size_t>(m.index_nbytes()));
+        for (int64_t i = b; i < e; ++i) {
+          auto& o = open[i];
+          const std::string file = chunk_file(shards[first + i]);
+          const auto size = qlty::detail::open_regular_file(file, o.file, UINT64_MAX, "shard");
+          if (!size) continue;
+          o.size = *size;
+          qlty::detail::check_shard_size(m, o.size, file);
+          const uint64_t at = qlty::detail::index_position(m, o.size);
+          if (o.file.read_at(index_bytes.data(), index_bytes.size(), at, file) != index_bytes.size())
+            qlty::detail::corrupt(file, "the shard ended while its index was read");
+          o.index = qlty::detail::decode_shard_index(index_bytes.data(), m, o.size, file);
+          o.present = true;
+        }
+      });
+      // The inner chunks the box meets in each shard: (shard in this batch, inner chunk in C order).
+      std::vector<std::pair<size_t, int64_t>> tasks;
+      for (size_t i = 0; i < n; ++i) {
+        const auto& sh = shards[first + i];
+        std::vector<int64_t> lo(D), hi(D);
+        for (size_t a = 0; a < D; ++a) {
+          const int64_t s0 = sh[a] * m.chunks[a], c = m.inner_chunks[a];
+          lo[a] = (std::max(offset[a], s0) - s0) / c;
+          hi[a] = (std::min(offset[a] + shape[a], s0 + m.chunks[a]) - 1 - s0) / c + 1;
+        }
+        std::vector<int64_t> at(lo);
+        while (true) {
+          int64_t k = 0;
+          for (size_t a = 0; a < D; ++a) k = k * g[a] + at[a];
+          tasks.emplace_back(i, k);
+          size_t a = D;
+          while (a-- > 0 && ++at[a] == hi[a]) at[a] = lo[a];
+          if (a == static_cast<size_t>(-1)) break;
+        }
+      }
+      at::parallel_for(0, static_cast<int64_t>(tasks.size()), 1, [&](int64_t b, int64_t e) {
+        thread_local std::vector<uint8_t> stored;
+        for (int64_t t = b; t < e; ++t) {
+          const auto [i, k] = tasks[t];
+          const auto& o = open[i];
+          const auto origin = inner_origin(shards[first + i], k);
+          auto dst = slice_cell(out, offset, origin, m.inner_chunks, offset, shape);
+          if (!o.present || o.index.empty(k)) {
+            if (!filled) dst.fill_(natural_fill());
+            continue;
+          }
+          const std::string file = chunk_file(shards[first + i]);
+          const auto len = static_cast<size_t>(o.index.nbytes[k]);
+          if (len > coded_bound())
+            qlty::detail::corrupt(file, "inner chunk " + std::to_string(k) + " has " + std::to_string(len) +
+                                            " bytes, more than it can take encoded");
+          const bool raw = m.codecs.empty();  // read straight into the decoded chunk's buffer
+          if (raw && len != static_cast<size_t>(m.coded_nbytes()))
+            qlty::detail::corrupt(file, "uncompressed chunk has " + std::to_string(len) + " bytes, expected " +
+                                            std::to_string(m.coded_nbytes()));
+          if (!raw && stored.size() < len) stored.resize(len);
+          uint8_t* dst_bytes = raw ? inner_buffer() : stored.data();
+          if (o.file.read_at(dst_bytes, len, o.index.offset[k], file) != len)
+            qlty::detail::corrupt(file, "the shard ended inside inner chunk " + std::to_string(k));
+          const auto inner = raw ? inner_tensor(dst_bytes) : decode_inner(stored.data(), len, file);
+          dst.copy_(to_natural(slice_cell(inner, origin, origin, m.inner_chunks, offset, shape)));
+        }
+      });
+    }
+  }
+
+  /// Writes the part of `src` (the box [offset, offset + shape) in the storage type) that lies in shard `idx`. Each
+  /// inner chunk the box covers is encoded from `src`; one it meets in part is merged into its old value (or the
+  /// fill value); the others keep their old bytes (from the shard as it was, when `read_old`), or stay empty. The
+  /// caller holds the shard's lock.
+  void write_shard(const std::vector<int64_t>& idx, const torch::Tensor& src, c10::IntArrayRef offset,
+                   c10::IntArrayRef shape, bool read_old) const {
+    const auto& m = s_->meta;
+    const std::string file = chunk_file(idx);
+    thread_local std::vector<uint8_t> old;
+    std::optional<qlty::detail::ShardIndex> old_index;
+    if (read_old) {
+      const uint64_t bound = static_cast<uint64_t>(m.index_nbytes()) + m.inner_per_shard() * coded_bound();
+      if (const auto size = qlty::detail::read_file_into(file, old, bound, "shard")) {
+        qlty::detail::check_shard_size(m, *size, file);
+        old_index =
+            qlty::detail::decode_shard_index(old.data() + qlty::detail::index_position(m, *size), m, *size, file);
+      }
+    }
+    const int64_t n = m.inner_per_shard();
+    std::vector<qlty::detail::InnerBytes> inner(static_cast<size_t>(n));
+    const uint8_t* old_bytes = old.data();
+    at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        const auto origin = inner_origin(idx, k);
+        bool beyond = false, meets = true, covers = true, whole = true;  // whole: entirely inside the array
+        for (size_t a = 0; a < origin.size(); ++a) {
+          const int64_t hi = std::min(origin[a] + m.inner_chunks[a], m.shape[a]);
+          beyond = beyond || origin[a] >= m.shape[a];
+          meets = meets && offset[a] < hi && offset[a] + shape[a] > origin[a];
+          covers = covers && offset[a] <= origin[a] && offset[a] + shape[a] >= hi;
+          whole = whole && hi == origin[a] + m.inner_chunks[a];
+        }
+        const bool had = old_index && !old_index->empty(k);
+        if (beyond || (!meets && !had)) continue;  // empty
+        if (!meets) {                              // untouched: its bytes as they were
+          inner[k].data = old_bytes + old_index->offset[k];
+          inner[k].size = static_cast<size_t>(old_index->nbytes[k]);
+          inner[k].empty = false;
+          continue;
+        }
+        const auto part = slice_cell(src, offset, origin, m.inner_chunks, offset, shape);
+        torch::Tensor chunk = part;
+        if (!(covers && whole)) {
+          chunk = torch::empty(m.inner_chunks, torch::TensorOptions().dtype(storage_type()));
+          if (!covers && had) {
+            chunk.copy_(
+                decode_inner(old_bytes + old_index->offset[k], static_cast<size_t>(old_index->nbytes[k]), file));
+          } else {
+            chunk.fill_(storage_fill());
+          }
+          slice_cell(chunk, origin, origin, m.inner_chunks, offset, shape).copy_(part);
+        }
+        inner[k] = encode_inner(chunk, file);
+      }
+    });
+    qlty::detail::ByteBuffer index;
+    qlty::detail::atomic_write(file, qlty::detail::shard_parts(m, inner, index), s_->durable);
+  }
+
+  /// The stored bytes of one inner chunk from a storage tensor of its shape (any strides): uncompressed, one copy
+  /// into a buffer of its own; else laid out as stored and encoded.
+  qlty::detail::InnerBytes encode_inner(const torch::Tensor& chunk, const std::string& file) const {
+    const auto& m = s_->meta;
+    qlty::detail::InnerBytes b;
+    b.empty = false;
+    if (m.codecs.empty()) {
+      b.size = static_cast<size_t>(m.coded_nbytes());
+      b.raw.reset(new uint8_t[b.size]);
+      torch::from_blob(b.raw.get(), m.inner_chunks, torch::TensorOptions().dtype(storage_type())).copy_(chunk);
+      if (m.big_endian) detail::byteswap(b.raw.get(), m.coded_numel(), static_cast<int>(m.itemsize()));
+      b.data = b.raw.get();
+      return b;
+    }
+    const auto c = stored_layout(chunk);
+    const auto itemsize = static_cast<size_t>(m.itemsize());
+    b.coded = qlty::detail::encode_chain(m.codecs, static_cast<const uint8_t*>(c.data_ptr()),
+                                         static_cast<size_t>(c.numel()) * itemsize, itemsize, file);
+    b.data = b.coded.data();
+    b.size = b.coded.size();
+    return b;
+  }
+
+  /// The inner chunks of a storage tensor of the shard's shape, encoded. Inner chunks wholly outside the array (when
+  /// the shard's grid index `idx` is known) are empty.
+  std::vector<qlty::detail::InnerBytes> encode_shard(const torch::Tensor& shard, const int64_t* idx,
+                                                     const std::string& file) const {
+    const auto& m = s_->meta;
+    const int64_t n = m.inner_per_shard();
+    std::vector<qlty::detail::InnerBytes> inner(static_cast<size_t>(n));
+    const std::vector<int64_t> zero(m.chunks.size(), 0);
+    at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        const auto origin = inner_origin(zero, k);
+        torch::Tensor part = shard;
+        bool beyond = false;
+        for (size_t a = 0; a < origin.size(); ++a) {
+          beyond = beyond || (idx && idx[a] * m.chunks[a] + origin[a] >= m.shape[a]);
+          part = part.narrow(static_cast<int64_t>(a), origin[a], m.inner_chunks[a]);
+        }
+        if (!beyond) inner[k] = encode_inner(part, file);
+      }
+    });
+    return inner;
   }
 
   /// Axes in reverse order: the permutation between a chunk and its Fortran-order storage.
@@ -868,7 +1162,17 @@ class Array {
   /// Calls fn(bytes, size) with the stored bytes of a storage tensor of the chunk shape (uncompressed: the
   /// tensor's own memory when it is laid out as stored).
   template <typename F>
-  void with_stored_bytes(const torch::Tensor& chunk, const std::string& file, F&& fn) const {
+  void with_stored_bytes(const torch::Tensor& chunk, const std::string& file, F&& fn,
+                         const int64_t* idx = nullptr) const {
+    if (s_->meta.sharded()) {  // one buffer: staged shard files (write_chunk_file) are rare
+      qlty::detail::ByteBuffer index, bytes;
+      const auto inner = encode_shard(chunk, idx, file);
+      for (const auto& part : qlty::detail::shard_parts(s_->meta, inner, index)) {
+        const auto* p = static_cast<const uint8_t*>(part.data);
+        bytes.insert(bytes.end(), p, p + part.size);
+      }
+      return fn(bytes.data(), bytes.size());
+    }
     const auto c = stored_layout(chunk);
     const auto itemsize = static_cast<size_t>(s_->meta.itemsize());
     const auto* raw = static_cast<const uint8_t*>(c.data_ptr());
@@ -880,7 +1184,12 @@ class Array {
 
   /// Encodes a storage tensor of the chunk shape and writes it atomically.
   void store_chunk(const std::vector<int64_t>& idx, const torch::Tensor& chunk) const {
-    const std::string file = qlty::detail::join_path(s_->path, s_->meta.chunk_key(idx.data()));
+    const std::string file = chunk_file(idx);
+    if (s_->meta.sharded()) {  // written from the inner chunks' buffers
+      qlty::detail::ByteBuffer index;
+      const auto inner = encode_shard(chunk, idx.data(), file);
+      return qlty::detail::atomic_write(file, qlty::detail::shard_parts(s_->meta, inner, index), s_->durable);
+    }
     with_stored_bytes(chunk, file, [&](const void* bytes, size_t size) {
       qlty::detail::atomic_write(file, bytes, size, s_->durable);
     });
@@ -908,6 +1217,10 @@ class Array {
         const auto part = slice(src, idx, offset, offset, shape);
         std::optional<ChunkLocks> locks;  // so that a whole-chunk write cannot interleave with a merge
         if (take_locks) locks.emplace(*this, std::vector<std::vector<int64_t>>{idx});
+        if (m.sharded()) {
+          write_shard(idx, src, offset, shape, !full);
+          continue;
+        }
         if (full && !edge) {
           store_chunk(idx, part);  // the whole chunk comes from `data`
           continue;
@@ -1007,5 +1320,12 @@ class Group {
   std::string path_;
   int format_ = 2;
 };
+
+/// @brief The OME-Zarr (NGFF) metadata among a group's attributes: `attributes["ome"]` in NGFF 0.5 (Zarr v3, its
+/// version there), else the attributes themselves (0.4 and before, the version in each multiscales entry).
+inline const json& ngff_attributes(const json& attributes) {
+  const auto it = attributes.find("ome");
+  return it != attributes.end() && it->is_object() ? *it : attributes;
+}
 
 }  // namespace qlty::zarr

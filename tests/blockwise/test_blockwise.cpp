@@ -347,6 +347,69 @@ TEST(BlockwisePlan, RowsSharedRowsAndParts) {
   EXPECT_EQ(p.part_range(3999999999, 4000000000), (std::pair<int64_t, int64_t>{3999999999, 4000000000}));
 }
 
+TEST(BlockwisePlan, ShardedOutputsHaveBlocksOfWholeShards) {
+  // 3D 28 x 20 x 18, chunks 4, shards 8 x 12 x 8 (an edge shard clipped to the chunks covering the axis): blocks
+  // asked as 4 become 8 x 12 x 8, so each shard lies in exactly one block.
+  auto o = resume_options();
+  o.chunks = {4};
+  o.shards = {8, 12, 8};
+  o.block = {4};
+  o.zarr_format = 3;
+  qlty::detail::BlockPlan p = qlty::detail::plan_grid({1, 1, 28, 20, 18}, o, "test");
+  qlty::detail::plan_blocks(p, o, 2, "test");
+  EXPECT_TRUE(p.sharded);
+  EXPECT_EQ(p.shard, (std::array<int64_t, 3>{8, 12, 8}));
+  EXPECT_EQ(p.block, (std::array<int64_t, 3>{8, 12, 8}));
+  for (int a = 0; a < 3; ++a) EXPECT_EQ(p.block[a] % p.shard[a], 0);
+  o.shards = {64};  // larger than the volume: clipped to whole chunks covering each axis
+  p = qlty::detail::plan_grid({1, 1, 28, 20, 18}, o, "test");
+  EXPECT_EQ(p.shard, (std::array<int64_t, 3>{28, 20, 20}));
+  o.shards = {6};
+  expect_error<c10::ValueError>(
+      [&] {
+        qlty::detail::plan_grid({1, 1, 28, 20, 18}, o, "test");
+      },
+      {"shards must be whole chunks", "[6]", "[4, 4, 4]"});
+  o.shards = {8};
+  o.zarr_format = 2;
+  expect_error<c10::ValueError>(
+      [&] {
+        qlty::detail::plan_grid({1, 1, 28, 20, 18}, o, "test");
+      },
+      {"shards are a Zarr v3 feature"});
+  o.zarr_format = 4;
+  expect_error<c10::ValueError>(
+      [&] {
+        qlty::detail::plan_grid({1, 1, 28, 20, 18}, o, "test");
+      },
+      {"zarr_format must be 2 or 3, got 4"});
+}
+
+TEST(Blockwise, ShardedOmeZarr05HoldsTheValuesOfTheV2Output) {
+  TempDir dir;
+  auto module = conv_model(3, 1, 2, dir / "m.pt");
+  auto model = as_model(module);
+  torch::manual_seed(4);
+  const auto x = qlty::BlockInput::from_tensor(torch::randn({1, 1, 28, 20, 18}));
+  auto o = resume_options();
+  qlty::infer_blockwise(model, x, dir / "v2.zarr", o);
+  o.zarr_format = 3;
+  o.shards = {16};
+  const auto s = qlty::infer_blockwise(model, x, dir / "v3.zarr", o);
+  EXPECT_TRUE(s.complete);
+  for (const char* a : {"0", "std", "labels/argmax/0"}) {
+    const auto v3 = qlty::zarr::Array::open(dir / (std::string("v3.zarr/") + a));
+    EXPECT_TRUE(v3.sharded()) << a;
+    EXPECT_EQ(v3.metadata().dimension_names, (std::vector<std::string>{"t", "c", "z", "y", "x"})) << a;
+    EXPECT_TRUE(torch::equal(v3.read(), qlty::zarr::Array::open(dir / (std::string("v2.zarr/") + a)).read())) << a;
+  }
+  const auto attrs = qlty::zarr::Group::open(dir / "v3.zarr").attributes();
+  EXPECT_EQ(attrs.at("ome").at("version"), "0.5");
+  EXPECT_EQ(qlty::zarr::ngff_attributes(attrs).at("multiscales").at(0).at("datasets").at(0).at("path"), "0");
+  EXPECT_EQ(qlty::zarr::Group::open(dir / "v3.zarr/labels").attributes().at("ome").at("labels").at(0), "argmax");
+  EXPECT_EQ(attrs.at("qlty").at("layout").at("shards"), (std::vector<int64_t>{16, 16, 16}));
+}
+
 TEST(Blockwise, PartsInAnyOrderGiveTheBytesOfOneRun) {
   TempDir dir;
   auto module = conv_model(3, 1, 2, dir / "m.pt");

@@ -374,7 +374,9 @@ TEST(Zarr, V3RefusesWhatItCannotHonour) {
   const std::pair<std::string, std::string> cases[] = {
       {R"("codecs": [{"name": "transpose", "configuration": {"order": [0]}}, {"name": "bytes", "configuration": {"endian": "little"}}]})",
        "before \"bytes\""},
-      {R"("codecs": [{"name": "sharding_indexed", "configuration": {}}]})", "codec \"sharding_indexed\""},
+      {R"("codecs": [{"name": "sharding_indexed", "configuration": {"chunk_shape": [1], "index_codecs": [{"name": "bytes"}],
+          "codecs": [{"name": "sharding_indexed", "configuration": {}}]}}]})",
+       "nested sharding"},
       {R"("codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "lzma"}]})", "codec \"lzma\""},
       {R"("codecs": [{"name": "bytes", "configuration": {"endian": "little"}}], "storage_transformers": [{"name": "x"}]})",
        "storage transformer"},

@@ -1,6 +1,6 @@
 // A separate process for the Zarr concurrency and crash tests (tests/test_zarr.cpp starts it).
 //   zarr_worker add PATH N            adds 1 to the box [0,5)x[0,5) (four chunks, partly) N times
-//   zarr_worker rows PATH K P         writes row block r (one chunk high) with value r for every r = K mod P
+//   zarr_worker rows PATH K P         writes row block r (one inner chunk high) with value r for every r = K mod P
 //   zarr_worker rewrite PATH          rewrites the whole array with 1, 2, 3, ... until killed
 #include <qlty/zarr.hpp>
 
@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
     if (mode == "rows" && argc == 5) {
       auto a = qlty::zarr::Array::open(argv[2]);
       const int64_t k = std::atoll(argv[3]), p = std::atoll(argv[4]);
-      const int64_t ch = a.chunks()[0], rows = a.shape()[0], cols = a.shape()[1];
+      const int64_t ch = a.inner_chunks()[0], rows = a.shape()[0], cols = a.shape()[1];
       for (int64_t r = k; r * ch < rows; r += p)
         a.write({r * ch, 0}, torch::full({std::min(ch, rows - r * ch), cols}, static_cast<int>(r), torch::kInt));
       return 0;

@@ -16,7 +16,8 @@ namespace {
 
 struct ConvertArgs {
   std::string input, output, codec = "blosc";
-  std::vector<int64_t> chunks;
+  std::vector<int64_t> chunks, shards;
+  int zarr_format = 0;  // 0: 3 with --shards, else 2
   bool overwrite = false, quiet = false;
 };
 
@@ -60,21 +61,39 @@ int run_convert(const ConvertArgs& a) {
   } else if (is_npy(a.output)) {
     write_npy(a.output, data.contiguous());
   } else {
-    std::vector<int64_t> chunks;
+    std::vector<int64_t> chunks, shards;
     const int64_t spatial = data.dim() >= 4 ? data.dim() - 2 : data.dim();
+    auto per_axis = [&](const std::vector<int64_t>& v, const char* flag, int64_t s) {
+      if (v.size() != 1 && v.size() != static_cast<size_t>(spatial))
+        throw CLI::ValidationError(
+            flag, c10::str("takes 1 or ", spatial, " values (one per spatial axis of ", a.input, "), got ", v.size()));
+      return v.size() == 1 ? v[0] : v[static_cast<size_t>(s)];
+    };
     for (int64_t ax = 0; ax < data.dim(); ++ax) {
       const int64_t s = ax - (data.dim() - spatial);
       int64_t c = s < 0 ? 1 : (spatial == 2 ? 256 : 64);
-      if (s >= 0 && !a.chunks.empty()) c = a.chunks.size() == 1 ? a.chunks[0] : a.chunks.at(s);
+      if (s >= 0 && !a.chunks.empty()) c = per_axis(a.chunks, "--chunks", s);
       chunks.push_back(std::min(c, data.size(ax)));
+      int64_t shard = c;
+      if (s >= 0 && !a.shards.empty()) shard = per_axis(a.shards, "--shards", s);
+      if (shard < 1 || shard % c != 0)
+        throw CLI::ValidationError("--shards", c10::str("must be whole chunks on every axis (", c, " here), got ",
+                                                        c10::IntArrayRef(a.shards)));
+      // whole chunks covering the axis at most
+      shards.push_back(std::min(shard, (data.size(ax) + chunks.back() - 1) / chunks.back() * chunks.back()));
     }
-    zarr::ArrayOptions o(data.sizes().vec(), chunks, zarr::data_type(data.scalar_type()));
+    const int format = a.zarr_format ? a.zarr_format : (a.shards.empty() ? 2 : 3);
+    if (format == 2 && !a.shards.empty())
+      throw CLI::ValidationError("--shards", "needs --zarr-format 3 (sharding is Zarr v3), got --zarr-format 2");
+    zarr::ArrayOptions o(data.sizes().vec(), a.shards.empty() ? chunks : shards, zarr::data_type(data.scalar_type()));
+    o.zarr_format = format;
+    if (!a.shards.empty()) o.inner_chunks = chunks;
     if (a.codec == "none")
       o.codecs = {};
     else if (a.codec == "zstd")
       o.codecs = {zarr::Codec::zstd(3)};
     else if (a.codec == "zlib")
-      o.codecs = {zarr::Codec::zlib(5)};
+      o.codecs = {format == 3 ? zarr::Codec::gzip(5) : zarr::Codec::zlib(5)};  // zlib is not a v3 codec
     o.overwrite = a.overwrite;
     zarr::Array::create(a.output, o).write(std::vector<int64_t>(data.dim(), 0), data);
   }
@@ -102,7 +121,14 @@ Command setup_convert(CLI::App& app) {
                    "Zarr chunk size per spatial axis (default 64 for volumes, 256 for "
                    "images)")
       ->delimiter(',');
-  convert->add_option("--codec", ca.codec, "Zarr compression")
+  convert
+      ->add_option("--shards", ca.shards,
+                   "Zarr v3 shards per spatial axis, whole chunks: each file a shard of chunks with an index; implies "
+                   "--zarr-format 3")
+      ->delimiter(',');
+  convert->add_option("--zarr-format", ca.zarr_format, "Zarr version of a Zarr output: 2 (default) or 3")
+      ->check(CLI::IsMember({2, 3}));
+  convert->add_option("--codec", ca.codec, "Zarr compression (zlib is gzip in Zarr v3)")
       ->capture_default_str()
       ->check(CLI::IsMember({"blosc", "zstd", "zlib", "none"}));
   convert->add_flag("--overwrite", ca.overwrite, "replace an existing output");

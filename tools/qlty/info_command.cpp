@@ -27,6 +27,12 @@ std::string describe_array(const qlty::zarr::Array& a) {
         (m.zarr_format == 2 ? qlty::detail::v2_compressor_json(c) : qlty::detail::v3_codec_json(c, m.dtype)).dump();
   int64_t total = 1;
   for (auto g : a.chunk_grid()) total *= g;  // checked when the metadata was read
+  if (m.sharded())                           // each file a shard of inner chunks
+    return c10::str("Zarr v", m.zarr_format, " array, shape ", c10::IntArrayRef(m.shape), ", shards ",
+                    c10::IntArrayRef(m.chunks), " of inner chunks ", c10::IntArrayRef(m.inner_chunks), " (",
+                    m.inner_per_shard(), " per shard, index at the ", m.index_at_start ? "start" : "end",
+                    m.index_crc32c ? " with crc32c" : "", "), ", qlty::zarr::name(m.dtype), ", codecs [", codecs, "], ",
+                    a.stored_chunk_count(), " of ", total, " shard files stored");
   return c10::str("Zarr v", m.zarr_format, " array, shape ", c10::IntArrayRef(m.shape), ", chunks ",
                   c10::IntArrayRef(m.chunks), ", ", qlty::zarr::name(m.dtype), ", codecs [", codecs, "], ",
                   a.stored_chunk_count(), " of ", total, " chunks stored");
@@ -82,7 +88,8 @@ int run_info(const std::string& path) {
     throw Error("input", path + ": not a Zarr array or group, a .npy file or a TIFF file");
   }
   auto g = zarr::Group::open(path);
-  const auto attrs = g.attributes();
+  const auto group_attrs = g.attributes();
+  const auto& attrs = zarr::ngff_attributes(group_attrs);
   std::printf("%s: Zarr v%d group\n", path.c_str(), g.zarr_format());
   if (attrs.is_object() && attrs.contains("multiscales")) {  // NGFF: checked, every value comes from a file
     using qlty::detail::brief;
@@ -97,9 +104,10 @@ int run_info(const std::string& path) {
       const auto& name = ax.is_string() ? ax : qlty::detail::key(ax, "name", f);
       axes += qlty::detail::as_string(name, "multiscales[0].axes name", f);
     }
-    const auto v = ms[0].find("version");
+    const auto& holder = attrs.contains("version") ? attrs : ms[0];  // 0.5 : 0.4
+    const auto v = holder.find("version");
     std::printf("  OME-Zarr image (NGFF %s), axes %s\n",
-                v != ms[0].end() && v->is_string() ? v->get<std::string>().c_str() : "?", axes.c_str());
+                v != holder.end() && v->is_string() ? v->get<std::string>().c_str() : "?", axes.c_str());
   }
   // The group's members: folders only, links not followed, at most 16 levels.
   std::function<void(const std::string&, const std::string&, int)> walk = [&](const std::string& dir,

@@ -257,56 +257,76 @@ class BlockwiseOutput {
                 std::move(differ));
   }
 
-  // The group's NGFF metadata and the arrays (open_or_create: the same settings or an error).
+  // The group's NGFF metadata and the arrays (open_or_create: the same settings or an error): OME-Zarr 0.4 on Zarr v2,
+  // or OME-Zarr 0.5 on Zarr v3 (the NGFF keys under `attributes.ome`, the axes as the arrays' dimension_names).
   void make_group(const nlohmann::json& layout, const std::string& input_name, const BlockwiseOptions& o) {
     using json = nlohmann::json;
     const int D = plan_.spatial_dims;
+    const bool v3 = o.zarr_format == 3;
     json axes = json::array({{{"name", "t"}, {"type", "time"}}, {{"name", "c"}, {"type", "channel"}}});
-    for (int a = 3 - D; a < 3; ++a) axes.push_back({{"name", std::string(1, "zyx"[a])}, {"type", "space"}});
+    std::vector<std::string> names = {"t", "c"};
+    for (int a = 3 - D; a < 3; ++a) {
+      names.emplace_back(1, "zyx"[a]);
+      axes.push_back({{"name", names.back()}, {"type", "space"}});
+    }
     auto multiscales = [&](const std::string& name) {
-      return json::array(
-          {{{"version", "0.4"},
-            {"name", name},
-            {"axes", axes},
-            {"datasets",
-             json::array({{{"path", "0"},
-                           {"coordinateTransformations",
-                            json::array({{{"type", "scale"}, {"scale", std::vector<double>(D + 2, 1.0)}}})}}})}}});
+      json m = {{"name", name},
+                {"axes", axes},
+                {"datasets",
+                 json::array({{{"path", "0"},
+                               {"coordinateTransformations",
+                                json::array({{{"type", "scale"}, {"scale", std::vector<double>(D + 2, 1.0)}}})}}})}};
+      if (!v3) m["version"] = "0.4";
+      return json::array({m});
+    };
+    // A group with NGFF attributes `ngff` (0.4: among the attributes; 0.5: under `ome`, with the version) and `extra`.
+    auto write_group = [&](const std::string& dir, json ngff, const json& extra) {
+      make_dirs(dir);
+      json attributes = extra;
+      if (v3) {
+        ngff["version"] = "0.5";
+        attributes["ome"] = ngff;
+        const json group = {{"zarr_format", 3}, {"node_type", "group"}, {"attributes", attributes}};
+        atomic_write(join_path(dir, "zarr.json"), group.dump(4, ' ', true), false);
+        return;
+      }
+      attributes.update(ngff);
+      atomic_write(join_path(dir, ".zgroup"), json{{"zarr_format", 2}}.dump(4), false);
+      atomic_write(join_path(dir, ".zattrs"), attributes.dump(4, ' ', true), false);
     };
     json qlty_attrs = o.attributes;
     qlty_attrs["layout"] = layout;
     qlty_attrs["input"] = input_name;
-    atomic_write(join_path(path_, ".zgroup"), json{{"zarr_format", 2}}.dump(4), false);
-    atomic_write(join_path(path_, ".zattrs"),
-                 json{{"multiscales", multiscales("prediction")}, {"qlty", qlty_attrs}}.dump(4, ' ', true), false);
-    std::vector<int64_t> out_shape = {plan_.images, plan_.out_channels}, out_chunks = {1, 1};
+    write_group(path_, {{"multiscales", multiscales("prediction")}}, {{"qlty", qlty_attrs}});
+    std::vector<int64_t> out_shape = {plan_.images, plan_.out_channels}, out_chunks = {1, 1}, out_shards = {1, 1};
     for (int a = 3 - D; a < 3; ++a) {
       out_shape.push_back(plan_.image[a]);
       out_chunks.push_back(std::min(plan_.chunk[a], plan_.image[a]));
+      const int64_t covering = (plan_.image[a] + out_chunks.back() - 1) / out_chunks.back() * out_chunks.back();
+      out_shards.push_back(std::min(plan_.shard[a], covering));  // whole chunks, as the array needs
     }
     auto make_array = [&](const std::string& path, zarr::DataType dt, int64_t channels) {
-      zarr::ArrayOptions ao(out_shape, out_chunks, dt);
+      zarr::ArrayOptions ao(out_shape, plan_.sharded ? out_shards : out_chunks, dt);
       ao.shape[1] = channels;
       ao.codecs = o.codecs;
-      ao.attributes = {{"_ARRAY_DIMENSIONS", json::array()}};
-      for (const auto& ax : axes) ao.attributes["_ARRAY_DIMENSIONS"].push_back(ax["name"]);
+      ao.zarr_format = o.zarr_format;
+      if (plan_.sharded) ao.inner_chunks = out_chunks;
+      if (v3) {
+        ao.dimension_names = names;
+      } else {
+        ao.attributes = {{"_ARRAY_DIMENSIONS", names}};
+      }
       return zarr::Array::open_or_create(path, ao);
     };
     const auto dt = zarr::data_type(o.output_dtype);
     if (o.write_mean) mean_arr_ = make_array(join_path(path_, "0"), dt, plan_.out_channels);
     if (o.write_std) std_arr_ = make_array(join_path(path_, "std"), dt, plan_.out_channels);
     if (o.write_argmax) {
-      const std::string labels = join_path(path_, "labels");
-      make_dirs(join_path(labels, "argmax"));
-      atomic_write(join_path(labels, ".zgroup"), json{{"zarr_format", 2}}.dump(4), false);
-      atomic_write(join_path(labels, ".zattrs"), json{{"labels", json::array({"argmax"})}}.dump(4, ' ', true), false);
-      const std::string am = join_path(labels, "argmax");
-      atomic_write(join_path(am, ".zgroup"), json{{"zarr_format", 2}}.dump(4), false);
-      atomic_write(join_path(am, ".zattrs"),
-                   json{{"multiscales", multiscales("argmax")},
-                        {"image-label", {{"version", "0.4"}, {"source", {{"image", "../../"}}}}}}
-                       .dump(4, ' ', true),
-                   false);
+      const std::string labels = join_path(path_, "labels"), am = join_path(labels, "argmax");
+      write_group(labels, {{"labels", json::array({"argmax"})}}, json::object());
+      json image_label = {{"source", {{"image", "../../"}}}};
+      if (!v3) image_label["version"] = "0.4";
+      write_group(am, {{"multiscales", multiscales("argmax")}, {"image-label", image_label}}, json::object());
       label_arr_ =
           make_array(join_path(am, "0"), plan_.out_channels <= 256 ? zarr::DataType::UInt8 : zarr::DataType::Int32, 1);
     }

@@ -32,7 +32,9 @@ struct BlockPlan {
   int spatial_dims = 3;  // spatial axes of the input
   int slab_axis = 0;     // in 3D form: 0 (Z) for volumes, 1 (Y) for images
   int64_t images = 0, in_channels = 0, out_channels = 0;
-  std::array<int64_t, 3> chunk{1, 1, 1}, block{1, 1, 1}, nblocks{1, 1, 1};
+  // chunk: the output's chunk; shard: the output's shard (the chunk when not sharded), which blocks are made of
+  std::array<int64_t, 3> chunk{1, 1, 1}, shard{1, 1, 1}, block{1, 1, 1}, nblocks{1, 1, 1};
+  bool sharded = false;
   // The input's spatial size and the padding before it (grid.shape is the padded size; padded axes are one block).
   std::array<int64_t, 3> image{1, 1, 1}, before{0, 0, 0};
   Cover cover[3];
@@ -191,6 +193,27 @@ inline void check_window_fits(const std::vector<int64_t>& shape, const PerAxis& 
                  " MiB a block may take (block_bytes); the input is ", c10::IntArrayRef(shape));
 }
 
+/// The output's shards (o.shards, whole chunks as requested), clipped like the chunks: to the chunks covering an
+/// axis, and to the chunk itself where the chunk was clipped.
+inline void plan_shards(BlockPlan& plan, const std::array<int64_t, 3>& requested_chunk, const BlockwiseOptions& o,
+                        const char* who) {
+  QLTY_CHECK_ARG(o.zarr_format == 2 || o.zarr_format == 3, "zarr_format", who, ": zarr_format must be 2 or 3, got ",
+                 o.zarr_format);
+  plan.shard = plan.chunk;
+  std::array<int64_t, 3> shard{1, 1, 1};
+  plan.sharded = spatial_option(o.shards, plan.spatial_dims, who, "shards", shard);
+  if (!plan.sharded) return;
+  QLTY_CHECK_ARG(o.zarr_format == 3, "shards", who, ": shards are a Zarr v3 feature; set zarr_format to 3 (got ",
+                 o.zarr_format, ")");
+  for (int a = 3 - plan.spatial_dims; a < 3; ++a) {
+    QLTY_CHECK_ARG(shard[a] % requested_chunk[a] == 0, "shards", who,
+                   ": shards must be whole chunks on every axis, got ", c10::IntArrayRef(o.shards), " for chunks ",
+                   c10::IntArrayRef(plan.spatial(requested_chunk)));
+    const int64_t covering = (plan.grid.shape[a] + plan.chunk[a] - 1) / plan.chunk[a] * plan.chunk[a];
+    plan.shard[a] = std::min(shard[a], covering);
+  }
+}
+
 /// The grid and output chunks of a run on an input of `shape` (N, C, *S); blocks come with plan_blocks.
 inline BlockPlan plan_grid(const std::vector<int64_t>& shape, const BlockwiseOptions& o, const char* who) {
   BlockPlan plan;
@@ -240,23 +263,25 @@ inline BlockPlan plan_grid(const std::vector<int64_t>& shape, const BlockwiseOpt
   }
   if (!spatial_option(o.chunks, D, who, "chunks", plan.chunk))
     for (int a = 3 - D; a < 3; ++a) plan.chunk[a] = D == 3 ? 64 : 256;
+  const auto requested_chunk = plan.chunk;
   for (int a = 0; a < 3; ++a) {
     plan.chunk[a] = std::min(plan.chunk[a], plan.grid.shape[a]);
     if (plan.image[a] != plan.grid.shape[a]) plan.chunk[a] = plan.grid.shape[a];  // a padded axis is one block
   }
+  plan_shards(plan, requested_chunk, o, who);
   return plan;
 }
 
-/// The blocks, for a model of `Cout` channels: `o.block` rounded up to whole chunks, or slabs along A with whole
-/// other axes, thinner (then split on the next axes) until a block's input halo, accumulators and carried
-/// predictions fit in `o.block_bytes`.
+/// The blocks, for a model of `Cout` channels: `o.block` rounded up to whole shards (chunks when not sharded), or
+/// slabs along A with whole other axes, thinner (then split on the next axes) until a block's input halo,
+/// accumulators and carried predictions fit in `o.block_bytes`.
 inline void plan_blocks(BlockPlan& plan, const BlockwiseOptions& o, int64_t Cout, const char* who) {
   TORCH_CHECK_VALUE(Cout >= 1, who, ": the model returns ", Cout, " channels");
   plan.out_channels = Cout;
   const Grid3& g = plan.grid;
   auto round_up = [](int64_t v, int64_t m) { return (v + m - 1) / m * m; };
   if (!spatial_option(o.block, plan.spatial_dims, who, "block", plan.block)) {
-    for (int a = 0; a < 3; ++a) plan.block[a] = round_up(g.shape[a], plan.chunk[a]);
+    for (int a = 0; a < 3; ++a) plan.block[a] = round_up(g.shape[a], plan.shard[a]);
     auto bytes = [&](const std::array<int64_t, 3>& b) {
       double halo = double(plan.in_channels), acc = double(Cout * (o.write_std ? 2 : 1) + 1),
              carry = double(Cout) * double(g.window[plan.slab_axis]);
@@ -269,10 +294,10 @@ inline void plan_blocks(BlockPlan& plan, const BlockwiseOptions& o, int64_t Cout
       return 4.0 * (halo + acc + carry);
     };
     for (int a = plan.slab_axis; a < 3; ++a)
-      while (bytes(plan.block) > double(o.block_bytes) && plan.block[a] > plan.chunk[a])
-        plan.block[a] = round_up((plan.block[a] + 1) / 2, plan.chunk[a]);
+      while (bytes(plan.block) > double(o.block_bytes) && plan.block[a] > plan.shard[a])
+        plan.block[a] = round_up((plan.block[a] + 1) / 2, plan.shard[a]);
   } else {
-    for (int a = 0; a < 3; ++a) plan.block[a] = round_up(std::min(plan.block[a], g.shape[a]), plan.chunk[a]);
+    for (int a = 0; a < 3; ++a) plan.block[a] = round_up(std::min(plan.block[a], g.shape[a]), plan.shard[a]);
   }
   for (int a = 0; a < 3; ++a) plan.nblocks[a] = (g.shape[a] + plan.block[a] - 1) / plan.block[a];
 }
@@ -306,6 +331,8 @@ inline nlohmann::json plan_layout(const BlockPlan& plan, const BlockInput& input
     l["activation"] = o.activation == BlockwiseOptions::Activation::Sigmoid ? "sigmoid" : "softmax";
   if (o.slicewise) l["slicewise"] = true;
   if (o.output_dtype != torch::kFloat) l["output_dtype"] = c10::toString(o.output_dtype);
+  if (o.zarr_format != 2) l["zarr_format"] = o.zarr_format;
+  if (plan.sharded) l["shards"] = plan.spatial(plan.shard);
   return l;
 }
 

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -16,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <random>
 #include <string>
@@ -291,9 +293,15 @@ inline void sync_folder(const std::string& dir, bool whole_filesystem = false) {
   if (rc != 0 && !(err == EINVAL && !whole_filesystem)) throw_io(whole_filesystem ? "syncfs" : "fsync", dir, err);
 }
 
-/// Writes `data` to a new file `path` (which must not exist), creating its folder if needed; with `durable`, fsyncs
-/// it. On failure the partial file is removed.
-inline void write_new_file(const std::string& path, const void* data, size_t size, bool durable) {
+/// Bytes to write: a pointer and a size.
+struct ByteSpan {
+  const void* data;
+  size_t size;
+};
+
+/// Writes `parts` one after another to a new file `path` (which must not exist), creating its folder if needed;
+/// with `durable`, fsyncs it. On failure the partial file is removed.
+inline void write_new_file(const std::string& path, const std::vector<ByteSpan>& parts, bool durable) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
   if (fd < 0 && errno == ENOENT) {
     make_dirs(parent_path(path));
@@ -305,15 +313,23 @@ inline void write_new_file(const std::string& path, const void* data, size_t siz
     ::unlink(path.c_str());
     throw_io(what, path, err);
   };
-  const auto* p = static_cast<const uint8_t*>(data);
-  size_t done = 0;
-  while (done < size) {
-    const ssize_t w = ::write(fd, p + done, size - done);
+  // writev in batches of at most IOV_MAX parts, resumed where a short write stopped
+  std::vector<iovec> iov;
+  for (const auto& p : parts)
+    if (p.size) iov.push_back({const_cast<void*>(p.data), p.size});
+  size_t first = 0;
+  while (first < iov.size()) {
+    const int count = static_cast<int>(std::min<size_t>(iov.size() - first, 1024));
+    ssize_t w = ::writev(fd, iov.data() + first, count);
     if (w < 0) {
       if (errno == EINTR) continue;
       fail("write", errno);
     }
-    done += static_cast<size_t>(w);
+    while (first < iov.size() && static_cast<size_t>(w) >= iov[first].iov_len) w -= iov[first++].iov_len;
+    if (first < iov.size() && w > 0) {
+      iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + w;
+      iov[first].iov_len -= static_cast<size_t>(w);
+    }
   }
   if (durable && ::fsync(fd) != 0) fail("fsync", errno);
   if (::close(fd) != 0) {
@@ -323,18 +339,26 @@ inline void write_new_file(const std::string& path, const void* data, size_t siz
   }
 }
 
+inline void write_new_file(const std::string& path, const void* data, size_t size, bool durable) {
+  write_new_file(path, std::vector<ByteSpan>{{data, size}}, durable);
+}
+
 /// Writes `data` to a temporary file in the same folder and renames it over `path`: a reader sees the old file
 /// or the new one, never a part. With `durable`, the file and its folder are fsynced before returning. On any
 /// failure the temporary file is removed and `path` is untouched.
-inline void atomic_write(const std::string& path, const void* data, size_t size, bool durable) {
+inline void atomic_write(const std::string& path, const std::vector<ByteSpan>& parts, bool durable) {
   const std::string tmp = temp_name(path);
-  write_new_file(tmp, data, size, durable);  // creates a nested chunk key's folder when needed
+  write_new_file(tmp, parts, durable);  // creates a nested chunk key's folder when needed
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
     throw_io("rename", path, err);
   }
   if (durable) sync_folder(parent_path(path));
+}
+
+inline void atomic_write(const std::string& path, const void* data, size_t size, bool durable) {
+  atomic_write(path, std::vector<ByteSpan>{{data, size}}, durable);
 }
 
 inline void atomic_write(const std::string& path, const std::string& text, bool durable) {

@@ -61,6 +61,36 @@ struct ArrayMetadata {
   std::vector<Codec> codecs;                 // bytes-to-bytes chain, nearest the raw bytes first
   std::vector<std::string> dimension_names;  // v3; empty = absent
   json attributes = json::object();          // v3 only (v2 keeps them in .zattrs)
+  // v3 `sharding_indexed`: `chunks` is then the shard (the grid's chunk: one file, the unit of locks), and
+  // `inner_chunks` the chunk inside it that `big_endian` and `codecs` encode; the index of (offset, nbytes) pairs
+  // sits at the shard's start or end, uint64 in `index_big_endian`, followed by its CRC32C when `index_crc32c`.
+  std::vector<int64_t> inner_chunks;  // empty = not sharded
+  bool index_at_start = false;
+  bool index_big_endian = false;
+  bool index_crc32c = true;
+
+  bool sharded() const { return !inner_chunks.empty(); }
+  /// The chunk that one run of the codec chain encodes: the inner chunk when sharded.
+  const std::vector<int64_t>& coded_chunks() const { return sharded() ? inner_chunks : chunks; }
+  int64_t coded_numel() const {
+    int64_t n = 1;
+    for (auto c : coded_chunks()) n *= c;
+    return n;
+  }
+  int64_t coded_nbytes() const { return coded_numel() * itemsize(); }
+  /// Inner chunks along each axis of a shard (1s when not sharded).
+  std::vector<int64_t> inner_grid() const {
+    std::vector<int64_t> g(chunks.size(), 1);
+    for (size_t a = 0; sharded() && a < g.size(); ++a) g[a] = chunks[a] / inner_chunks[a];
+    return g;
+  }
+  int64_t inner_per_shard() const {
+    int64_t n = 1;
+    for (auto g : inner_grid()) n *= g;
+    return n;
+  }
+  /// Bytes of a shard's index: 16 per inner chunk, and the CRC32C.
+  int64_t index_nbytes() const { return 16 * inner_per_shard() + (index_crc32c ? 4 : 0); }
 
   int ndim() const { return static_cast<int>(shape.size()); }
   int64_t itemsize() const { return type_info(dtype).size; }
@@ -426,6 +456,173 @@ inline ArrayMetadata parse_v2(const std::string& text, const std::string& file) 
   return m;
 }
 
+/// "1, 2, 3"
+inline std::string join_ints(const std::vector<int64_t>& v) {
+  std::string s;
+  for (size_t a = 0; a < v.size(); ++a) s += (a ? ", " : "") + std::to_string(v[a]);
+  return s;
+}
+
+/// A codec's name, configuration (an object) and whether it may be skipped.
+struct CodecEntry {
+  std::string name;
+  json conf = json::object();
+  bool optional = false;
+};
+inline CodecEntry codec_entry(const json& c, const std::string& file) {
+  CodecEntry e;
+  if (c.is_string()) {
+    e.name = c.get<std::string>();
+    return e;
+  }
+  e.name = as_string(key(c, "name", file), "codec name", file);
+  if (const auto it = c.find("configuration"); it != c.end()) e.conf = *it;
+  if (!e.conf.is_object()) bad_meta(file, "configuration of codec \"" + e.name + "\" must be an object");
+  e.optional = c.contains("must_understand") && c["must_understand"] == false;
+  return e;
+}
+
+/// The endianness a `bytes` codec names (required for multi-byte types).
+inline bool parse_bytes_endian(const CodecEntry& e, int64_t itemsize, const std::string& file) {
+  const auto it = e.conf.find("endian");
+  if (it == e.conf.end()) {
+    if (itemsize > 1)
+      bad_meta(file, "codec \"bytes\" needs an endian for " + std::to_string(itemsize) + "-byte values");
+    return false;
+  }
+  const std::string v = as_string(*it, "endian", file);
+  if (v != "little" && v != "big") bad_meta(file, "endian must be \"little\" or \"big\", got \"" + v + "\"");
+  return v == "big" && itemsize > 1;
+}
+
+inline void parse_v3_codecs(const json& codecs, ArrayMetadata& m, const std::string& file, bool in_shard);
+
+/// The configuration of `sharding_indexed` (the array's only array-to-bytes codec): inner chunk shape, inner codecs,
+/// index codecs and location.
+inline void parse_sharding(const CodecEntry& e, ArrayMetadata& m, const std::string& file) {
+  const json& conf = e.conf;
+  m.inner_chunks = int_list(key(conf, "chunk_shape", file), "sharding_indexed chunk_shape", file);
+  if (m.inner_chunks.size() != m.chunks.size())
+    bad_meta(file, "sharding_indexed chunk_shape has " + std::to_string(m.inner_chunks.size()) +
+                       " dimensions, the array " + std::to_string(m.chunks.size()));
+  for (size_t a = 0; a < m.chunks.size(); ++a)
+    if (m.inner_chunks[a] < 1 || m.chunks[a] % m.inner_chunks[a] != 0)
+      bad_meta(file, "sharding_indexed chunk_shape [" + join_ints(m.inner_chunks) +
+                         "] must divide the shard shape (the chunk grid's chunk_shape) [" + join_ints(m.chunks) + "]");
+  if (m.inner_per_shard() > (int64_t(1) << 26))
+    unsupported(file, "more than 2^26 inner chunks in a shard (" + std::to_string(m.inner_per_shard()) + ")");
+  parse_v3_codecs(key(conf, "codecs", file), m, file, true);
+
+  const json& index = key(conf, "index_codecs", file);
+  if (!index.is_array() || index.empty()) bad_meta(file, "sharding_indexed index_codecs must be a non-empty list");
+  const CodecEntry first = codec_entry(index[0], file);
+  if (first.name != "bytes")
+    unsupported(file, "sharding_indexed index_codecs starting with \"" + first.name +
+                          "\" (supported: bytes, then "
+                          "optionally crc32c)");
+  m.index_big_endian = parse_bytes_endian(first, 8, file);
+  m.index_crc32c = false;
+  for (size_t k = 1; k < index.size(); ++k) {
+    const CodecEntry c = codec_entry(index[k], file);
+    if (c.name != "crc32c" || m.index_crc32c)
+      unsupported(file, "sharding_indexed index codec \"" + c.name + "\" (supported: bytes, then optionally crc32c)");
+    m.index_crc32c = true;
+  }
+  m.index_at_start = false;
+  if (const auto it = conf.find("index_location"); it != conf.end()) {
+    const std::string where = as_string(*it, "index_location", file);
+    if (where != "start" && where != "end")
+      bad_meta(file, "sharding_indexed index_location must be \"start\" or \"end\", got \"" + where + "\"");
+    m.index_at_start = where == "start";
+  }
+}
+
+/// A v3 codec chain: `bytes` (or, outside a shard, `sharding_indexed`), then bytes-to-bytes codecs, into
+/// m.big_endian and m.codecs.
+inline void parse_v3_codecs(const json& codecs, ArrayMetadata& m, const std::string& file, bool in_shard) {
+  if (!codecs.is_array())
+    bad_meta(file, std::string(in_shard ? "sharding_indexed codecs" : "codecs") + " must be a list");
+  bool have_bytes = false;
+  for (const auto& c : codecs) {
+    const CodecEntry e = codec_entry(c, file);
+    const std::string& name = e.name;
+    const json& conf = e.conf;
+    const bool optional = e.optional;
+    auto conf_int = [&](const char* k, int def) {
+      const auto it = conf.find(k);
+      if (it == conf.end()) return def;
+      const int64_t v = as_int(*it, name + " " + k, file);
+      if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+        bad_meta(file, "codec \"" + name + "\" " + k + " out of range: " + std::to_string(v));
+      return static_cast<int>(v);
+    };
+    if (name == "sharding_indexed") {
+      if (in_shard)
+        unsupported(file, "nested sharding (sharding_indexed inside sharding_indexed); qlty reads one level of shards");
+      if (have_bytes) bad_meta(file, "sharding_indexed after another array-to-bytes codec");
+      parse_sharding(e, m, file);
+      have_bytes = true;
+      continue;
+    }
+    if (name == "bytes") {
+      if (have_bytes) bad_meta(file, "more than one array-to-bytes codec (\"bytes\" twice, or after sharding)");
+      have_bytes = true;
+      m.big_endian = parse_bytes_endian(e, m.itemsize(), file);
+      continue;
+    }
+    // A codec changes the bytes: one that is skipped leaves them in a layout or encoding the array does not
+    // describe. So unknown codecs are refused even with must_understand: false.
+    if (!have_bytes)
+      unsupported(file, "codec \"" + name + "\" before \"bytes\" (array-to-array codecs are not supported" +
+                            std::string(optional ? "; it cannot be skipped, although must_understand is false" : "") +
+                            ")");
+    if (m.sharded() && !in_shard)
+      unsupported(file, "codec \"" + name +
+                            "\" after sharding_indexed (a shard must be readable in parts; put it in "
+                            "the sharding codec's own codecs)");
+    Codec k;
+    if (name == "gzip") {
+      k = Codec::gzip(conf_int("level", 1));
+    } else if (name == "zstd") {
+      k = Codec::zstd(conf_int("level", 0));
+      if (const auto it = conf.find("checksum"); it != conf.end()) {
+        if (!it->is_boolean()) bad_meta(file, "zstd checksum must be true or false");
+        k.checksum = it->get<bool>();
+      }
+    } else if (name == "blosc") {
+      int shuffle = 1;
+      if (const auto it = conf.find("shuffle"); it != conf.end()) {
+        const std::string s = as_string(*it, "blosc shuffle", file);
+        if (s == "noshuffle")
+          shuffle = 0;
+        else if (s == "shuffle")
+          shuffle = 1;
+        else if (s == "bitshuffle")
+          shuffle = 2;
+        else
+          bad_meta(file, "blosc shuffle must be noshuffle, shuffle or bitshuffle, got \"" + s + "\"");
+      }
+      const auto cn = conf.find("cname");
+      k = Codec::blosc(cn == conf.end() ? "lz4" : as_string(*cn, "blosc cname", file), conf_int("clevel", 5), shuffle,
+                       conf_int("blocksize", 0));
+    } else if (name == "crc32c") {
+      k = Codec::crc32c();
+    } else {
+      unsupported(file, "codec \"" + name + "\" (supported: bytes, gzip, zstd, blosc, crc32c)" +
+                            (optional ? "; it cannot be skipped, although must_understand is false" : ""));
+    }
+    try {
+      validate_codec(k, file);
+    } catch (const Error&) {
+      if (k.id == Codec::Id::Blosc && blosc_compname_to_compcode(k.cname.c_str()) < 0) throw;
+      bad_meta(file, "invalid configuration of codec \"" + name + "\": " + brief(conf));
+    }
+    m.codecs.push_back(k);
+  }
+  if (!have_bytes)
+    unsupported(file, "no \"bytes\" or \"sharding_indexed\" codec (other array-to-bytes codecs are not supported)");
+}
+
 inline ArrayMetadata parse_v3(const std::string& text, const std::string& file) {
   const json j = parse_json(text, file);
   ArrayMetadata m;
@@ -469,86 +666,7 @@ inline ArrayMetadata parse_v3(const std::string& text, const std::string& file) 
   }
   m.fill = parse_fill(key(j, "fill_value", file), m.dtype, file, true);
 
-  const json& codecs = key(j, "codecs", file);
-  if (!codecs.is_array()) bad_meta(file, "codecs must be a list");
-  bool have_bytes = false;
-  for (const auto& c : codecs) {
-    std::string name;
-    json conf = json::object();
-    if (c.is_string()) {
-      name = c.get<std::string>();
-    } else {
-      name = as_string(key(c, "name", file), "codec name", file);
-      if (const auto it = c.find("configuration"); it != c.end()) conf = *it;
-      if (!conf.is_object()) bad_meta(file, "configuration of codec \"" + name + "\" must be an object");
-    }
-    const bool optional = c.is_object() && c.contains("must_understand") && c["must_understand"] == false;
-    auto conf_int = [&](const char* k, int def) {
-      const auto it = conf.find(k);
-      if (it == conf.end()) return def;
-      const int64_t v = as_int(*it, name + " " + k, file);
-      if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
-        bad_meta(file, "codec \"" + name + "\" " + k + " out of range: " + std::to_string(v));
-      return static_cast<int>(v);
-    };
-    if (name == "bytes") {
-      if (have_bytes) bad_meta(file, "more than one \"bytes\" codec");
-      have_bytes = true;
-      if (const auto it = conf.find("endian"); it != conf.end()) {
-        const std::string e = as_string(*it, "endian", file);
-        if (e != "little" && e != "big") bad_meta(file, "endian must be \"little\" or \"big\", got \"" + e + "\"");
-        m.big_endian = e == "big" && m.itemsize() > 1;
-      } else if (m.itemsize() > 1) {
-        bad_meta(file, "codec \"bytes\" needs an endian for " + dt);
-      }
-      continue;
-    }
-    // A codec changes the bytes: one that is skipped leaves them in a layout or encoding the array does not
-    // describe. So unknown codecs are refused even with must_understand: false.
-    if (!have_bytes)
-      unsupported(file, "codec \"" + name + "\" before \"bytes\" (array-to-array codecs and sharding are not " +
-                            "supported" +
-                            (optional ? "; it cannot be skipped, although must_understand is false" : "") + ")");
-    Codec k;
-    if (name == "gzip") {
-      k = Codec::gzip(conf_int("level", 1));
-    } else if (name == "zstd") {
-      k = Codec::zstd(conf_int("level", 0));
-      if (const auto it = conf.find("checksum"); it != conf.end()) {
-        if (!it->is_boolean()) bad_meta(file, "zstd checksum must be true or false");
-        k.checksum = it->get<bool>();
-      }
-    } else if (name == "blosc") {
-      int shuffle = 1;
-      if (const auto it = conf.find("shuffle"); it != conf.end()) {
-        const std::string s = as_string(*it, "blosc shuffle", file);
-        if (s == "noshuffle")
-          shuffle = 0;
-        else if (s == "shuffle")
-          shuffle = 1;
-        else if (s == "bitshuffle")
-          shuffle = 2;
-        else
-          bad_meta(file, "blosc shuffle must be noshuffle, shuffle or bitshuffle, got \"" + s + "\"");
-      }
-      const auto cn = conf.find("cname");
-      k = Codec::blosc(cn == conf.end() ? "lz4" : as_string(*cn, "blosc cname", file), conf_int("clevel", 5), shuffle,
-                       conf_int("blocksize", 0));
-    } else if (name == "crc32c") {
-      k = Codec::crc32c();
-    } else {
-      unsupported(file, "codec \"" + name + "\" (supported: bytes, gzip, zstd, blosc, crc32c)" +
-                            (optional ? "; it cannot be skipped, although must_understand is false" : ""));
-    }
-    try {
-      validate_codec(k, file);
-    } catch (const Error&) {
-      if (k.id == Codec::Id::Blosc && blosc_compname_to_compcode(k.cname.c_str()) < 0) throw;
-      bad_meta(file, "invalid configuration of codec \"" + name + "\": " + brief(conf));
-    }
-    m.codecs.push_back(k);
-  }
-  if (!have_bytes) unsupported(file, "no \"bytes\" codec (sharding and other array-to-bytes codecs are not supported)");
+  parse_v3_codecs(key(j, "codecs", file), m, file, false);
   if (const auto it = j.find("storage_transformers"); it != j.end()) {
     if (!it->is_array()) bad_meta(file, "storage_transformers must be a list");
     for (const auto& t : *it)
@@ -583,6 +701,17 @@ inline std::string dump_metadata(const ArrayMetadata& m) {
   } else {
     json codecs = json::array({{{"name", "bytes"}, {"configuration", {{"endian", m.big_endian ? "big" : "little"}}}}});
     for (const auto& c : m.codecs) codecs.push_back(v3_codec_json(c, m.dtype));
+    if (m.sharded()) {
+      json index =
+          json::array({{{"name", "bytes"}, {"configuration", {{"endian", m.index_big_endian ? "big" : "little"}}}}});
+      if (m.index_crc32c) index.push_back(v3_codec_json(Codec::crc32c(), m.dtype));
+      codecs = json::array({{{"name", "sharding_indexed"},
+                             {"configuration",
+                              {{"chunk_shape", m.inner_chunks},
+                               {"codecs", codecs},
+                               {"index_codecs", index},
+                               {"index_location", m.index_at_start ? "start" : "end"}}}}});
+    }
     j = {{"zarr_format", 3},
          {"node_type", "array"},
          {"shape", m.shape},

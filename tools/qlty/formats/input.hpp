@@ -106,7 +106,8 @@ inline BlockInput open_npy(const std::string& path, const std::string& axes = ""
 inline std::string first_scale(const std::string& group) {
   std::string rel = "0";
   try {
-    const auto attrs = zarr::Group::open(group).attributes();
+    const auto group_attrs = zarr::Group::open(group).attributes();
+    const auto& attrs = zarr::ngff_attributes(group_attrs);
     const auto ms = attrs.find("multiscales");
     if (ms != attrs.end() && ms->is_array() && !ms->empty() && (*ms)[0].is_object()) {
       const auto ds = (*ms)[0].find("datasets");

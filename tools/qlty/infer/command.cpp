@@ -25,6 +25,8 @@ const std::pair<const char*, const char*> kSettingFlags[] = {{"input", "input (-
                                                              {"border", "--border"},
                                                              {"border_weight", "--border-weight"},
                                                              {"chunks", "--chunks"},
+                                                             {"shards", "--shards"},
+                                                             {"zarr_format", "--zarr-format"},
                                                              {"block", "--block"},
                                                              {"outputs", "--std/--argmax"},
                                                              {"model", "--model"},
@@ -150,6 +152,17 @@ void add_infer_flags(CLI::App* infer, InferArgs& a) {
                    "output chunk size per spatial axis (default 64 for volumes, 256 for "
                    "images)")
       ->delimiter(',');
+  infer
+      ->add_option("--shards", a.shards,
+                   "Zarr v3 shards per spatial axis, in voxels, whole chunks (e.g. 256 over 64^3 chunks: 64 chunks "
+                   "in each file, for parallel file systems); implies --zarr-format 3; blocks are whole shards")
+      ->delimiter(',');
+  infer
+      ->add_option("--zarr-format", a.zarr_format,
+                   "2: OME-Zarr 0.4 on Zarr v2 (the default: zarr-python 2 and 3, ome-zarr-py, napari, Fiji read "
+                   "it); 3: OME-Zarr 0.5 on Zarr v3 (zarr-python 3, ome-zarr-py >= 0.12 and napari, Neuroglancer, "
+                   "vizarr; needed for --shards)")
+      ->check(CLI::IsMember({2, 3}));
   infer->add_option("--block-memory", a.block_mib, "MiB for one block's input and accumulators")
       ->capture_default_str();  // range-checked in infer_options
   infer->add_option("--max-blocks", a.max_blocks, "stop after computing this many blocks (rerun to continue)");

@@ -159,6 +159,8 @@ BlockwiseOptions infer_options(const InferArgs& a, const torch::Device& device, 
   o.device = device;
   o.block = a.block;
   o.chunks = a.chunks;
+  o.shards = a.shards;
+  o.zarr_format = a.zarr_format ? a.zarr_format : (a.shards.empty() ? 2 : 3);
   o.block_bytes = a.block_mib << 20;
   o.write_std = a.std;
   o.write_argmax = a.argmax;

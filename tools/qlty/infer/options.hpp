@@ -18,9 +18,10 @@ namespace qlty::tool {
 
 struct InferArgs {
   std::string model, input, output, device = "cpu", preview, part;
-  std::vector<int64_t> window, step, border = {0}, block, chunks;
+  std::vector<int64_t> window, step, border = {0}, block, chunks, shards;
   double border_weight = 0.1;
   int64_t batch_size = 8, threads = 0, block_mib = 1024, max_blocks = -1;
+  int zarr_format = 0;  // 0: 3 with --shards, else 2
   bool std = false, argmax = false, overwrite = false, quiet = false;
   // what MONAI and nnU-Net users expect
   std::string blend = "border", blend_window, pad = "constant", tta = "none", tta_axes, precision = "float32",
