@@ -15,6 +15,9 @@
 
 namespace qlty {
 
+/// @brief Positional channels (Quilt::add_positions): each pixel's coordinates in its image, or in its window.
+enum class Positions { Absolute, Relative };
+
 /// @brief A quilt over D spatial axes (2: (N, C, Y, X), 3: (N, C, Z, Y, X)); NCYXQuilt and NCZYXQuilt name it.
 template <int D>
 class Quilt {
@@ -104,6 +107,71 @@ class Quilt {
     auto w3 = D == 2 ? weights.unsqueeze(0) : weights;
     fold_out(to5(patches), r5, w3, geometry_.grid3(), backend);
     return {result, weights};
+  }
+
+  /// @brief Where the patches of N images lie: (N * P, D) int64, the first pixel of patch m's window in image m / P
+  /// (unstitch's order; Z, Y, X or Y, X). With `with_image`, (N * P, 1 + D) with the image index first (the
+  /// original's `return_positions` and `include_n_position`). A padding quilt's origins are in the images as given:
+  /// negative where a window starts in the padding. Every row is the patch's own (no storage shared between rows).
+  torch::Tensor window_origins(int64_t N, bool with_image = false) const {
+    TORCH_CHECK_VALUE(N >= 0, name(), ".window_origins: N must be >= 0, got ", N);
+    const int64_t P = geometry_.per_image();
+    const auto times = geometry_.times();
+    auto table = torch::empty({P, D}, torch::kLong);  // one row per window of an image: P * D integers
+    auto* t = table.data_ptr<int64_t>();
+    for (int64_t w = 0; w < P; ++w) {
+      int64_t k = w;
+      for (int a = D - 1; a >= 0; --a) {
+        t[w * D + a] = geometry_.start(a, k % times[a]) - before_[a];
+        k /= times[a];
+      }
+    }
+    auto origins = table.repeat({N, 1});
+    if (!with_image) return origins;
+    return torch::cat({torch::arange(N, torch::kLong).repeat_interleave(P).unsqueeze(1), origins}, 1);
+  }
+
+  /// @brief `patches` (M, C, *window), as unstitch cut them from M / P images, with D channels appended
+  /// (M, C + D, *window): each pixel's coordinate along Z, Y, X (Y, X in 2D),
+  /// - `Positions::Absolute`: in its image (window origin + offset in the window), divided by the image's size along
+  ///   that axis with `normalize` (the original's rule: values in [0, 1));
+  /// - `Positions::Relative`: in the window, 0 to W - 1, divided by W - 1 with `normalize` (where W > 1).
+  /// The channels are float32 with `normalize`, else int64; the result has the promoted dtype of the patches and the
+  /// channels (float16 and bfloat16 hold integers exactly only to 2048 and 256). Gradients flow to the patches. For
+  /// pairs, add them to the inputs of unstitch_data_pair.
+  torch::Tensor add_positions(const torch::Tensor& patches, Positions mode = Positions::Absolute,
+                              bool normalize = true) const {
+    TORCH_CHECK_VALUE(patches.dim() == D + 2, name(), ".add_positions: patches must be ", D + 2, "-D (M, C, ",
+                      window_letters(), "), got ", patches.dim(), "-D tensor of shape ", patches.sizes());
+    for (int a = 0; a < D; ++a)
+      TORCH_CHECK_VALUE(patches.size(a + 2) == geometry_.window()[a], name(),
+                        ".add_positions: patches must have the window's shape ", c10::IntArrayRef(geometry_.window()),
+                        " in their last ", D, " axes, got ", patches.sizes());
+    const int64_t M = patches.size(0), P = geometry_.per_image();
+    TORCH_CHECK_VALUE(M % P == 0, name(), ".add_positions: the number of patches must be a multiple of the ", P,
+                      " windows per image, got ", M);
+    const auto channel_type = normalize ? torch::kFloat : torch::kLong;
+    const auto on = torch::TensorOptions().dtype(channel_type).device(patches.device());
+    const auto origins = mode == Positions::Absolute ? window_origins(M / P).to(on) : torch::Tensor();
+    std::vector<int64_t> full{M, 1};
+    for (int a = 0; a < D; ++a) full.push_back(geometry_.window()[a]);
+    std::vector<torch::Tensor> parts{patches.to(torch::promote_types(patches.scalar_type(), channel_type))};
+    for (int a = 0; a < D; ++a) {
+      const int64_t W = geometry_.window()[a];
+      std::vector<int64_t> along(D + 2, 1);
+      along[2 + a] = W;
+      auto c = torch::arange(W, on).view(along);  // the offset in the window
+      if (mode == Positions::Absolute) {
+        std::vector<int64_t> per_patch(D + 2, 1);
+        per_patch[0] = M;
+        c = c + origins.select(1, a).view(per_patch);
+        if (normalize) c = c / static_cast<double>(shape_[a]);
+      } else if (normalize && W > 1) {
+        c = c / static_cast<double>(W - 1);
+      }
+      parts.push_back(c.expand(full).to(parts[0].scalar_type()));
+    }
+    return torch::cat(parts, 1);
   }
 
   /// @brief float32 tensor of the window's shape: 1 inside the border, 0 on it (all ones without a border).

@@ -1,7 +1,7 @@
 // qlty/zarr.hpp: round trips over data types, codecs, formats and separators; region reads and writes against an
 // in-memory reference; zarr-python interoperability both ways; v3 files written from the spec; every kind of bad
 // file; concurrent threads and processes; kill -9 during writes.
-#include "../common.hpp"
+#include "helpers.hpp"
 
 #include <qlty/zarr.hpp>
 
@@ -34,17 +34,9 @@ struct TempDir : qlty_test::TempDir {
   TempDir() : qlty_test::TempDir("qlty_zarr") {}
 };
 
-void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
-  qlty::detail::make_dirs(qlty::detail::parent_path(path));
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), b.size());
-}
-std::vector<uint8_t> read_bytes(const std::string& path) { return *qlty::detail::read_file(path, 1 << 30); }
-
-/// Runs a command, returns its exit status.
-int run(const std::string& cmd) {
-  const int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
+using qlty_zarr_test::read_bytes;
+using qlty_zarr_test::run;
+using qlty_zarr_test::write_bytes;
 
 /// The value formula shared with tests/zarr_interop.py.
 torch::Tensor formula(DataType t, c10::IntArrayRef shape) {

@@ -1,7 +1,7 @@
 // Sharded Zarr v3 arrays (`sharding_indexed`): random region reads and writes against an in-memory reference over
 // codecs and index layouts; reads that fetch only what a region needs; empty inner chunks; hostile shards; writers
 // in several processes sharing shards; the file count; zarr-python 3 and TensorStore both ways.
-#include "../common.hpp"
+#include "helpers.hpp"
 
 #include <qlty/zarr.hpp>
 
@@ -27,14 +27,9 @@ struct TempDir : qlty_test::TempDir {
   TempDir() : qlty_test::TempDir("qlty_shards") {}
 };
 
-int run(const std::string& cmd) {
-  const int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-std::vector<uint8_t> read_bytes(const std::string& path) { return *qlty::detail::read_file(path, 1 << 30); }
-void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc).write(reinterpret_cast<const char*>(b.data()), b.size());
-}
+using qlty_zarr_test::read_bytes;
+using qlty_zarr_test::run;
+using qlty_zarr_test::write_bytes;
 
 /// Rewrites an array's zarr.json with its index at the start or end, with or without a checksum, in either byte
 /// order: what other writers may choose, which our writer then honours too.
