@@ -970,14 +970,15 @@ class Array {
       const size_t n = std::min(kBatch, shards.size() - first);
       std::vector<OpenShard> open(n);
       at::parallel_for(0, static_cast<int64_t>(n), 1, [&](int64_t b, int64_t e) {
-        std::vector<uint8_t> index_bytes(static_cast<size_t>(m.index_nbytes()));
+        std::vector<uint8_t> index_bytes;
         for (int64_t i = b; i < e; ++i) {
           auto& o = open[i];
           const std::string file = chunk_file(shards[first + i]);
           const auto size = qlty::detail::open_regular_file(file, o.file, UINT64_MAX, "shard");
           if (!size) continue;
           o.size = *size;
-          qlty::detail::check_shard_size(m, o.size, file);
+          qlty::detail::check_shard_size(m, o.size, file);  // before the index's buffer: the file holds it
+          index_bytes.resize(static_cast<size_t>(m.index_nbytes()));
           const uint64_t at = qlty::detail::index_position(m, o.size);
           if (o.file.read_at(index_bytes.data(), index_bytes.size(), at, file) != index_bytes.size())
             qlty::detail::corrupt(file, "the shard ended while its index was read");

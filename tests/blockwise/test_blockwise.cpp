@@ -364,6 +364,14 @@ TEST(BlockwisePlan, ShardedOutputsHaveBlocksOfWholeShards) {
   o.shards = {64};  // larger than the volume: clipped to whole chunks covering each axis
   p = qlty::detail::plan_grid({1, 1, 28, 20, 18}, o, "test");
   EXPECT_EQ(p.shard, (std::array<int64_t, 3>{28, 20, 20}));
+  // an axis shorter than the window is padded and one block: its shard is that block, whatever was asked
+  auto padded = o;
+  padded.chunks = {2};
+  padded.shards = {4};
+  padded.pad = qlty::Pad::constant(0);
+  p = qlty::detail::plan_grid({1, 1, 5, 20, 18}, padded, "test");
+  EXPECT_EQ(p.chunk[0], 10);
+  EXPECT_EQ(p.shard, (std::array<int64_t, 3>{10, 4, 4}));
   o.shards = {6};
   expect_error<c10::ValueError>(
       [&] {
@@ -403,6 +411,18 @@ TEST(Blockwise, ShardedOmeZarr05HoldsTheValuesOfTheV2Output) {
     EXPECT_EQ(v3.metadata().dimension_names, (std::vector<std::string>{"t", "c", "z", "y", "x"})) << a;
     EXPECT_TRUE(torch::equal(v3.read(), qlty::zarr::Array::open(dir / (std::string("v2.zarr/") + a)).read())) << a;
   }
+  // a padded axis: its chunk and shard are the image's extent
+  o.pad = qlty::Pad::constant(0);
+  o.chunks = {2};
+  o.shards = {4};
+  const auto thin = qlty::BlockInput::from_tensor(torch::randn({1, 1, 5, 20, 18}));
+  qlty::infer_blockwise(model, thin, dir / "thin3.zarr", o);
+  o.zarr_format = 2;
+  o.shards = {};
+  qlty::infer_blockwise(model, thin, dir / "thin2.zarr", o);
+  const auto thin3 = qlty::zarr::Array::open(dir / "thin3.zarr/0");
+  EXPECT_EQ(thin3.chunks(), (std::vector<int64_t>{1, 1, 5, 4, 4}));
+  EXPECT_TRUE(torch::equal(thin3.read(), qlty::zarr::Array::open(dir / "thin2.zarr/0").read()));
   const auto attrs = qlty::zarr::Group::open(dir / "v3.zarr").attributes();
   EXPECT_EQ(attrs.at("ome").at("version"), "0.5");
   EXPECT_EQ(qlty::zarr::ngff_attributes(attrs).at("multiscales").at(0).at("datasets").at(0).at("path"), "0");

@@ -194,7 +194,7 @@ inline void check_window_fits(const std::vector<int64_t>& shape, const PerAxis& 
 }
 
 /// The output's shards (o.shards, whole chunks as requested), clipped like the chunks: to the chunks covering an
-/// axis, and to the chunk itself where the chunk was clipped.
+/// axis, and to the chunk itself where the chunk was clipped (to the grid, or a padded axis's one block).
 inline void plan_shards(BlockPlan& plan, const std::array<int64_t, 3>& requested_chunk, const BlockwiseOptions& o,
                         const char* who) {
   QLTY_CHECK_ARG(o.zarr_format == 2 || o.zarr_format == 3, "zarr_format", who, ": zarr_format must be 2 or 3, got ",
@@ -210,7 +210,7 @@ inline void plan_shards(BlockPlan& plan, const std::array<int64_t, 3>& requested
                    ": shards must be whole chunks on every axis, got ", c10::IntArrayRef(o.shards), " for chunks ",
                    c10::IntArrayRef(plan.spatial(requested_chunk)));
     const int64_t covering = (plan.grid.shape[a] + plan.chunk[a] - 1) / plan.chunk[a] * plan.chunk[a];
-    plan.shard[a] = std::min(shard[a], covering);
+    plan.shard[a] = plan.chunk[a] == requested_chunk[a] ? std::min(shard[a], covering) : plan.chunk[a];
   }
 }
 
