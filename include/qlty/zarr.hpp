@@ -1163,11 +1163,10 @@ class Array {
   /// Calls fn(bytes, size) with the stored bytes of a storage tensor of the chunk shape (uncompressed: the
   /// tensor's own memory when it is laid out as stored).
   template <typename F>
-  void with_stored_bytes(const torch::Tensor& chunk, const std::string& file, F&& fn,
-                         const int64_t* idx = nullptr) const {
+  void with_stored_bytes(const torch::Tensor& chunk, const std::string& file, F&& fn) const {
     if (s_->meta.sharded()) {  // one buffer: staged shard files (write_chunk_file) are rare
       qlty::detail::ByteBuffer index, bytes;
-      const auto inner = encode_shard(chunk, idx, file);
+      const auto inner = encode_shard(chunk, nullptr, file);  // the shard's place unknown: every inner chunk
       for (const auto& part : qlty::detail::shard_parts(s_->meta, inner, index)) {
         const auto* p = static_cast<const uint8_t*>(part.data);
         bytes.insert(bytes.end(), p, p + part.size);
