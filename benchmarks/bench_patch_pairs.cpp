@@ -5,9 +5,12 @@
 //   W5:  x (10, 3, 128, 128), window 32, 64 pairs per image, delta (8, 16)
 //   big: x (64, 1, 512, 512), window 32, 256 pairs per image, delta (8, 16); also on CUDA when present
 //
+//   T1:  build_sequence_pair on 128 pairs of (3, 64, 64) patches, tokens of 8 at stride 4 (225 per patch), whole
+//        shifts up to 24 pixels and random turns; its bytes are both token sets
+//
 // On the CPU, `W5/pairs_and_overlap/qlty_original` and `big/...` time the Python original's extract_patch_pairs +
-// extract_overlapping_pixels in the same run (benchmarks/python/peer.py, when it is installed); `x_qlty` is its
-// time over ours.
+// extract_overlapping_pixels (T1: build_sequence_pair) in the same run (benchmarks/python/peer.py, when it is
+// installed); `x_qlty` is its time over ours.
 #include <benchmark/benchmark.h>
 #include <qlty/qlty.hpp>
 
@@ -68,6 +71,31 @@ void register_case(const Case& c, const torch::Device& device) {
                 });
 }
 
+/// T1: token sequences of a batch of pairs, with their overlaps.
+void register_sequences() {
+  const int64_t N = 128;
+  auto make = [] {
+    torch::manual_seed(0);
+    auto p1 = torch::rand({N, 3, 64, 64}), p2 = torch::rand({N, 3, 64, 64});
+    auto dx = torch::randint(-24, 25, {N}).to(torch::kFloat), dy = torch::randint(-24, 25, {N}).to(torch::kFloat);
+    return std::array<torch::Tensor, 5>{p1, p2, dx, dy, torch::randint(0, 4, {N}, torch::kLong)};
+  };
+  const auto in = make();
+  const auto probe = qlty::build_sequence_pair(in[0], in[1], in[2], in[3], in[4], 8, 4);
+  const auto bytes = static_cast<int64_t>(probe.tokens1.nbytes() + probe.tokens2.nbytes());
+  register_peer("T1", "T1/sequence_pair");
+  register_references("T1", bytes, args, torch::kCPU);
+  args(benchmark::RegisterBenchmark("T1/sequence_pair", [=](benchmark::State& s) {
+    at::set_num_threads(static_cast<int>(s.range(0)));
+    const auto x = make();
+    auto inv = timed_loop(s, [&] {
+      auto pair = qlty::build_sequence_pair(x[0], x[1], x[2], x[3], x[4], 8, 4);
+      benchmark::DoNotOptimize(pair.overlap_pairs.data_ptr());
+    });
+    report(s, bytes, inv, "T1");
+  }));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -75,6 +103,7 @@ int main(int argc, char** argv) {
   register_case(w5, torch::kCPU);
   register_case(big, torch::kCPU);
   if (torch::cuda::is_available()) register_case(big, torch::kCUDA);
+  register_sequences();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

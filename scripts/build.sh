@@ -4,7 +4,7 @@
 # QLTY_LIBTORCH=pip against PyPI's newest `torch` wheel (LibTorch 2.x with CUDA; QLTY_TORCH_SPEC=torch==X.Y pins
 # it) in ${QLTY_BUILD_DIR:-build-libtorch2}, installed into a virtual environment in that folder. Either way the
 # folder's virtual environment holds PyPI's zarr-python 3 and numpy for the interoperability tests
-# (scripts/python-env.sh).
+# (scripts/python-env.sh), and on the pip leg the Python original, qlty, for the peer tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -17,7 +17,8 @@ case "${QLTY_LIBTORCH:-debian}" in
   pip)
     build_dir=${QLTY_BUILD_DIR:-build-libtorch2}
     mapfile -t extra < <(./scripts/pip-libtorch.sh "$build_dir")
-    extra+=("-DQLTY_VENV_PYTHON=$(./scripts/python-env.sh "$build_dir")" -DQLTY_FUZZ_SMOKE=OFF)  # fuzz/: Debian's
+    # the Python original beside PyPI's torch, for the peer tests (tests/peer); fuzz/ builds against Debian's LibTorch
+    extra+=("-DQLTY_VENV_PYTHON=$(./scripts/python-env.sh "$build_dir" torch qlty)" -DQLTY_FUZZ_SMOKE=OFF)
     ;;
   *) echo "build.sh: QLTY_LIBTORCH must be debian or pip, got \"$QLTY_LIBTORCH\"" >&2; exit 2 ;;
 esac

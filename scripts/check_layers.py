@@ -20,7 +20,7 @@ COMPONENT = {  # first path part (a folder, or a top-level header's stem) -> com
     'error': 'base', 'version': 'base', 'support': 'support',
     'blend': 'core', 'geometry': 'core', 'kernels': 'core', 'memory': 'core',
     'zarr_types': 'zarr', 'zarr': 'zarr',
-    'quilt': 'quilt', 'patch_pairs': 'quilt', 'weed': 'quilt',
+    'quilt': 'quilt', 'patch_pairs': 'quilt', 'weed': 'quilt', 'tokens': 'quilt',
     'large_quilt': 'large_quilt',
     'blockwise_types': 'blockwise', 'blockwise': 'blockwise',
     'model': 'model', 'mpi': 'mpi', 'qlty': 'umbrella',

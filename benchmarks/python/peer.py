@@ -11,6 +11,7 @@ Cases (see the header comments of bench_quilt.cpp, bench_patch_pairs.cpp and ben
   W1/unstitch W1/stitch W2/unstitch W2/stitch W3/unstitch W3/stitch   NCYXQuilt / NCZYXQuilt, default options
   W5/pairs_and_overlap big/pairs_and_overlap                          extract_patch_pairs + extract_overlapping_pixels
   W4/large                                                            LargeNCYXQuilt: stitch every patch, return_mean
+  T1/sequence_pair                                                    build_sequence_pair on a batch of pairs
 """
 
 import argparse
@@ -50,6 +51,7 @@ QUILTS = {  # name: x shape, window, step, border, stitch channels (bench_quilt.
     "W3": ((2, 1, 128, 128, 128), 64, 32, 8, 2),
 }
 PAIRS = {"W5": ((10, 3, 128, 128), 64), "big": ((64, 1, 512, 512), 256)}  # x shape, pairs per image
+SEQUENCES = {"T1": ((128, 3, 64, 64), 8, 4, 24)}  # patch batch shape, token size, stride, largest shift
 
 
 def quilt_case(name, op):
@@ -75,6 +77,19 @@ def pairs_case(name):
         return qlty.extract_overlapping_pixels(p1, p2, deltas, rotations)
 
     return run
+
+
+def sequence_case(name):
+    from qlty.pretokenizer_2d import build_sequence_pair
+
+    shape, size, stride, shift = SEQUENCES[name]
+    torch.manual_seed(0)
+    p1, p2 = torch.rand(shape), torch.rand(shape)
+    n = shape[0]
+    dx = torch.randint(-shift, shift + 1, (n,)).float()
+    dy = torch.randint(-shift, shift + 1, (n,)).float()
+    k = torch.randint(0, 4, (n,))
+    return lambda: build_sequence_pair(p1, p2, dx, dy, k, size, stride)
 
 
 def large_case():
@@ -111,6 +126,8 @@ def make(case):
         return quilt_case(name, op)
     if name in PAIRS and op == "pairs_and_overlap":
         return pairs_case(name)
+    if name in SEQUENCES and op == "sequence_pair":
+        return sequence_case(name)
     if case == "W4/large":
         return large_case()
     sys.exit(f"peer.py: unknown case {case!r}; see the usage")

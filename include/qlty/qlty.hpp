@@ -11,6 +11,7 @@
 #include <qlty/memory.hpp>
 #include <qlty/patch_pairs.hpp>
 #include <qlty/quilt.hpp>
+#include <qlty/tokens.hpp>
 #include <qlty/version.hpp>
 #include <qlty/weed.hpp>
 #include <qlty/zarr.hpp>
