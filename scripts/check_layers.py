@@ -22,7 +22,7 @@ COMPONENT = {  # first path part (a folder, or a top-level header's stem) -> com
     'zarr_types': 'zarr', 'zarr': 'zarr',
     'quilt': 'quilt', 'patch_pairs': 'quilt', 'weed': 'quilt', 'tokens': 'quilt',
     'large_quilt': 'large_quilt',
-    'blockwise_types': 'blockwise', 'blockwise': 'blockwise',
+    'blockwise_types': 'blockwise', 'blockwise': 'blockwise', 'pyramid': 'pyramid',
     'model': 'model', 'mpi': 'mpi', 'qlty': 'umbrella',
 }
 BOTTOM = {'base', 'support'}
@@ -34,6 +34,7 @@ MAY_INCLUDE = {
     'quilt': BOTTOM | {'core', 'quilt'},
     'large_quilt': BOTTOM | {'core', 'zarr', 'quilt', 'large_quilt'},
     'blockwise': BOTTOM | {'core', 'zarr', 'blockwise'},
+    'pyramid': BOTTOM | {'zarr', 'pyramid'},
     'model': BOTTOM | {'model'},
     'mpi': BOTTOM | {'core', 'zarr', 'blockwise', 'mpi'},
     'umbrella': set(COMPONENT.values()) - {'mpi'},

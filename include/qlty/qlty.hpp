@@ -10,6 +10,7 @@
 #include <qlty/large_quilt.hpp>
 #include <qlty/memory.hpp>
 #include <qlty/patch_pairs.hpp>
+#include <qlty/pyramid.hpp>
 #include <qlty/quilt.hpp>
 #include <qlty/tokens.hpp>
 #include <qlty/version.hpp>
