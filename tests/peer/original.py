@@ -41,7 +41,19 @@ def sequence_pair(d, name, args):
         save(d, name, key, value)
 
 
-OPS = {"tokenize_patch": tokenize, "build_sequence_pair": sequence_pair}
+def stack_to_ome_zarr(d, name, args):
+    import zarr
+    from qlty.utils.stack_to_zarr import stack_files_to_ome_zarr
+
+    out = stack_files_to_ome_zarr(args["folder"], args["extension"], args["pattern"], output_dir=str(d / name),
+                                  pyramid_levels=args["levels"], num_workers=1, verbose=False)
+    (stack,) = out.values()
+    group = zarr.open_group(stack["zarr_path"], mode="r")
+    for level in range(args["levels"]):
+        np.save(d / f"{name}.level{level}.npy", group[str(level)][...])
+
+
+OPS = {"tokenize_patch": tokenize, "build_sequence_pair": sequence_pair, "stack_to_ome_zarr": stack_to_ome_zarr}
 
 
 def main():
