@@ -12,6 +12,7 @@ Cases (see the header comments of bench_quilt.cpp, bench_patch_pairs.cpp and ben
   W5/pairs_and_overlap big/pairs_and_overlap                          extract_patch_pairs + extract_overlapping_pixels
   W4/large                                                            LargeNCYXQuilt: stitch every patch, return_mean
   T1/sequence_pair                                                    build_sequence_pair on a batch of pairs
+  P1/pyramid                                                          stack_files_to_ome_zarr: 64 TIFF slices, 4 levels
 """
 
 import argparse
@@ -92,6 +93,33 @@ def sequence_case(name):
     return lambda: build_sequence_pair(p1, p2, dx, dy, k, size, stride)
 
 
+def pyramid_case():
+    # bench_pyramid.cpp P1: 64 float32 TIFF slices of 512 x 512 (a smooth field plus noise), 4 levels; a fresh output
+    # per run (removed untimed), workers as threads.
+    import numpy as np
+    import tifffile
+    from qlty.utils.stack_to_zarr import stack_files_to_ome_zarr
+
+    root = tempfile.mkdtemp(prefix="qlty_peer_pyramid_")
+    src = os.path.join(root, "in")
+    os.makedirs(src)
+    rng = np.random.default_rng(0)
+    y = np.linspace(0, 6.28, 512)[:, None]
+    x = np.linspace(0, 6.28, 512)[None, :]
+    for z in range(64):
+        s = np.round(np.sin(y * (1 + z / 32.0)) * np.cos(x) * 1000 + 3 * rng.standard_normal((512, 512)))
+        tifffile.imwrite(os.path.join(src, f"slice_{z}.tif"), s.astype(np.float32))
+    out = os.path.join(root, "out")
+
+    def run():
+        stack_files_to_ome_zarr(src, ".tif", r"(.+)_(\d+)\.tif$", output_dir=out, pyramid_levels=4,
+                                num_workers=ARGS.threads, verbose=False)
+
+    run.before = lambda: shutil.rmtree(out, ignore_errors=True)
+    run.cleanup = lambda: shutil.rmtree(root, ignore_errors=True)
+    return run
+
+
 def large_case():
     # bench_large_quilt.cpp W4: N=4, 2 channels, 512x512, window 128, step 64, border 10, weight 0.1; every patch
     # stitched once in index order, then return_mean; a fresh file prefix per run.
@@ -128,6 +156,8 @@ def make(case):
         return pairs_case(name)
     if name in SEQUENCES and op == "sequence_pair":
         return sequence_case(name)
+    if case == "P1/pyramid":
+        return pyramid_case()
     if case == "W4/large":
         return large_case()
     sys.exit(f"peer.py: unknown case {case!r}; see the usage")
