@@ -9,4 +9,5 @@ cd "$(dirname "$0")/.."
 default_dir=build
 [ "${QLTY_LIBTORCH:-debian}" = pip ] && default_dir=build-libtorch2
 build_dir=${QLTY_BUILD_DIR:-$default_dir}
-ctest --test-dir "$build_dir" --output-on-failure
+# Two tests at a time per core: the consumer projects and qlty_without_mpi compile while the test programs run.
+ctest --test-dir "$build_dir" --output-on-failure -j "$(( $(nproc) * 2 ))"
