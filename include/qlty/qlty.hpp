@@ -12,6 +12,7 @@
 #include <qlty/patch_pairs.hpp>
 #include <qlty/pyramid.hpp>
 #include <qlty/quilt.hpp>
+#include <qlty/quilt25d.hpp>
 #include <qlty/tokens.hpp>
 #include <qlty/version.hpp>
 #include <qlty/weed.hpp>

@@ -53,7 +53,17 @@ def stack_to_ome_zarr(d, name, args):
         np.save(d / f"{name}.level{level}.npy", group[str(level)][...])
 
 
-OPS = {"tokenize_patch": tokenize, "build_sequence_pair": sequence_pair, "stack_to_ome_zarr": stack_to_ome_zarr}
+def convert_25d(d, name, args):
+    from qlty.qlty2_5D import NCZYX25DQuilt
+
+    spec = {op: (groups if op != "identity" else [g[0] for g in groups]) for op, groups in args["spec"]}
+    q = NCZYX25DQuilt(load(d, name, "volume"), spec, boundary_mode=args["boundary"],
+                      accumulation_mode=args["accumulation"], z_slices=args.get("z_slices"))
+    save(d, name, "out", q.convert())
+    save(d, name, "order", torch.tensor([[m["input_channel"], len(m["offsets"])] for m in q.get_channel_metadata()]))
+
+
+OPS = {"tokenize_patch": tokenize, "convert_25d": convert_25d, "build_sequence_pair": sequence_pair, "stack_to_ome_zarr": stack_to_ome_zarr}
 
 
 def main():
