@@ -4,6 +4,8 @@
 //   W1: x (10, 3, 128, 128), window 16, step 4, border 4; stitch of (8410, 17, 16, 16)
 //   W2: x (4, 1, 1024, 1024), window 128, step 64, border 16; stitch with 8 channels
 //   W3: x (2, 1, 128, 128, 128), window 64, step 32, border 8; stitch with 2 channels
+//   Q1: a 2.5D quilt's convert() of a volume (2, 1, 32, 256, 256): identity {-1, 0, 1}, mean {{-3, -2}, {2, 3}},
+//       std {{-2, ..., 2}}, clamp, 2D accumulation; bytes: the output's (2 * 32 images of 6 channels)
 //
 // Each workload has two references (copy_reference.hpp): `copy`, a warm `Tensor::copy_` of the patch bytes, and
 // `clone`, an allocating `clone()` of them. Cases: the allocating API call (`unstitch`), the call into a reused
@@ -149,6 +151,26 @@ void register_workload(const Workload& w, const torch::Device& device) {
     });
 }
 
+/// Q1: NCZYX25DQuilt::convert.
+void register_quilt25d() {
+  const std::vector<int64_t> shape = {2, 1, 32, 256, 256};
+  auto spec = [] {
+    qlty::ChannelSpec s;
+    s.identity({-1, 0, 1}).mean({{-3, -2}, {2, 3}}).std({{-2, -1, 0, 1, 2}});
+    return s;
+  };
+  const int64_t bytes = 2 * 32 * 6 * 256 * 256 * 4;
+  register_peer("Q1", "Q1/convert_25d");
+  register_references("Q1", bytes, args);
+  args(benchmark::RegisterBenchmark("Q1/convert_25d", [=](benchmark::State& s) {
+    at::set_num_threads(static_cast<int>(s.range(0)));
+    torch::manual_seed(0);
+    const qlty::NCZYX25DQuilt q(torch::rand(shape), spec());
+    auto inv = timed_loop(s, [&] { benchmark::DoNotOptimize(q.convert().data_ptr()); });
+    report(s, bytes, inv, "Q1");
+  }));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -158,6 +180,7 @@ int main(int argc, char** argv) {
     register_workload<2>(kW2, device);
     register_workload<3>(kW3, device);
   }
+  register_quilt25d();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -12,6 +12,7 @@ Cases (see the header comments of bench_quilt.cpp, bench_patch_pairs.cpp and ben
   W5/pairs_and_overlap big/pairs_and_overlap                          extract_patch_pairs + extract_overlapping_pixels
   W4/large                                                            LargeNCYXQuilt: stitch every patch, return_mean
   T1/sequence_pair                                                    build_sequence_pair on a batch of pairs
+  Q1/convert_25d                                                      NCZYX25DQuilt.convert (bench_quilt.cpp)
   P1/pyramid                                                          stack_files_to_ome_zarr: 64 TIFF slices, 4 levels
 """
 
@@ -93,6 +94,15 @@ def sequence_case(name):
     return lambda: build_sequence_pair(p1, p2, dx, dy, k, size, stride)
 
 
+def quilt25d_case():
+    from qlty.qlty2_5D import NCZYX25DQuilt
+
+    torch.manual_seed(0)
+    spec = {"identity": [-1, 0, 1], "mean": [[-3, -2], [2, 3]], "std": [[-2, -1, 0, 1, 2]]}
+    q = NCZYX25DQuilt(torch.rand(2, 1, 32, 256, 256), spec, boundary_mode="clamp", accumulation_mode="2d")
+    return q.convert
+
+
 def pyramid_case():
     # bench_pyramid.cpp P1: 64 float32 TIFF slices of 512 x 512 (a smooth field plus noise), 4 levels; a fresh output
     # per run (removed untimed), workers as threads.
@@ -156,6 +166,8 @@ def make(case):
         return pairs_case(name)
     if name in SEQUENCES and op == "sequence_pair":
         return sequence_case(name)
+    if case == "Q1/convert_25d":
+        return quilt25d_case()
     if case == "P1/pyramid":
         return pyramid_case()
     if case == "W4/large":

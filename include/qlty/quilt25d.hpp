@@ -14,11 +14,13 @@
 /// z_slices[k] of volume n; `ThreeD` gives (N, C', Zs, Y, X).
 ///
 /// Sources are tensors or anything read by boxes (VolumeSource: a Zarr array, a callback): convert() reads a few
-/// slices at a time, and a plan's patch reads only its window and the slices it needs.
+/// slices at a time, and a plan's patch reads only its window and the slices it needs. The channels are computed on
+/// the CPU (a native kernel, each output plane in one pass over its slices) and returned there.
 
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -26,6 +28,9 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 
 #include <qlty/error.hpp>
 #include <qlty/quilt.hpp>
@@ -246,11 +251,9 @@ class NCZYX25DQuilt {
     for (int64_t n = 0; n < N; ++n)
       for (int64_t k0 = 0; k0 < Zs; k0 += 16) {  // 16 output slices per read
         const int64_t k1 = std::min(Zs, k0 + 16);
-        auto ch = channels(n, k0, k1, {0, 0}, {s[3], s[4]});  // (k1 - k0, C', Y, X)
-        if (accumulation_ == Accumulation::TwoD)
-          out.narrow(0, n * Zs + k0, k1 - k0).copy_(ch);
-        else
-          out[n].narrow(1, k0, k1 - k0).copy_(ch.transpose(0, 1));
+        fill(n, k0, k1, {0, 0}, {s[3], s[4]},
+             accumulation_ == Accumulation::TwoD ? out.narrow(0, n * Zs + k0, k1 - k0)
+                                                 : out[n].narrow(1, k0, k1 - k0).transpose(0, 1));
       }
     return out;
   }
@@ -283,14 +286,18 @@ class NCZYX25DQuilt {
   /// @brief The patches of a plan (C', wy, wx) each, stacked: (M, C', wy, wx). Each reads only its window and the
   /// slices it needs.
   torch::Tensor extract(const ExtractionPlan& plan, const std::vector<PatchExtraction>& patches) const {
-    std::vector<torch::Tensor> out;
-    for (const auto& p : patches) {
-      QLTY_CHECK_ARG(p.k >= 0 && p.k < static_cast<int64_t>(z_.size()) && z_[p.k] == p.z0, "patch",
-                     "NCZYX25DQuilt.extract: patch ", p.index, " is not of this quilt's slices");
-      out.push_back(channels(p.n, p.k, p.k + 1, {p.y0, p.x0}, {p.y0 + plan.window[0], p.x0 + plan.window[1]})[0]);
+    auto out = torch::empty({static_cast<int64_t>(patches.size()), output_channels(), plan.window[0], plan.window[1]},
+                            work_dtype());
+    for (size_t i = 0; i < patches.size(); ++i) {
+      const auto& p = patches[i];
+      QLTY_CHECK_ARG(p.k >= 0 && p.k < static_cast<int64_t>(z_.size()) && z_[p.k] == p.z0 && p.n >= 0 &&
+                         p.n < source_.shape()[0] && p.y0 >= 0 && p.x0 >= 0 &&
+                         p.y0 + plan.window[0] <= source_.shape()[3] && p.x0 + plan.window[1] <= source_.shape()[4],
+                     "patch", "NCZYX25DQuilt.extract: patch ", p.index, " is not one of this quilt's windows");
+      fill(p.n, p.k, p.k + 1, {p.y0, p.x0}, {p.y0 + plan.window[0], p.x0 + plan.window[1]},
+           out.narrow(0, static_cast<int64_t>(i), 1));
     }
-    return out.empty() ? torch::empty({0, output_channels(), plan.window[0], plan.window[1]}, work_dtype())
-                       : torch::stack(out);
+    return out;
   }
   torch::Tensor extract(const ExtractionPlan& plan) const { return extract(plan, plan.patches); }
 
@@ -304,10 +311,17 @@ class NCZYX25DQuilt {
  private:
   torch::ScalarType work_dtype() const { return source_.dtype() == torch::kDouble ? torch::kDouble : torch::kFloat; }
 
-  /// Output slices k in [k0, k1) of volume n over the box [lo, hi) in (y, x): (k1 - k0, C', y, x). Reads the slices
-  /// they need once, then gathers each group's slices for all k at once.
-  torch::Tensor channels(int64_t n, int64_t k0, int64_t k1, std::array<int64_t, 2> lo,
-                         std::array<int64_t, 2> hi) const {
+  /// One output plane: the slab slices (z in the slab) it combines, and how many slices count (zeros included).
+  struct PlaneTask {
+    int64_t k, channel, input_channel, count;
+    ZOperation op;
+    std::vector<int64_t> z;
+  };
+
+  /// Output slices k in [k0, k1) of volume n over the box [lo, hi) in (y, x), into dest (K, C', y, x), whose planes
+  /// are contiguous: reads the slices they need once, then combines each plane on the CPU (at::parallel_for).
+  void fill(int64_t n, int64_t k0, int64_t k1, std::array<int64_t, 2> lo, std::array<int64_t, 2> hi,
+            const torch::Tensor& dest) const {
     const int64_t K = k1 - k0, C = source_.shape()[1];
     int64_t zmin = source_.shape()[2], zmax = -1;
     for (int64_t k = k0; k < k1; ++k)
@@ -315,41 +329,74 @@ class NCZYX25DQuilt {
         for (const auto& g : o.groups)
           for (auto d : g)
             if (const int64_t z = source_slice(z_[k], d); z >= 0) zmin = std::min(zmin, z), zmax = std::max(zmax, z);
-    const int64_t Y = hi[0] - lo[0], X = hi[1] - lo[1];
-    // The slab, with one more slice of zeros at its end for zero-mode offsets (and skip's, masked out).
+    const int64_t Y = hi[0] - lo[0], X = hi[1] - lo[1], P = Y * X;
     const int64_t depth = zmax >= zmin ? zmax - zmin + 1 : 0;
-    auto slab = torch::zeros({C, depth + 1, Y, X}, work_dtype());
-    if (depth > 0) slab.narrow(1, 0, depth).copy_(source_.read(n, {zmin, lo[0], lo[1]}, {zmax + 1, hi[0], hi[1]}));
-    std::vector<torch::Tensor> parts;
-    for (const auto& o : spec_.ops()) {
-      const int64_t G = static_cast<int64_t>(o.groups.size());
-      size_t width = 0;
-      for (const auto& g : o.groups) width = std::max(width, g.size());
-      // (K, G, width) slab indices and the mask of slices that count (skip leaves some out; short groups pad)
-      std::vector<int64_t> idx(static_cast<size_t>(K * G) * width, depth);
-      std::vector<float> use(idx.size(), 0.f);
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t gi = 0; gi < G; ++gi)
-          for (size_t j = 0; j < o.groups[gi].size(); ++j) {
-            const size_t at = (static_cast<size_t>(k * G + gi)) * width + j;
-            const int64_t z = source_slice(z_[k0 + k], o.groups[gi][j]);
-            idx[at] = z >= 0 ? z - zmin : depth;
-            use[at] = z >= 0 || boundary_ == ZBoundary::Zero ? 1.f : 0.f;
+    auto slab = torch::empty({C, depth, Y, X}, work_dtype());
+    if (depth > 0) slab.copy_(source_.read(n, {zmin, lo[0], lo[1]}, {zmax + 1, hi[0], hi[1]}));
+    std::vector<PlaneTask> tasks;
+    for (int64_t k = 0; k < K; ++k) {
+      int64_t ch = 0;
+      for (const auto& o : spec_.ops())
+        for (int64_t c = 0; c < C; ++c)
+          for (const auto& g : o.groups) {
+            PlaneTask t{k, ch++, c, 0, o.op, {}};
+            for (auto d : g) {
+              const int64_t z = source_slice(z_[k0 + k], d);
+              if (z >= 0) t.z.push_back(z - zmin);
+              if (z >= 0 || boundary_ == ZBoundary::Zero) ++t.count;
+            }
+            tasks.push_back(std::move(t));
           }
-      const auto index = torch::tensor(idx, torch::kLong);
-      auto v = slab.index_select(1, index).view({C, K, G, static_cast<int64_t>(width), Y, X});
-      auto w = torch::tensor(use).to(work_dtype()).view({1, K, G, static_cast<int64_t>(width), 1, 1});
-      torch::Tensor r;  // (C, K, G, Y, X)
-      if (o.op == ZOperation::Identity) {
-        r = v.select(3, 0);
-      } else {
-        const auto count = w.sum(3);
-        const auto mean = (v * w).sum(3) / count;
-        r = o.op == ZOperation::Mean ? mean : ((v - mean.unsqueeze(3)).pow(2) * w).sum(3).div(count).sqrt();
-      }
-      parts.push_back(r.permute({1, 0, 2, 3, 4}).reshape({K, C * G, Y, X}));  // input channel, then group
     }
-    return torch::cat(parts, 1);
+    AT_DISPATCH_FLOATING_TYPES(slab.scalar_type(), "NCZYX25DQuilt", [&] {
+      const scalar_t* base = slab.data_ptr<scalar_t>();
+      scalar_t* out = dest.data_ptr<scalar_t>();
+      const int64_t s0 = dest.stride(0), s1 = dest.stride(1);
+      at::parallel_for(0, static_cast<int64_t>(tasks.size()), 1, [&](int64_t b, int64_t e) {
+        std::vector<const scalar_t*> src;
+        for (int64_t i = b; i < e; ++i) {
+          const auto& t = tasks[static_cast<size_t>(i)];
+          src.clear();
+          for (auto z : t.z) src.push_back(base + (t.input_channel * depth + z) * P);
+          combine_plane(t.op, src, t.count, out + t.k * s0 + t.channel * s1, P);
+        }
+      });
+    });
+  }
+
+  /// One plane of P pixels from its source slices (count: how many count, zero slices being those not in src), in
+  /// tiles that stay in cache.
+  template <typename T>
+  static void combine_plane(ZOperation op, const std::vector<const T*>& src, int64_t count, T* dst, int64_t P) {
+    if (op == ZOperation::Identity) {
+      if (src.empty())
+        std::fill(dst, dst + P, T(0));
+      else
+        std::copy(src[0], src[0] + P, dst);
+      return;
+    }
+    constexpr int64_t tile = 1024;
+    T mean[tile];
+    const T zeros = static_cast<T>(count - static_cast<int64_t>(src.size()));
+    for (int64_t p0 = 0; p0 < P; p0 += tile) {
+      const int64_t m = std::min(tile, P - p0);
+      std::fill(mean, mean + m, T(0));
+      for (const T* s : src)
+        for (int64_t j = 0; j < m; ++j) mean[j] += s[p0 + j];
+      for (int64_t j = 0; j < m; ++j) mean[j] /= static_cast<T>(count);
+      if (op == ZOperation::Mean) {
+        std::copy(mean, mean + m, dst + p0);
+        continue;
+      }
+      T* v = dst + p0;  // the variance about the mean, zero slices included
+      for (int64_t j = 0; j < m; ++j) v[j] = zeros * mean[j] * mean[j];
+      for (const T* s : src)
+        for (int64_t j = 0; j < m; ++j) {
+          const T d = s[p0 + j] - mean[j];
+          v[j] += d * d;
+        }
+      for (int64_t j = 0; j < m; ++j) v[j] = std::sqrt(v[j] / static_cast<T>(count));
+    }
   }
 
   VolumeSource source_;
