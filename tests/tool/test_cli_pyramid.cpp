@@ -93,6 +93,16 @@ TEST(CliPyramid, GapsAreRefusedUnlessAllowedAndMismatchedFilesAreNamed) {
   expect_fails(run({"convert", dir / "v.npy", dir / "c.zarr", "--levels", "3", "--unit", "furlong"}, dir.path),
                {"unit", "furlong"});
   EXPECT_FALSE(qlty::detail::path_exists(dir / "c.zarr"));
+  // --overwrite replaces a Zarr output, never a folder of something else
+  qlty_test::write_text(dir / "keep/notes.txt", "mine");
+  expect_fails(run({"convert", dir / "in", dir / "keep", "--allow-gaps", "--overwrite"}, dir.path),
+               {"not a Zarr node", "keep"});
+  EXPECT_EQ(slurp(dir / "keep/notes.txt"), "mine");
+  r = run({"convert", dir / "in", dir / "out.zarr", "--allow-gaps", "--overwrite", "--levels", "1", "-q", "--pattern",
+           "slice_([0-9])\\.npy"},  // leaves out slice_10, of another shape
+          dir.path);
+  EXPECT_EQ(r.code, 0) << r.err;  // the earlier out.zarr, replaced
+  EXPECT_EQ(qlty::zarr::Group::open(dir / "out.zarr").attributes()["qlty"]["levels"], 1);
 }
 
 TEST(CliPyramid, PngAndRgbTiffSlicesAndAVolumeFileMakeZarrV3Pyramids) {

@@ -95,6 +95,11 @@ torch::Tensor read_whole(const std::string& input) {
 /// A volume (a folder of numbered images, or data read whole) into an OME-Zarr pyramid.
 int run_pyramid(const ConvertArgs& a) {
   using qlty::Error;
+  const std::string target = qlty::detail::strip_slashes(a.output);
+  if (qlty::detail::path_exists(target) && zarr::node_type(target) == zarr::NodeType::None &&
+      !(qlty::detail::is_directory(target) && qlty::detail::list_dir(target).empty()))
+    throw Error("zarr.exists", target + ": a file or a non-empty folder that is not a Zarr node exists here; " +
+                                   "--overwrite replaces Zarr outputs only");
   PyramidOptions o;
   o.levels = a.levels < 0 ? 0 : a.levels;
   o.downsample_z = a.pyramid_z;
@@ -160,13 +165,13 @@ int run_pyramid(const ConvertArgs& a) {
     throw Error("zarr.exists", a.output + ": exists (pass --overwrite to replace it)");
   // Written beside the output and renamed into place when complete: a run that fails (a damaged slice, a full
   // disk) leaves no partial pyramid behind, and an output it replaces stays until then.
-  const std::string partial = qlty::detail::temp_name(qlty::detail::strip_slashes(a.output));
+  const std::string partial = qlty::detail::temp_name(target);
   o.overwrite = false;
   PyramidSummary summary;
   try {
     summary = write_pyramid(partial, shape, dtype, read, o);
-    if (qlty::detail::path_exists(a.output)) qlty::detail::remove_tree(a.output);  // --overwrite, checked above
-    if (std::rename(partial.c_str(), a.output.c_str()) != 0) qlty::detail::throw_io("rename", a.output, errno);
+    if (qlty::detail::path_exists(target)) qlty::detail::remove_tree(target);  // --overwrite, checked above
+    if (std::rename(partial.c_str(), target.c_str()) != 0) qlty::detail::throw_io("rename", target, errno);
   } catch (...) {
     qlty::detail::remove_tree(partial);
     throw;
