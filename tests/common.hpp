@@ -136,6 +136,17 @@ void expect_error(F&& f, const std::vector<std::string>& parts) {
   }
 }
 
+/// The field() of the qlty::ArgumentError `f` throws, or "(no error)".
+template <typename F>
+std::string argument_field(F&& f) {
+  try {
+    f();
+  } catch (const qlty::ArgumentError& e) {
+    return e.field();
+  }
+  return "(no error)";
+}
+
 /// Expects a qlty::Error with `tag` whose message contains `part`.
 template <typename F>
 void expect_qlty_error(F&& f, const std::string& tag, const std::string& part) {

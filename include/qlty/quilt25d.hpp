@@ -185,20 +185,7 @@ class NCZYX25DQuilt {
     } else {
       for (int64_t z = 0; z < Z; ++z) z_.push_back(z);
     }
-    if (boundary_ == ZBoundary::Skip) {
-      for (const auto& o : spec_.ops()) {
-        QLTY_CHECK_ARG(o.op != ZOperation::Identity, "boundary", who,
-                       ": skip leaves slices out of means and stds; an identity channel would vanish and change the "
-                       "channel count: use clamp, reflect or zero");
-        for (const auto& g : o.groups)
-          for (auto z0 : z_) {
-            const bool any = std::any_of(g.begin(), g.end(), [&](int64_t d) { return z0 + d >= 0 && z0 + d < Z; });
-            QLTY_CHECK_ARG(any, "boundary", who, ": with skip, the group ", c10::IntArrayRef(g),
-                           " has no slice at z0 = ", z0, " (Z = ", Z,
-                           "): choose other offsets or z_slices, or another boundary mode");
-          }
-      }
-    }
+    if (boundary_ == ZBoundary::Skip) check_skip_keeps_channels();
   }
   /// @brief A quilt over a tensor (N, C, Z, Y, X).
   NCZYX25DQuilt(const torch::Tensor& volume, ChannelSpec spec, ZBoundary boundary = ZBoundary::Clamp,
@@ -309,6 +296,24 @@ class NCZYX25DQuilt {
   }
 
  private:
+  /// Skip must leave every channel at least one slice at every selected z0, and cannot apply to identity channels.
+  void check_skip_keeps_channels() const {
+    const char* who = "NCZYX25DQuilt";
+    const int64_t Z = source_.shape()[2];
+    for (const auto& o : spec_.ops()) {
+      QLTY_CHECK_ARG(o.op != ZOperation::Identity, "boundary", who,
+                     ": skip leaves slices out of means and stds; an identity channel would vanish and change the "
+                     "channel count: use clamp, reflect or zero");
+      for (const auto& g : o.groups)
+        for (auto z0 : z_) {
+          const bool any = std::any_of(g.begin(), g.end(), [&](int64_t d) { return z0 + d >= 0 && z0 + d < Z; });
+          QLTY_CHECK_ARG(any, "boundary", who, ": with skip, the group ", c10::IntArrayRef(g),
+                         " has no slice at z0 = ", z0, " (Z = ", Z,
+                         "): choose other offsets or z_slices, or another boundary mode");
+        }
+    }
+  }
+
   torch::ScalarType work_dtype() const { return source_.dtype() == torch::kDouble ? torch::kDouble : torch::kFloat; }
 
   /// One output plane: the slab slices (z in the slab) it combines, and how many slices count (zeros included).

@@ -84,14 +84,7 @@ TEST(Quilt25D, SkipLeavesSlicesOutOfMeansAndRefusesWhatWouldChangeTheChannels) {
   EXPECT_EQ(out.scalar_type(), torch::kDouble);
   EXPECT_TRUE(torch::allclose(out[0][0], (x[0][0][0] + x[0][0][1]) / 2));         // z0 0: slice -1 left out
   EXPECT_TRUE(torch::allclose(out[3][1], torch::zeros({3, 3}, torch::kDouble)));  // z0 3: std of one slice
-  auto field = [](auto&& f) {
-    try {
-      f();
-    } catch (const qlty::ArgumentError& e) {
-      return e.field();
-    }
-    return std::string("(no error)");
-  };
+  const auto field = [](auto&& f) { return qlty_test::argument_field(f); };
   EXPECT_EQ(field([&] { qlty::NCZYX25DQuilt(x, qlty::ChannelSpec().identity({0, 1}), ZBoundary::Skip); }), "boundary");
   EXPECT_EQ(field([&] { qlty::NCZYX25DQuilt(x, qlty::ChannelSpec().mean({{1, 2}}), ZBoundary::Skip); }), "boundary");
   EXPECT_EQ(field([&] {  // without slice 3, the group has a slice everywhere

@@ -198,14 +198,7 @@ TEST(Tokens, TheTorchOpPathEqualsTheCpuKernel) {
 
 TEST(Tokens, BadArgumentsAreRefusedNamingThem) {
   auto p = torch::randn({2, 8, 8});
-  auto field = [](auto&& f) {
-    try {
-      f();
-    } catch (const qlty::ArgumentError& e) {
-      return e.field();
-    }
-    return std::string("(no error)");
-  };
+  const auto field = [](auto&& f) { return qlty_test::argument_field(f); };
   EXPECT_EQ(field([&] { qlty::tokenize_patch(p[0], 4); }), "patch");
   EXPECT_EQ(field([&] { qlty::tokenize_patch(p, 0); }), "patch_size");
   EXPECT_EQ(field([&] { qlty::tokenize_patch(p, 9); }), "patch_size");
