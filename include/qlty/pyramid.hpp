@@ -49,7 +49,7 @@ inline torch::Tensor block_mean(const torch::Tensor& x, const std::vector<int64_
   auto v = x.to(work).reshape(pooled);
   std::vector<int64_t> k = factors;
   for (int64_t a = 0; a < F; ++a) k[a] = std::min(k[a], spatial[a]);  // a block past a short axis: all of it
-  if (F == 1) {  // as one row of a 2-D pooling
+  if (F == 1) {                                                       // as one row of a 2-D pooling
     v = v.unsqueeze(2);
     k.insert(k.begin(), 1);
   }
@@ -250,10 +250,7 @@ inline zarr::Array create_level(const std::string& path, const std::vector<int64
   std::vector<std::string> names;
   if (p.lead) names.emplace_back("c");
   for (const char* n : {"z", "y", "x"}) names.emplace_back(n);
-  if (o.zarr_format == 3)
-    ao.dimension_names = names;
-  else
-    ao.attributes = {{"_ARRAY_DIMENSIONS", names}};
+  zarr::set_axis_names(ao, names);
   return zarr::Array::create(path, ao);
 }
 
@@ -278,21 +275,16 @@ inline PyramidSummary write_pyramid(const std::string& path, const std::vector<i
   const auto p = detail::plan_pyramid(shape, o);
   QLTY_CHECK_ARG(o.zarr_format == 2 || o.zarr_format == 3, "zarr_format",
                  "write_pyramid: zarr_format must be 2 or 3, got ", o.zarr_format);
-  json ngff = {{"multiscales", json::array({detail::pyramid_multiscales(p, o)})}};
-  json attributes = o.attributes;
   json mine = {{"levels", p.levels}, {"downsample_z", p.downsample_z}};
   if (o.laplacian)
     mine["laplacian"] = {
         {"path", "laplacian"},
         {"levels", p.levels - 1},
         {"rule", "laplacian/l = level l - up(level l + 1); up: linear over y, x, align_corners false"}};
-  attributes["qlty"] = mine;
-  if (o.zarr_format == 3) {
-    ngff["version"] = "0.5";
-    attributes["ome"] = ngff;
-  } else {
-    attributes.update(ngff);
-  }
+  json extra = o.attributes;
+  extra["qlty"] = mine;
+  const json attributes =
+      zarr::with_ngff({{"multiscales", json::array({detail::pyramid_multiscales(p, o)})}}, extra, o.zarr_format);
   auto group = zarr::Group::create(path, attributes, o.zarr_format, o.overwrite);
   const auto dt = zarr::data_type(dtype);
   std::vector<zarr::Array> levels, laplacians;

@@ -1321,6 +1321,28 @@ class Group {
   int format_ = 2;
 };
 
+/// @brief Names an array's axes as its format can: `dimension_names` in Zarr v3, xarray's `_ARRAY_DIMENSIONS`
+/// attribute in v2 (what zarr-python and xarray read). Set `zarr_format` first.
+inline void set_axis_names(ArrayOptions& o, const std::vector<std::string>& names) {
+  if (o.zarr_format == 3)
+    o.dimension_names = names;
+  else
+    o.attributes["_ARRAY_DIMENSIONS"] = names;
+}
+
+/// @brief A group's attributes: `extra`, and the OME-Zarr (NGFF) metadata `ngff` (multiscales, ...) as its version
+/// puts it: NGFF 0.5 on Zarr v3 (under `ome`, with the version there), 0.4 on v2 (among the attributes; each
+/// multiscales entry carries its version).
+inline json with_ngff(json ngff, json extra, int zarr_format) {
+  if (zarr_format == 3) {
+    ngff["version"] = "0.5";
+    extra["ome"] = std::move(ngff);
+  } else {
+    extra.update(ngff);
+  }
+  return extra;
+}
+
 /// @brief The OME-Zarr (NGFF) metadata among a group's attributes: `attributes["ome"]` in NGFF 0.5 (Zarr v3, its
 /// version there), else the attributes themselves (0.4 and before, the version in each multiscales entry).
 inline const json& ngff_attributes(const json& attributes) {

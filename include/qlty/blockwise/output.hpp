@@ -280,17 +280,14 @@ class BlockwiseOutput {
       return json::array({m});
     };
     // A group with NGFF attributes `ngff` (0.4: among the attributes; 0.5: under `ome`, with the version) and `extra`.
-    auto write_group = [&](const std::string& dir, json ngff, const json& extra) {
+    auto write_group = [&](const std::string& dir, const json& ngff, const json& extra) {
       make_dirs(dir);
-      json attributes = extra;
+      const json attributes = zarr::with_ngff(ngff, extra, o.zarr_format);
       if (v3) {
-        ngff["version"] = "0.5";
-        attributes["ome"] = ngff;
         const json group = {{"zarr_format", 3}, {"node_type", "group"}, {"attributes", attributes}};
         atomic_write(join_path(dir, "zarr.json"), group.dump(4, ' ', true), false);
         return;
       }
-      attributes.update(ngff);
       atomic_write(join_path(dir, ".zgroup"), json{{"zarr_format", 2}}.dump(4), false);
       atomic_write(join_path(dir, ".zattrs"), attributes.dump(4, ' ', true), false);
     };
@@ -311,11 +308,7 @@ class BlockwiseOutput {
       ao.codecs = o.codecs;
       ao.zarr_format = o.zarr_format;
       if (plan_.sharded) ao.inner_chunks = out_chunks;
-      if (v3) {
-        ao.dimension_names = names;
-      } else {
-        ao.attributes = {{"_ARRAY_DIMENSIONS", names}};
-      }
+      zarr::set_axis_names(ao, names);
       return zarr::Array::open_or_create(path, ao);
     };
     const auto dt = zarr::data_type(o.output_dtype);
