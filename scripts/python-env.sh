@@ -3,9 +3,10 @@
 # never committed): zarr-python 3 and numpy 2 (the Zarr writers and readers users have today), TensorStore (a
 # second reader of sharded arrays) and ome-zarr-py (napari's OME-Zarr reader), and with `torch`
 # PyPI's torch wheel (LibTorch 2.x with CUDA, and torch.export for the model tests), and with `qlty` also the Python
-# original from PyPI (the benchmarks' peer, benchmarks/python/peer.py; it needs torch). Installs only what is
+# original from PyPI (the benchmarks' peer, benchmarks/python/peer.py; it needs torch), and with `module` what
+# building and testing the Python module qlty_cpp takes (scikit-build-core, pytest). Installs only what is
 # missing; prints the environment's python.
-#   scripts/python-env.sh BUILD_DIR [torch] [qlty]   (QLTY_TORCH_SPEC: the torch to install, default the newest)
+#   scripts/python-env.sh BUILD_DIR [torch] [qlty] [module]   (QLTY_TORCH_SPEC: the torch to install, default the newest)
 set -euo pipefail
 build_dir=$1
 venv=$(mkdir -p "$build_dir" && cd "$build_dir" && pwd)/venv
@@ -14,7 +15,8 @@ for extra in "${@:2}"; do
   case "$extra" in
     torch) wanted+=("${QLTY_TORCH_SPEC:-torch}") ;;
     qlty) wanted+=(qlty) ;;
-    *) echo "python-env.sh: extras are torch and qlty, got \"$extra\"" >&2; exit 2 ;;
+    module) wanted+=(scikit_build_core pytest) ;;
+    *) echo "python-env.sh: extras are torch, qlty and module, got \"$extra\"" >&2; exit 2 ;;
   esac
 done
 [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv" >&2

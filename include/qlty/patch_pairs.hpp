@@ -245,7 +245,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> extract_p
     const torch::Tensor& x, const std::array<int64_t, D>& window, int64_t num_patches,
     std::pair<double, double> delta_range, std::optional<uint64_t> seed,
     const std::optional<std::vector<int64_t>>& rotation_choices,
-    const std::array<torch::Tensor*, 2>& into = {nullptr, nullptr}) {
+    const std::array<torch::Tensor*, 2>& into = {nullptr, nullptr},
+    const std::array<torch::Tensor*, 2>& positions = {nullptr, nullptr}) {
   const std::string who_out = c10::str(pairs_name<D>(), "_out");
   const char* who = into[0] ? who_out.c_str() : pairs_name<D>();
   const char* axes = D == 2 ? "(N, C, Y, X)" : "(N, C, Z, Y, X)";
@@ -300,6 +301,11 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> extract_p
     auto start = uniform_between(torch::clamp_min(-d, 0), torch::clamp_max(last - d, last), gen);
     origins.select(1, 4 - D + a).copy_(start);
     shifted.select(1, 4 - D + a).copy_(start + d);
+  }
+  if (positions[0]) {  // (n, [z,] y, x): the image index and the window's first pixel
+    const auto columns = torch::cat({torch::zeros({1}, torch::kInt64), torch::arange(4 - D, 4)});
+    *positions[0] = origins.index_select(1, columns).to(x.device());
+    *positions[1] = shifted.index_select(1, columns).to(x.device());
   }
   auto turns = torch::zeros({M}, torch::kInt64);
   if (rotation_choices) {
@@ -469,6 +475,19 @@ inline std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> ex
     std::pair<double, double> delta_range, std::optional<uint64_t> seed = std::nullopt,
     const std::optional<std::vector<int64_t>>& rotation_choices = std::nullopt) {
   return detail::extract_pairs<2>(x, window, num_patches, delta_range, seed, rotation_choices);
+}
+
+/// @brief extract_patch_pairs (the same pairs for the same seed), and where their patches lie: positions1 and
+/// positions2 (N*P, 3) int64 as (n, y, x), the image and the first pixel of patch 1 and of patch 2 (before its turn),
+/// the original's `return_positions` with `include_n_position` (drop column 0 for (y, x)).
+inline std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor>
+extract_patch_pairs_with_positions(const torch::Tensor& x, const std::array<int64_t, 2>& window, int64_t num_patches,
+                                   std::pair<double, double> delta_range, std::optional<uint64_t> seed = std::nullopt,
+                                   const std::optional<std::vector<int64_t>>& rotation_choices = std::nullopt) {
+  torch::Tensor pos1, pos2;
+  auto [p1, p2, d, r] = detail::extract_pairs<2>(x, window, num_patches, delta_range, seed, rotation_choices,
+                                                 {nullptr, nullptr}, {&pos1, &pos2});
+  return {p1, p2, d, r, pos1, pos2};
 }
 
 /// @brief extract_patch_pairs into patches1 and patches2, buffers a training loop reuses: (N*P, C, U, V),

@@ -107,6 +107,29 @@ TEST(PatchPairs, PatchesAreTheImageAtTheirOrigins2D) {
   }
 }
 
+// The positions are where the pairs were cut (decoded from an image of indices), for the same pairs as without them.
+TEST(PatchPairs, PositionsAreWhereThePairsWereCut) {
+  auto x = index_image({3, 2, 40, 36});
+  std::vector<int64_t> choices{0, 1, 2, 3};
+  auto [p1, p2, deltas, rot] = qlty::extract_patch_pairs(x, {12, 12}, 20, {3.0, 9.0}, 11, choices);
+  auto [q1, q2, qd, qr, pos1, pos2] =
+      qlty::extract_patch_pairs_with_positions(x, {12, 12}, 20, {3.0, 9.0}, 11, choices);
+  ASSERT_TRUE(torch::equal(p1, q1) && torch::equal(p2, q2) && torch::equal(deltas, qd) && torch::equal(rot, qr));
+  ASSERT_EQ(pos1.sizes(), (std::vector<int64_t>{60, 3}));
+  EXPECT_EQ(pos1.scalar_type(), torch::kInt64);
+  const auto pairs = decode<2>(x, p1, deltas, rot);
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    const auto& q = pairs[i];
+    const auto m = static_cast<int64_t>(i);
+    EXPECT_EQ(pos1[m][0].item<int64_t>(), q.n);
+    EXPECT_EQ(pos1[m][1].item<int64_t>(), q.y);
+    EXPECT_EQ(pos1[m][2].item<int64_t>(), q.x);
+    EXPECT_EQ(pos2[m][0].item<int64_t>(), q.n);
+    EXPECT_EQ(pos2[m][1].item<int64_t>(), q.y + q.dy);
+    EXPECT_EQ(pos2[m][2].item<int64_t>(), q.x + q.dx);
+  }
+}
+
 TEST(PatchPairs, PatchesAreTheImageAtTheirOrigins3D) {
   auto x = index_image({2, 1, 20, 22, 24});
   auto [p1, p2, deltas] = qlty::extract_patch_pairs_3d(x, {8, 9, 10}, 15, {2.5, 5.0}, 3);

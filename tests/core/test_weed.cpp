@@ -53,6 +53,32 @@ TEST(Weed, SeedSparseLabelExample) {
   EXPECT_TRUE(((vl2 != -1).logical_and(quilt.border_tensor().to(torch::kBool))).flatten(1).any(1).all().item<bool>());
 }
 
+// A border per patch ((M, Y, X)) or per channel broadcasts against the labels, as NumPy broadcasts (the original).
+TEST(Weed, BorderBroadcastsAgainstLabels) {
+  auto out = torch::full({3, 4, 4}, -1.0);
+  out[0][0][0] = 5;  // patch 0: a label at a corner
+  out[1][2][2] = 5;  // patch 1: a label inside
+  auto in = torch::arange(3).view({3, 1}).to(torch::kFloat);
+  auto border = torch::zeros({3, 4, 4});
+  border[0][0][0] = 1;                      // patch 0's mask holds its corner: kept
+  border[1].fill_(1), border[1][2][2] = 0;  // patch 1's mask leaves out its label: dropped
+  border[2].fill_(1);                       // patch 2 has no label: dropped
+  auto [kin, kout, removed] = qlty::weed_sparse_classification_training_pairs_2D(in, out, -1, border);
+  EXPECT_TRUE(torch::equal(removed, torch::tensor({false, true, true})));
+  EXPECT_TRUE(torch::equal(kin, in.slice(0, 0, 1)));
+  // with channels: the same masks against (M, 1, Y, X) labels, and one mask per channel (C, Y, X)
+  auto [kin2, kout2, removed2] =
+      qlty::weed_sparse_classification_training_pairs_2D(in, out.unsqueeze(1), -1, border.unsqueeze(1));
+  EXPECT_TRUE(torch::equal(removed2, removed));
+  auto [kin3, kout3, removed3] = qlty::weed_sparse_classification_training_pairs_2D(
+      in, out.unsqueeze(1).expand({3, 2, 4, 4}), -1, border.slice(0, 1, 3));
+  // channel 0 takes mask 1 (all but the centre pixel), channel 1 mask 2 (all): patch 1's centre is in channel 1's
+  EXPECT_TRUE(torch::equal(removed3, torch::tensor({false, false, true})));
+  expect_error<c10::ValueError>(
+      [&] { qlty::weed_sparse_classification_training_pairs_2D(in, out, -1, border.slice(0, 0, 2)); },
+      {"does not broadcast", "[2, 4, 4]"});
+}
+
 TEST(Weed, BadInputs) {
   using V = c10::ValueError;
   auto border = torch::ones({4, 4});
