@@ -2,13 +2,14 @@
 # Installs the Debian packages qlty needs; does nothing when all are present. Run as root (or with sudo).
 #   scripts/install-deps.sh          everything: the library, the program, tests, benchmarks, fuzzers, MPI
 #   scripts/install-deps.sh demo     only what `qlty demo` and the examples need (the library and the program)
-# (python3-venv: the build folder's virtual environment of PyPI packages, scripts/python-env.sh.)
+# (python3-venv: the build folder's virtual environment of PyPI packages, scripts/python-env.sh; python3-dev: the
+# Python module qlty_cpp, docs/python.md.)
 set -euo pipefail
 
 demo=(g++ make cmake libtorch-dev nlohmann-json3-dev libblosc-dev libzstd-dev zlib1g-dev liblz4-dev libcli11-dev
       libtiff-dev libpng-dev)
 rest=(libgtest-dev libgmock-dev libbenchmark-dev python3-zarr python3-numpy clang libclang-rt-14-dev libopenmpi-dev
-      openmpi-bin python3-venv python3-pip)
+      openmpi-bin python3-venv python3-pip python3-dev)
 packages=("${demo[@]}")
 [ "${1:-all}" = demo ] || packages+=("${rest[@]}")
 

@@ -104,6 +104,12 @@ class OriginalAttributes:
         for name, count in zip(("n" + a for a in self._axes), times):
             setattr(self, name, count)
 
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{a}={getattr(self, a)}" for a in self._axes)
+        first = f"filename={self.filename!r}, N={self.N}, " if hasattr(self, "filename") else ""
+        return (f"{type(self).__name__}({first}{sizes}, window={self.window}, step={self.step}, "
+                f"border={self.border}, border_weight={self.border_weight})")
+
 
 class QuiltBase(OriginalAttributes):
     """NCYXQuilt and NCZYXQuilt: the original's attributes and calls over the extension's quilt."""

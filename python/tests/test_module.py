@@ -118,6 +118,14 @@ def test_extensions_blends_padding_and_out_calls():
     assert torch.equal(result, want) and torch.equal(weights, want_w)
 
 
+def test_quilts_show_their_settings(tmp_path):
+    assert repr(qlty_cpp.NCYXQuilt(64, 48, (16, 16), (8, 8), 2)) == (
+        "NCYXQuilt(Y=64, X=48, window=(16, 16), step=(8, 8), border=(2, 2), border_weight=1.0)")
+    with qlty_cpp.LargeNCZYXQuilt(str(tmp_path / "p"), 2, 8, 8, 8, (4, 4, 4), (2, 2, 2)) as large:
+        assert repr(large) == (f"LargeNCZYXQuilt(filename={str(tmp_path / 'p')!r}, N=2, Z=8, Y=8, X=8, "
+                               "window=(4, 4, 4), step=(2, 2, 2), border=None, border_weight=0.1)")
+
+
 def test_unstitch_and_stitch_backpropagate():
     x = torch.randn(1, 2, 32, 32, requires_grad=True)
     quilt = qlty_cpp.NCYXQuilt(32, 32, (16, 16), (8, 8), (2, 2), 0.5)
