@@ -141,6 +141,9 @@ py::dict run(const py::object& model, const py::object& input, const std::string
   // Python objects are only touched with the GIL held: the run below releases it, and the model and the progress
   // callback take it back for their calls. `model` and `progress` outlive the run (the caller holds them).
   BlockModel block_model;
+  // A KeyboardInterrupt or SystemExit raised in the model: the run reports model errors as QltyError (tag `model`),
+  // these two go back to Python as themselves.
+  auto interrupted = std::make_shared<std::optional<py::error_already_set>>();
   if (py::isinstance<py::str>(model)) {
     const auto file = model.cast<std::string>();
     py::gil_scoped_release unlocked;
@@ -153,28 +156,36 @@ py::dict run(const py::object& model, const py::object& input, const std::string
                    "AOTInductor file, got ",
                    py::str(py::type::of(model)).cast<std::string>());
     py::handle callable = model;
-    block_model = [callable](const torch::Tensor& x) {
+    block_model = [callable, interrupted](const torch::Tensor& x) {
       py::gil_scoped_acquire locked;
       torch::NoGradGuard no_grad;
-      py::object y = callable(x);
+      py::object y;
+      try {
+        y = callable(x);
+      } catch (py::error_already_set& e) {
+        if (!e.matches(PyExc_Exception)) *interrupted = e;  // KeyboardInterrupt, SystemExit: returned as they are
+        throw;
+      }
       QLTY_CHECK_ARG(THPVariable_Check(y.ptr()), "model", "infer_blockwise: the model must return a tensor, got ",
                      py::str(py::type::of(y)).cast<std::string>());
       return y.cast<torch::Tensor>();
     };
   }
-  if (!progress.is_none()) {
-    py::handle report = progress;
-    o.progress = [report](const BlockwiseProgress& p) {
-      py::gil_scoped_acquire locked;
-      py::dict d;
-      d["blocks_total"] = p.blocks_total;
-      d["blocks_done"] = p.blocks_done;
-      d["windows_planned"] = p.windows_planned;
-      d["windows_done"] = p.windows_done;
-      d["seconds"] = p.seconds;
-      report(d);
-    };
-  }
+  // After every batch and block: Ctrl-C (a signal Python has not handled yet) stops the run, which a rerun resumes;
+  // then the caller's progress callback, if any.
+  py::handle report = progress;
+  o.progress = [report](const BlockwiseProgress& p) {
+    py::gil_scoped_acquire locked;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (report.is_none()) return;
+    py::dict d;
+    d["blocks_total"] = p.blocks_total;
+    d["blocks_done"] = p.blocks_done;
+    d["windows_planned"] = p.windows_planned;
+    d["windows_done"] = p.windows_done;
+    d["seconds"] = p.seconds;
+    report(d);
+  };
   std::optional<BlockInput> in;
   if (THPVariable_Check(input.ptr())) {
     in = BlockInput::from_tensor(input.cast<torch::Tensor>());
@@ -191,9 +202,12 @@ py::dict run(const py::object& model, const py::object& input, const std::string
                    py::str(py::type::of(input)).cast<std::string>());
   }
   BlockwiseSummary s;
-  {
+  try {
     py::gil_scoped_release unlocked;
     s = infer_blockwise(block_model, *in, output, o);
+  } catch (const Error&) {
+    if (*interrupted) throw **interrupted;
+    throw;
   }
   return summary_dict(s);
 }

@@ -158,3 +158,28 @@ def test_infer_blockwise_with_a_module_equals_the_module_on_the_whole(tmp_path):
 
     with pytest.raises(Exception, match="the model failed"):
         qlty_cpp.infer_blockwise(broken, x, str(tmp_path / "o3.zarr"), window=32, step=24)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_ctrl_c_stops_infer_blockwise_and_a_rerun_resumes(tmp_path):
+    import os
+    import signal
+
+    torch.manual_seed(3)
+    x = torch.randn(1, 1, 2048, 2048)
+    model = str(tmp_path / "conv.pt")
+    torch.jit.script(torch.nn.Conv2d(1, 1, 3, padding=1)).save(model)  # no Python runs during the inference
+    output = str(tmp_path / "out.zarr")
+    timer = threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):  # between two batches, not at the end of the run
+        qlty_cpp.infer_blockwise(model, x, output, window=32, step=16)
+    timer.join()
+    summary = qlty_cpp.infer_blockwise(model, x, output, window=32, step=16)
+    assert summary["complete"]
+
+    def interrupted(batch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # as itself, not as a model error
+        qlty_cpp.infer_blockwise(interrupted, x, str(tmp_path / "o2.zarr"), window=32, step=16)
