@@ -72,8 +72,9 @@ def check_position_mode(position_mode: str) -> bool:
     return position_mode == "relative"
 
 
-def window_origin(index: int, shape, window, step, times) -> tuple:
-    """(n, *origin) of patch `index` of a quilt: image index // prod(times), window in row-major order."""
+def window_origin(index: int, shape, window, step, times, padded: bool = False) -> tuple:
+    """(n, *origin) of patch `index` of a quilt: image index // prod(times), window in row-major order. A padding
+    quilt's windows run over the image padded to the window (floor(d / 2) before it), so origins can be negative."""
     per_image = 1
     for t in times:
         per_image *= t
@@ -81,7 +82,8 @@ def window_origin(index: int, shape, window, step, times) -> tuple:
     origin = []
     for a in reversed(range(len(times))):
         w, k = divmod(w, times[a])
-        origin.append(min(k * step[a], shape[a] - window[a]))
+        size = max(shape[a], window[a]) if padded else shape[a]
+        origin.append(min(k * step[a], size - window[a]) - (size - shape[a]) // 2)
     return (n, *reversed(origin))
 
 

@@ -33,6 +33,7 @@ class LargeQuiltBase(OriginalAttributes):
         self._window = per_axis(window, self._ndim, "window")
         self._step = per_axis(step, self._ndim, "step")
         self._sizes = tuple(sizes)
+        self._padded = extensions.get("pad", "none") != "none"
         self._quilt = quilt_type(str(filename), N, list(sizes), list(self._window), list(self._step),
                                  **blend_kwargs(self.border, border_weight, **extensions), **options)
         self._times = tuple(self._quilt.get_times())
@@ -60,7 +61,7 @@ class LargeQuiltBase(OriginalAttributes):
             patch = self._quilt.unstitch(tensor, int(index))
         if not return_positions:
             return patch
-        origin = window_origin(int(index), self._sizes, self._window, self._step, self._times)
+        origin = window_origin(int(index), self._sizes, self._window, self._step, self._times, self._padded)
         position = torch.tensor(origin if include_n_position else origin[1:], dtype=torch.int64)
         return patch, position
 

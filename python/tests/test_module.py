@@ -118,6 +118,17 @@ def test_extensions_blends_padding_and_out_calls():
     assert torch.equal(result, want) and torch.equal(weights, want_w)
 
 
+def test_large_quilt_positions_match_the_in_memory_quilt(tmp_path):
+    for shape, pad in (((40, 30), "none"), ((10, 12), "constant")):
+        memory = qlty_cpp.NCYXQuilt(*shape, (16, 16), (8, 8), pad=pad)
+        want = memory.unstitch(torch.zeros(2, 1, *shape), return_positions=True, include_n_position=True)[1]
+        with qlty_cpp.LargeNCYXQuilt(str(tmp_path / pad), 2, *shape, (16, 16), (8, 8), pad=pad) as large:
+            x = torch.randn(2, 1, *shape)
+            got = [large.unstitch(x, i, return_positions=True, include_n_position=True)[1] for i in range(large.N_chunks)]
+            assert torch.equal(torch.stack(got), want), pad
+    assert want[0].tolist() == [0, -3, -2]  # the padding before a 10 x 12 image in a 16 x 16 window
+
+
 def test_quilts_show_their_settings(tmp_path):
     assert repr(qlty_cpp.NCYXQuilt(64, 48, (16, 16), (8, 8), 2)) == (
         "NCYXQuilt(Y=64, X=48, window=(16, 16), step=(8, 8), border=(2, 2), border_weight=1.0)")
