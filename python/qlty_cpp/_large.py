@@ -41,6 +41,7 @@ class LargeQuiltBase(OriginalAttributes):
         self.weight = self._quilt.weights()
         self.N_chunks = self._quilt.N_chunks
         self._next = 0
+        self._input = None  # (path, ZarrArray) of the last Zarr input given by path
 
     # --- the original's calls -----------------------------------------------------------------------------------
     def border_tensor(self) -> np.ndarray:
@@ -53,8 +54,10 @@ class LargeQuiltBase(OriginalAttributes):
     def unstitch(self, tensor, index: int, return_positions: bool = False, include_n_position: bool = False):
         """Window `index` (C, *window) of tensor (N, C, *shape): a tensor, a qlty_cpp.ZarrArray or the path of a
         Zarr array (read from disk). With return_positions, also its origin ((n,) + origin with include_n_position)."""
-        if isinstance(tensor, str):
-            tensor = _C.ZarrArray(tensor)
+        if isinstance(tensor, str):  # opened once per path, not once per window
+            if self._input is None or self._input[0] != tensor:
+                self._input = (tensor, _C.ZarrArray(tensor))
+            tensor = self._input[1]
         if isinstance(tensor, _C.ZarrArray):
             patch = self._quilt.unstitch_zarr(tensor, int(index))
         else:

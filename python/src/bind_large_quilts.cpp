@@ -71,10 +71,6 @@ void bind_large(py::module_& m, const char* name) {
           "unstitch_zarr", [](const H& h, const zarr::Array& x, int64_t index) { return h.get().unstitch(x, index); },
           py::arg("x"), py::arg("index"), release())
       .def(
-          "unstitch_many",
-          [](const H& h, const T& x, const std::vector<int64_t>& indices) { return h.get().unstitch(x, indices); },
-          py::arg("x"), py::arg("indices"), release())
-      .def(
           "stitch",
           [](const H& h, const T& patch, int64_t index, const std::optional<T>& var) {
             h.get().stitch(patch, index, var);

@@ -89,6 +89,11 @@ def test_large_quilt_resumes_after_an_interruption(tmp_path):
     zarr_mean = qlty_cpp.ZarrArray(str(tmp_path / "part_mean.zarr")).read_all()
     np.testing.assert_array_equal(zarr_mean.numpy(), got)
     second.close()
+    # windows of a Zarr input given by its path are its windows
+    with qlty_cpp.LargeNCYXQuilt(str(tmp_path / "from_zarr"), *args) as third:
+        path = str(tmp_path / "part_mean.zarr")
+        for i in (0, third.N_chunks - 1):
+            assert torch.equal(third.unstitch(path, i), third.unstitch(zarr_mean, i))
 
 
 def test_extensions_blends_padding_and_out_calls():
